@@ -1,0 +1,501 @@
+//! `POST /lti/launch[/{course}]`: verifies an LTI 1.1 launch (DESIGN §3),
+//! provisions the learner, seals the session and hands the browser a
+//! single-use ticket for `/lti/continue`.
+//!
+//! Checks run in the order of [`Rejection::ALL`]; the first failure decides.
+
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::respond;
+use super::session::Session;
+use super::{unix_now, with_header, AppState, Body};
+use crate::config::Consumer;
+use crate::lti::encode::{parse_form, percent_encode};
+use crate::lti::launch::{parse, LaunchParams, Rejection};
+use crate::lti::oauth1::{self, VerifyRequest};
+use crate::lti::roles;
+use crate::provision::{ProvisionError, ProvisionRequest};
+use crate::store::{LicenceClaim, NonceCheck, StoreError};
+
+/// Largest launch body.
+pub const MAX_LAUNCH_BODY: usize = 64 * 1024;
+/// Lifetime of a launch ticket.
+pub const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// What a ticket holds until `/lti/continue` redeems it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The sealed cookie value.
+    #[serde(rename = "c")]
+    pub cookie: String,
+    /// Public landing path.
+    #[serde(rename = "l")]
+    pub landing: String,
+    /// Learner external ID.
+    #[serde(rename = "x")]
+    pub external_id: String,
+    /// Course.
+    #[serde(rename = "k")]
+    pub course: String,
+}
+
+/// A refused launch.
+struct Failure {
+    reason: Rejection,
+    /// Log detail; never contains secrets or signatures.
+    detail: String,
+    /// Set only once the signature has verified.
+    return_url: Option<String>,
+}
+
+impl Failure {
+    fn new(reason: Rejection, detail: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            detail: detail.into(),
+            return_url: None,
+        }
+    }
+}
+
+/// A random URL-safe token.
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Handles a launch request. `path_course` is the raw (still encoded) last
+/// path segment of `/lti/launch/{course}`.
+pub async fn handle<B>(
+    state: &AppState,
+    req: Request<B>,
+    path_course: Option<&str>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<super::BoxError>,
+{
+    let started = Instant::now();
+    let json = respond::prefers_json(req.headers());
+    let mut consumer_label = "unknown".to_string();
+    let result = run(state, req, path_course, &mut consumer_label).await;
+    state
+        .metrics
+        .launch_duration
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(resp) => {
+            state
+                .metrics
+                .launches
+                .with_label_values(&[consumer_label.as_str(), "accepted"])
+                .inc();
+            resp
+        }
+        Err(f) => {
+            state
+                .metrics
+                .launches
+                .with_label_values(&[consumer_label.as_str(), f.reason.label()])
+                .inc();
+            tracing::info!(
+                consumer = %consumer_label,
+                reason = f.reason.label(),
+                detail = %f.detail,
+                "launch refused"
+            );
+            rejection_response(f, json)
+        }
+    }
+}
+
+fn rejection_response(f: Failure, json: bool) -> Response<Body> {
+    let status = StatusCode::from_u16(f.reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    if let Some(url) = f.return_url {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let location = format!(
+            "{url}{sep}lti_errormsg={}&lti_errorlog={}",
+            percent_encode(f.reason.message().as_bytes()),
+            f.reason.label()
+        );
+        return respond::see_other(&location);
+    }
+    let message = if f.reason == Rejection::InvalidRequest {
+        format!("{} ({})", f.reason.message(), f.detail)
+    } else {
+        f.reason.message().to_string()
+    };
+    respond::error(status, f.reason.label(), &message, json)
+}
+
+/// The URL the LMS signed: public scheme/host/port (or the forwarded ones,
+/// when trusted), the public path prefix, and the raw request path.
+fn signed_base_uri(state: &AppState, headers: &HeaderMap, raw_path: &str) -> String {
+    let public = &state.settings.server.public_url;
+    let mut scheme = public.scheme.clone();
+    let mut host = public.host.clone();
+    let mut port = public.port;
+    let mut prefix = public.prefix.clone();
+    if state.settings.server.trust_forwarded_headers {
+        let first = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(p) = first("x-forwarded-proto") {
+            scheme = p.to_ascii_lowercase();
+            port = None;
+        }
+        if let Some(h) = first("x-forwarded-host") {
+            match h
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                Some((name, p)) if !name.ends_with(']') || h.starts_with('[') => {
+                    host = name.to_string();
+                    port = p.parse().ok();
+                }
+                _ => {
+                    host = h;
+                    port = None;
+                }
+            }
+        }
+        if let Some(p) = first("x-forwarded-port").and_then(|p| p.parse::<u16>().ok()) {
+            port = Some(p);
+        }
+        if let Some(p) = first("x-forwarded-prefix") {
+            prefix = p.trim_end_matches('/').to_string();
+        }
+    }
+    let path = format!("{prefix}{raw_path}");
+    oauth1::base_string_uri(&scheme, &host, port, &path)
+}
+
+fn store_failure(state: &AppState, op: &'static str, e: StoreError) -> Failure {
+    state.metrics.store_failed(op);
+    Failure::new(Rejection::StoreUnavailable, e.to_string())
+}
+
+async fn run<B>(
+    state: &AppState,
+    req: Request<B>,
+    path_course: Option<&str>,
+    consumer_label: &mut String,
+) -> Result<Response<Body>, Failure>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<super::BoxError>,
+{
+    let (parts, body) = req.into_parts();
+
+    // Content type and size.
+    let ctype = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ctype.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(Failure::new(
+            Rejection::InvalidRequest,
+            "the launch must be an application/x-www-form-urlencoded POST",
+        ));
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_LAUNCH_BODY as u64) {
+        return Err(Failure::new(
+            Rejection::BodyTooLarge,
+            "content-length over 64 KiB",
+        ));
+    }
+    let body = match Limited::new(body, MAX_LAUNCH_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(Failure::new(Rejection::BodyTooLarge, "body over 64 KiB"));
+            }
+            return Err(Failure::new(
+                Rejection::InvalidRequest,
+                format!("cannot read the body: {e}"),
+            ));
+        }
+    };
+
+    // Parameters.
+    let query = parse_form(parts.uri.query().unwrap_or("").as_bytes())
+        .map_err(|e| Failure::new(Rejection::InvalidRequest, format!("query: {e}")))?;
+    let form = parse_form(&body)
+        .map_err(|e| Failure::new(Rejection::InvalidRequest, format!("body: {e}")))?;
+    let path_course = match path_course {
+        Some(raw) => Some(super::decode_path_segment(raw).map_err(|e| {
+            Failure::new(Rejection::InvalidRequest, format!("course in path: {e}"))
+        })?),
+        None => None,
+    };
+    let launch = parse(&query, &form, path_course.as_deref())
+        .map_err(|e| Failure::new(Rejection::InvalidRequest, e.0))?;
+
+    // Consumer.
+    let settings = &state.settings;
+    let consumer = settings
+        .consumer_by_key(&launch.consumer_key)
+        .ok_or_else(|| Failure::new(Rejection::UnknownConsumer, "unknown oauth_consumer_key"))?;
+    *consumer_label = consumer.name.clone();
+
+    // Timestamp.
+    let now = unix_now();
+    let skew = settings.launch.max_clock_skew.as_secs() as i64;
+    let delta = launch.timestamp - now as i64;
+    if delta.abs() > skew {
+        return Err(Failure::new(
+            Rejection::StaleTimestamp,
+            format!("oauth_timestamp is {delta} s from now (allowed ±{skew} s)"),
+        ));
+    }
+
+    // Signature.
+    let base_uri = signed_base_uri(state, &parts.headers, parts.uri.path());
+    let secrets: Vec<&[u8]> = consumer.secrets.iter().map(|s| s.expose()).collect();
+    let verified = oauth1::verify(
+        &VerifyRequest {
+            http_method: parts.method.as_str(),
+            base_uri: &base_uri,
+            query: &query,
+            body: &form,
+            method: launch.signature_method,
+            signature: &launch.signature,
+        },
+        &secrets,
+    );
+    let Some(secret_index) = verified else {
+        return Err(Failure::new(
+            Rejection::BadSignature,
+            format!("signature does not verify for {base_uri}"),
+        ));
+    };
+    // From here on the LMS is authenticated: its return URL may be used.
+    let return_url = launch.return_url.clone();
+    let fail = |reason: Rejection, detail: String| Failure {
+        reason,
+        detail,
+        return_url: return_url.clone(),
+    };
+
+    let existing = state.session_from(&parts.headers, now).ok();
+
+    // Replay.
+    let ttl = Duration::from_secs((launch.timestamp + skew - now as i64).max(1) as u64);
+    match state
+        .store
+        .record_nonce(&consumer.key, &launch.nonce, ttl)
+        .await
+    {
+        Ok(NonceCheck::Fresh) => state.metrics.store_ok(),
+        Ok(NonceCheck::Replayed) => {
+            state.metrics.store_ok();
+            // An LMS double-click: the browser already holds this session.
+            if let Some(s) = &existing {
+                if s.same_learner(&consumer.name, &launch.user_id)
+                    && s.course(&launch.course).is_some()
+                {
+                    tracing::info!(consumer = %consumer.name, "replayed launch of an open session; redirecting");
+                    return Ok(respond::see_other(&state.landing_path(&launch.course)));
+                }
+            }
+            return Err(fail(Rejection::ReplayedNonce, "nonce seen before".into()));
+        }
+        Err(e) => {
+            let f = store_failure(state, "nonce", e);
+            return Err(fail(f.reason, f.detail));
+        }
+    }
+
+    accept(state, consumer, &launch, secret_index, existing, now)
+        .await
+        .map_err(|f| fail(f.reason, f.detail))
+}
+
+/// Licence, provisioning, session and ticket for a verified launch.
+async fn accept(
+    state: &AppState,
+    consumer: &Consumer,
+    launch: &LaunchParams,
+    _secret_index: usize,
+    existing: Option<Session>,
+    now: u64,
+) -> Result<Response<Body>, Failure> {
+    let settings = &state.settings;
+    let external_id = format!(
+        "{}{}{}",
+        consumer.lms_id, settings.launch.id_separator, launch.user_id
+    );
+    let staff = roles::is_staff(&launch.roles);
+
+    // Licence: claimed before the subscription call, atomically with the cap.
+    let counts = !staff || settings.count_staff;
+    let mut claimed = false;
+    if counts {
+        match state
+            .store
+            .claim_licence(
+                &consumer.name,
+                &launch.course,
+                &external_id,
+                consumer.max_licences,
+            )
+            .await
+        {
+            Ok(LicenceClaim::Existing) => state.metrics.store_ok(),
+            Ok(LicenceClaim::New { used }) => {
+                state.metrics.store_ok();
+                claimed = true;
+                state
+                    .metrics
+                    .licences_used
+                    .with_label_values(&[consumer.name.as_str()])
+                    .set(used as i64);
+            }
+            Ok(LicenceClaim::Exhausted) => {
+                state.metrics.store_ok();
+                return Err(Failure::new(
+                    Rejection::LicenceExhausted,
+                    format!("cap of {} reached", consumer.max_licences.unwrap_or(0)),
+                ));
+            }
+            Err(e) => return Err(store_failure(state, "licence", e)),
+        }
+    }
+
+    // Provisioning.
+    let provisioned = state
+        .provisioner
+        .provision(&ProvisionRequest {
+            external_id: &external_id,
+            given_name: launch.given_name.as_deref(),
+            family_name: launch.family_name.as_deref(),
+            email: launch.email.as_deref(),
+            environment: consumer.environment.as_deref(),
+            course: &launch.course,
+            staff,
+        })
+        .await;
+    let upstream_id = match provisioned {
+        Ok(id) => id,
+        Err(e) => {
+            if claimed {
+                release(state, consumer, &launch.course, &external_id).await;
+            }
+            return Err(match e {
+                ProvisionError::UnknownCourse => {
+                    Failure::new(Rejection::UnknownCourse, "subscription answered 404")
+                }
+                ProvisionError::Upstream(why) => Failure::new(Rejection::UpstreamError, why),
+            });
+        }
+    };
+
+    // Session: the same learner's courses merge; another learner replaces it.
+    let mut session = match existing {
+        Some(s) if s.same_learner(&consumer.name, &launch.user_id) => s,
+        _ => Session {
+            consumer: consumer.name.clone(),
+            lms_id: consumer.lms_id.clone(),
+            user_id: launch.user_id.clone(),
+            external_id: external_id.clone(),
+            upstream_id: None,
+            given_name: None,
+            family_name: None,
+            email: None,
+            courses: Vec::new(),
+            issued_at: now,
+            last_seen: now,
+        },
+    };
+    session.external_id = external_id.clone();
+    session.lms_id = consumer.lms_id.clone();
+    if upstream_id.is_some() {
+        session.upstream_id = upstream_id;
+    }
+    if launch.given_name.is_some() || launch.family_name.is_some() {
+        session.given_name = launch.given_name.clone();
+        session.family_name = launch.family_name.clone();
+    }
+    if launch.email.is_some() {
+        session.email = launch.email.clone();
+    }
+    session.issued_at = now;
+    session.last_seen = now;
+    session.add_course(&launch.course, &launch.roles, settings.session.max_courses);
+    let cookie = state
+        .sealer
+        .seal(&session)
+        .map_err(|e| Failure::new(Rejection::UpstreamError, e.to_string()))?;
+
+    // Ticket for /lti/continue.
+    let landing = state.landing_path(&launch.course);
+    let ticket = random_token();
+    let value = serde_json::to_vec(&Ticket {
+        cookie: cookie.clone(),
+        landing,
+        external_id: external_id.clone(),
+        course: launch.course.clone(),
+    })
+    .map_err(|e| Failure::new(Rejection::UpstreamError, e.to_string()))?;
+    if let Err(e) = state.store.put_ticket(&ticket, &value, TICKET_TTL).await {
+        return Err(store_failure(state, "ticket", e));
+    }
+
+    tracing::info!(
+        consumer = %consumer.name,
+        learner = %external_id,
+        course = %launch.course,
+        staff,
+        "launch accepted"
+    );
+    let location = format!("{}?ticket={ticket}", state.public_path("/lti/continue"));
+    Ok(with_header(
+        respond::see_other(&location),
+        header::SET_COOKIE,
+        &state.session_cookie(&cookie),
+    ))
+}
+
+async fn release(state: &AppState, consumer: &Consumer, course: &str, learner: &str) {
+    match state
+        .store
+        .release_licence(&consumer.name, course, learner)
+        .await
+    {
+        Ok(()) => {
+            if let Ok(used) = state.store.licences_used(&consumer.name).await {
+                state
+                    .metrics
+                    .licences_used
+                    .with_label_values(&[consumer.name.as_str()])
+                    .set(used as i64);
+            }
+        }
+        Err(e) => {
+            state.metrics.store_failed("licence");
+            tracing::warn!(error = %e, "cannot release the licence of a failed launch");
+        }
+    }
+}

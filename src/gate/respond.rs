@@ -1,0 +1,170 @@
+//! The one place that turns outcomes into HTTP responses: error pages (HTML,
+//! or JSON when the client prefers it), redirects and small bodies. Input is
+//! never echoed unescaped.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// True when the `Accept` header ranks `application/json` above `text/html`.
+pub fn prefers_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut json = -1.0f32;
+    let mut html = -1.0f32;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/json" => json = json.max(q),
+            "text/html" => html = html.max(q),
+            _ => {}
+        }
+    }
+    json > 0.0 && json > html
+}
+
+fn base(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// An error page: `code` is a stable machine-readable label (the metric
+/// label where there is one), `message` the human text.
+pub fn error(status: StatusCode, code: &str, message: &str, json: bool) -> Response<Body> {
+    if json {
+        let body = serde_json::json!({
+            "error": code,
+            "message": message,
+            "status": status.as_u16(),
+        });
+        return base(status, "application/json", full(body.to_string()));
+    }
+    let title = status.canonical_reason().unwrap_or("Error");
+    base(
+        status,
+        "text/html; charset=utf-8",
+        full(page(title, &format!("<p>{}</p>", html_escape(message)))),
+    )
+}
+
+/// A small self-contained HTML page; `body_html` must already be escaped.
+pub fn page(title: &str, body_html: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.3rem}}</style></head><body><h1>{t}</h1>{body_html}</body></html>\n",
+        t = html_escape(title)
+    )
+}
+
+/// An HTML response with status 200.
+pub fn html(status: StatusCode, html: String) -> Response<Body> {
+    base(status, "text/html; charset=utf-8", full(html))
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    base(status, "application/json", full(value.to_string()))
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    base(status, "text/plain; charset=utf-8", full(text))
+}
+
+/// `303 See Other` to `location` (already a valid URL or path).
+pub fn see_other(location: &str) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad_redirect",
+                "The redirect target is not a valid URL.",
+                false,
+            )
+        }
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(
+            html_escape("<script>\"x\"&'y'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;"
+        );
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let mut h = HeaderMap::new();
+        assert!(!prefers_json(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(prefers_json(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml,application/json;q=0.9"),
+        );
+        assert!(!prefers_json(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html;q=0.5, application/json"),
+        );
+        assert!(prefers_json(&h));
+    }
+}

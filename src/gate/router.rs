@@ -1,0 +1,68 @@
+//! Routing of the public listener: ltigate's own `/lti/…` routes, then the
+//! session gate in front of the proxy for everything else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{launch, respond, tickets, AppState, Body};
+
+/// The public application behind the listener's limits.
+pub struct Public {
+    /// Shared state.
+    pub app: Arc<AppState>,
+    /// The session gate and proxy.
+    pub proxy: super::proxy::Proxy,
+}
+
+/// Routes one public request.
+pub async fn route(public: &Public, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let app = &public.app;
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/lti/") {
+        match (req.method(), rest) {
+            (&Method::POST, "launch") => return launch::handle(app, req, None).await,
+            (&Method::POST, r) if r.starts_with("launch/") => {
+                let course = r["launch/".len()..].to_string();
+                if course.is_empty() || course.contains('/') {
+                    return not_found(&req);
+                }
+                return launch::handle(app, req, Some(&course)).await;
+            }
+            (&Method::GET, "continue") => return tickets::handle_continue(app, req).await,
+            (&Method::POST, "logout") => return tickets::handle_logout(app, req).await,
+            (&Method::GET | &Method::HEAD, "cartridge.xml") => {
+                return super::cartridge::handle(app, &req)
+            }
+            (_, r) if r == "launch" || r.starts_with("launch/") || r == "logout" => {
+                return respond::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "This address only accepts POST requests from an LMS.",
+                    respond::prefers_json(req.headers()),
+                )
+            }
+            (_, "continue" | "cartridge.xml") => {
+                return respond::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "Method not allowed.",
+                    respond::prefers_json(req.headers()),
+                )
+            }
+            _ => {}
+        }
+    }
+    public.proxy.handle(req, peer).await
+}
+
+fn not_found<B>(req: &Request<B>) -> Response<Body> {
+    respond::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found.",
+        respond::prefers_json(req.headers()),
+    )
+}

@@ -1,0 +1,278 @@
+//! Prometheus metrics: one registry, every series named in DESIGN §9. Label
+//! values come only from configuration or fixed lists, never from request
+//! input.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::gate::session::SessionRejection;
+use crate::lti::launch::Rejection;
+
+/// Every ltigate metric.
+pub struct Metrics {
+    registry: Registry,
+    /// `ltigate_launches_total{consumer,result}`
+    pub launches: IntCounterVec,
+    /// `ltigate_launch_duration_seconds`
+    pub launch_duration: Histogram,
+    /// `ltigate_session_rejections_total{reason}`
+    pub session_rejections: IntCounterVec,
+    /// `ltigate_proxy_requests_total{code}`
+    pub proxy_requests: IntCounterVec,
+    /// `ltigate_proxy_request_duration_seconds`
+    pub proxy_duration: Histogram,
+    /// `ltigate_upstream_api_requests_total{op,result}`
+    pub upstream_api: IntCounterVec,
+    /// `ltigate_upstream_api_duration_seconds{op}`
+    pub upstream_api_duration: HistogramVec,
+    /// `ltigate_webhooks_total{result}`
+    pub webhooks: IntCounterVec,
+    /// `ltigate_outcomes_total{result}`
+    pub outcomes: IntCounterVec,
+    /// `ltigate_outbox_depth`
+    pub outbox_depth: IntGauge,
+    /// `ltigate_outbox_dead`
+    pub outbox_dead: IntGauge,
+    /// `ltigate_outbox_oldest_age_seconds`
+    pub outbox_oldest_age: Gauge,
+    /// `ltigate_licences_used{consumer}`
+    pub licences_used: IntGaugeVec,
+    /// `ltigate_store_up`
+    pub store_up: IntGauge,
+    /// `ltigate_store_errors_total{op}`
+    pub store_errors: IntCounterVec,
+}
+
+/// Store operations, the `op` label of `ltigate_store_errors_total`.
+pub const STORE_OPS: [&str; 6] = ["ping", "nonce", "licence", "ticket", "outbox", "target"];
+/// Upstream API operations.
+pub const API_OPS: [&str; 2] = ["put_user", "put_subscription"];
+/// Upstream API results.
+pub const API_RESULTS: [&str; 4] = ["ok", "not_found", "error", "timeout"];
+/// Proxy status classes.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Webhook results.
+pub const WEBHOOK_RESULTS: [&str; 6] = [
+    "queued",
+    "waiting_for_target",
+    "duplicate",
+    "ignored",
+    "bad_signature",
+    "invalid",
+];
+/// Outcome results.
+pub const OUTCOME_RESULTS: [&str; 3] = ["delivered", "retried", "dead"];
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    h
+}
+
+impl Metrics {
+    /// Registers every series. `consumers` are the configured consumer
+    /// names, pre-created so dashboards see zeros. Panics only on a
+    /// programming error in the metric definitions (fixed names).
+    pub fn new(consumers: &[String]) -> Self {
+        let r = Registry::new();
+        let launches = counter_vec(
+            &r,
+            "ltigate_launches_total",
+            "LTI launches by consumer and result",
+            &["consumer", "result"],
+        );
+        let launch_duration = histogram(
+            &r,
+            "ltigate_launch_duration_seconds",
+            "Time to handle a launch, provisioning included",
+            vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
+        );
+        let session_rejections = counter_vec(
+            &r,
+            "ltigate_session_rejections_total",
+            "Requests refused for want of a valid session, by reason",
+            &["reason"],
+        );
+        let proxy_requests = counter_vec(
+            &r,
+            "ltigate_proxy_requests_total",
+            "Requests proxied to the upstream, by status class",
+            &["code"],
+        );
+        let proxy_duration = histogram(
+            &r,
+            "ltigate_proxy_request_duration_seconds",
+            "Time until the upstream's response headers",
+            vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
+            ],
+        );
+        let upstream_api = counter_vec(
+            &r,
+            "ltigate_upstream_api_requests_total",
+            "Provisioning API calls by operation and result",
+            &["op", "result"],
+        );
+        let upstream_api_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ltigate_upstream_api_duration_seconds",
+                "Provisioning API call duration",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["op"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(upstream_api_duration.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let webhooks = counter_vec(
+            &r,
+            "ltigate_webhooks_total",
+            "Completion webhooks by result",
+            &["result"],
+        );
+        let outcomes = counter_vec(
+            &r,
+            "ltigate_outcomes_total",
+            "Grade deliveries to LMSs by result",
+            &["result"],
+        );
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            g
+        };
+        let outbox_depth = gauge("ltigate_outbox_depth", "Grade jobs waiting for delivery");
+        let outbox_dead = gauge("ltigate_outbox_dead", "Grade jobs in the dead-letter list");
+        let store_up = gauge("ltigate_store_up", "1 when the store answers, else 0");
+        let outbox_oldest_age = Gauge::new(
+            "ltigate_outbox_oldest_age_seconds",
+            "Age of the oldest waiting grade job",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(outbox_oldest_age.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let licences_used = IntGaugeVec::new(
+            Opts::new("ltigate_licences_used", "Licences in use per consumer"),
+            &["consumer"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(licences_used.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let store_errors = counter_vec(
+            &r,
+            "ltigate_store_errors_total",
+            "Store operations that failed, by operation",
+            &["op"],
+        );
+        let build_info = IntGaugeVec::new(
+            Opts::new("ltigate_build_info", "Build information"),
+            &["version"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(build_info.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        // Pre-create the label combinations known at start-up.
+        for c in consumers.iter().map(String::as_str).chain(["unknown"]) {
+            launches.with_label_values(&[c, "accepted"]);
+            for r in Rejection::ALL {
+                launches.with_label_values(&[c, r.label()]);
+            }
+        }
+        for c in consumers {
+            licences_used.with_label_values(&[c.as_str()]);
+        }
+        for s in SessionRejection::ALL {
+            session_rejections.with_label_values(&[s.label()]);
+        }
+        for c in CODE_CLASSES {
+            proxy_requests.with_label_values(&[c]);
+        }
+        for op in API_OPS {
+            upstream_api_duration.with_label_values(&[op]);
+            for res in API_RESULTS {
+                upstream_api.with_label_values(&[op, res]);
+            }
+        }
+        for w in WEBHOOK_RESULTS {
+            webhooks.with_label_values(&[w]);
+        }
+        for o in OUTCOME_RESULTS {
+            outcomes.with_label_values(&[o]);
+        }
+        for op in STORE_OPS {
+            store_errors.with_label_values(&[op]);
+        }
+
+        Metrics {
+            registry: r,
+            launches,
+            launch_duration,
+            session_rejections,
+            proxy_requests,
+            proxy_duration,
+            upstream_api,
+            upstream_api_duration,
+            webhooks,
+            outcomes,
+            outbox_depth,
+            outbox_dead,
+            outbox_oldest_age,
+            licences_used,
+            store_up,
+            store_errors,
+        }
+    }
+
+    /// Text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Counts a failed store operation and marks the store down.
+    pub fn store_failed(&self, op: &'static str) {
+        self.store_errors.with_label_values(&[op]).inc();
+        self.store_up.set(0);
+    }
+
+    /// Marks the store up after a successful operation.
+    pub fn store_ok(&self) {
+        self.store_up.set(1);
+    }
+
+    /// The status class label of a status code.
+    pub fn code_class(status: u16) -> &'static str {
+        match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        }
+    }
+}
