@@ -1,0 +1,644 @@
+//! LTI 1.1 launches end to end over real sockets: a signed form POST to
+//! ltigate, provisioning at a fake upstream, the sealed cookie, the ticket.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ltigate::lti::oauth1::SignatureMethod;
+use support::gate::{client, Gate};
+use support::lms::{encode, Launch};
+use support::upstream::{Mode, Upstream};
+
+async fn post(gate: &Gate, l: &Launch, cookie: Option<&str>) -> reqwest::Response {
+    post_body(gate, &l.path_and_query(), l.body(), cookie).await
+}
+
+async fn post_body(
+    gate: &Gate,
+    path: &str,
+    body: String,
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(gate.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// The `name=value` part of the session `Set-Cookie`.
+fn session_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-ltigate_session="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+async fn setup() -> (Upstream, Gate) {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "").await;
+    (up, gate)
+}
+
+#[tokio::test]
+async fn accepted_launch_provisions_and_sets_a_sealed_cookie() {
+    let (up, gate) = setup().await;
+    let r = post(&gate, &Launch::acme("u-1", "C-1"), None).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert!(
+        location(&r).starts_with("/lti/continue?ticket="),
+        "{}",
+        location(&r)
+    );
+    let set_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("__Host-ltigate_session="))
+        .unwrap();
+    for attr in [
+        "Path=/",
+        "HttpOnly",
+        "Secure",
+        "SameSite=None",
+        "Max-Age=28800",
+    ] {
+        assert!(set_cookie.contains(attr), "{attr} missing in {set_cookie}");
+    }
+    assert!(!set_cookie.contains("Domain="));
+    let cookie = session_cookie(&r).unwrap();
+    // The cookie is sealed: nothing of the learner is readable in it.
+    assert!(!cookie.contains("acme") && !cookie.contains("Ada"));
+
+    let calls = up.api_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].path, "/api/users/acme%3Au-1");
+    assert_eq!(
+        calls[0].json(),
+        serde_json::json!({"external_id": "acme:u-1", "first_name": "Ada", "last_name": "Lovelace",
+            "email": "ada@example.org", "environment": "acme-env"})
+    );
+    assert_eq!(calls[0].headers["authorization"], "Bearer upstream-token");
+    assert_eq!(calls[1].path, "/api/courses/C-1/subscriptions/acme%3Au-1");
+    assert_eq!(
+        calls[1].json(),
+        serde_json::json!({"role": "learner", "environment": "acme-env"})
+    );
+
+    // The ticket leads to the landing path, once.
+    let ticket_url = location(&r);
+    let c = client()
+        .get(gate.url(&ticket_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.status(), 303);
+    assert_eq!(location(&c), "/courses/C-1");
+    let again = client()
+        .get(gate.url(&ticket_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401);
+}
+
+#[tokio::test]
+async fn path_course_variant_and_fields_left_out() {
+    let (up, gate) = setup().await;
+    let mut l = Launch::new("acme-key", "acme-secret", "u-2", None)
+        .without("lis_person_contact_email_primary")
+        .without("lis_person_name_family")
+        .without("lis_person_name_given")
+        .set("roles", "urn:lti:role:ims/lis/Instructor");
+    l.url = format!("{}/lti/launch/C%202", support::gate::PUBLIC_URL);
+    let r = post(&gate, &l, None).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let calls = up.api_calls();
+    // Fields the LMS did not send are left out, never blanked.
+    assert_eq!(
+        calls[0].json(),
+        serde_json::json!({"external_id": "acme:u-2", "environment": "acme-env"})
+    );
+    assert_eq!(calls[1].path, "/api/courses/C%202/subscriptions/acme%3Au-2");
+    assert_eq!(calls[1].json()["role"], "staff");
+
+    // A path course that differs from custom_course is refused.
+    let mut l = Launch::acme("u-2", "C-1");
+    l.url = format!("{}/lti/launch/C-9", support::gate::PUBLIC_URL);
+    let r = post(&gate, &l, None).await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn replayed_nonce_is_refused_unless_the_session_is_already_open() {
+    let (_up, gate) = setup().await;
+    let l = Launch::acme("u-3", "C-1");
+    let first = post(&gate, &l, None).await;
+    assert_eq!(first.status(), 303);
+    let cookie = session_cookie(&first).unwrap();
+
+    let replay = post(&gate, &l, None).await;
+    assert_eq!(replay.status(), 401);
+    assert!(replay.text().await.unwrap().contains("already used"));
+
+    // An LMS double-click from a browser that already holds the session.
+    let double = post(&gate, &l, Some(&cookie)).await;
+    assert_eq!(double.status(), 303);
+    assert_eq!(location(&double), "/courses/C-1");
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"replayed_nonce\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_replays_let_exactly_one_through() {
+    let (_up, gate) = setup().await;
+    let gate = Arc::new(gate);
+    let body = Launch::acme("u-4", "C-1").body();
+    let barrier = Arc::new(tokio::sync::Barrier::new(32));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (gate, body, barrier) = (gate.clone(), body.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            post_body(&gate, "/lti/launch", body, None)
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 303).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 401).count(), 31, "{codes:?}");
+}
+
+#[tokio::test]
+async fn stale_and_future_timestamps_are_refused() {
+    let (up, gate) = setup().await;
+    let mut old = Launch::acme("u-5", "C-1");
+    old.timestamp -= 301;
+    assert_eq!(post(&gate, &old, None).await.status(), 401);
+    let mut future = Launch::acme("u-5", "C-1");
+    future.timestamp += 301;
+    assert_eq!(post(&gate, &future, None).await.status(), 401);
+    let mut edge = Launch::acme("u-5", "C-1");
+    edge.timestamp -= 290;
+    assert_eq!(post(&gate, &edge, None).await.status(), 303);
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"stale_timestamp\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        up.api_calls().len(),
+        2,
+        "only the accepted launch provisions"
+    );
+}
+
+#[tokio::test]
+async fn wrong_secret_and_unknown_key_look_the_same() {
+    let (up, gate) = setup().await;
+    let wrong = Launch::new("acme-key", "not-the-secret", "u-6", Some("C-1"));
+    let r1 = post(&gate, &wrong, None).await;
+    assert_eq!(r1.status(), 401);
+    let unknown = Launch::new("who-is-this", "acme-secret", "u-6", Some("C-1"));
+    let r2 = post(&gate, &unknown, None).await;
+    assert_eq!(r2.status(), 401);
+    assert_eq!(r1.text().await.unwrap(), r2.text().await.unwrap());
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"bad_signature\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"unknown_consumer\"}")
+            .await,
+        1.0
+    );
+    // The sent key never becomes a label.
+    let metrics = client()
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("who-is-this"));
+    assert!(up.api_calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_tampered_parameter_breaks_the_signature() {
+    let (_up, gate) = setup().await;
+    let l = Launch::acme("u-7", "C-1");
+    let mut params = l.signed_params();
+    for (n, v) in params.iter_mut() {
+        if n == "user_id" {
+            *v = "admin".into();
+        }
+    }
+    let r = post_body(&gate, "/lti/launch", encode(&params), None).await;
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn launch_url_with_a_query_string_and_the_canvas_duplicate() {
+    let (_up, gate) = setup().await;
+    // The query is signed as parameters.
+    let mut l = Launch::acme("u-8", "C-1");
+    l.url = format!("{}/lti/launch?foo=1&foo=2", support::gate::PUBLIC_URL);
+    assert_eq!(post(&gate, &l, None).await.status(), 303);
+
+    // Canvas copies the query into the body but signs it once.
+    let mut l = Launch::acme("u-8", "C-1");
+    l.url = format!("{}/lti/launch?tool=x", support::gate::PUBLIC_URL);
+    let mut params = l.signed_params();
+    params.push(("tool".into(), "x".into()));
+    let r = post_body(&gate, "/lti/launch?tool=x", encode(&params), None).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+
+    // Ignoring the query when the LMS signed it fails.
+    let mut l = Launch::acme("u-8", "C-1");
+    l.url = format!("{}/lti/launch?foo=1", support::gate::PUBLIC_URL);
+    let r = post_body(&gate, "/lti/launch", l.body(), None).await;
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn hmac_sha256_launches_verify() {
+    let (_up, gate) = setup().await;
+    let mut l = Launch::acme("u-9", "C-1");
+    l.method = SignatureMethod::HmacSha256;
+    assert_eq!(post(&gate, &l, None).await.status(), 303);
+}
+
+#[tokio::test]
+async fn unicode_and_plus_in_names_reach_the_upstream_intact() {
+    let (up, gate) = setup().await;
+    let l = Launch::acme("u+10", "C-1")
+        .set("lis_person_name_given", "Zoë + Ünal")
+        .set("lis_person_name_family", "O'Brien & 李");
+    let r = post(&gate, &l, None).await;
+    assert_eq!(r.status(), 303);
+    let calls = up.api_calls();
+    assert_eq!(calls[0].path, "/api/users/acme%3Au%2B10");
+    assert_eq!(calls[0].json()["first_name"], "Zoë + Ünal");
+    assert_eq!(calls[0].json()["last_name"], "O'Brien & 李");
+    assert_eq!(calls[0].json()["external_id"], "acme:u+10");
+}
+
+#[tokio::test]
+async fn malformed_launches_are_invalid_requests() {
+    let (up, gate) = setup().await;
+    let r = post(&gate, &Launch::acme("u-11", "C-1").without("user_id"), None).await;
+    assert_eq!(r.status(), 400);
+
+    // An oauth_* parameter given twice (query and body).
+    let l = Launch::acme("u-11", "C-1");
+    let nonce = l.nonce.clone();
+    let r = post_body(
+        &gate,
+        &format!("/lti/launch?oauth_nonce={nonce}"),
+        l.body(),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("oauth_nonce is given more than once"));
+
+    // No course at all.
+    let r = post(
+        &gate,
+        &Launch::new("acme-key", "acme-secret", "u-11", None),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+
+    // Not a form.
+    let r = client()
+        .post(gate.url("/lti/launch"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Bad percent-encoding.
+    let r = post_body(&gate, "/lti/launch", "user_id=%ZZ".into(), None).await;
+    assert_eq!(r.status(), 400);
+
+    // Attacker-chosen parameter names are escaped in the page.
+    let body = format!(
+        "{}&oauth_%3Cscript%3E=1&oauth_%3Cscript%3E=2",
+        Launch::acme("u", "C-1").body()
+    );
+    let r = post_body(&gate, "/lti/launch", body, None).await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains("<script>") && text.contains("&lt;script&gt;"),
+        "{text}"
+    );
+
+    // JSON when preferred.
+    let r = client()
+        .post(gate.url("/lti/launch"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(Launch::acme("u-11", "C-1").without("user_id").body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["error"], "invalid_request");
+
+    assert!(up.api_calls().is_empty());
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}")
+            .await,
+        7.0
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let (_up, gate) = setup().await;
+    let padding = "x".repeat(200 * 1024);
+    let l = Launch::acme("u-12", "C-1").set("custom_padding", &padding);
+    let r = post(&gate, &l, None).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"body_too_large\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn unknown_course_is_404_and_upstream_failure_is_502() {
+    let (up, gate) = setup().await;
+    let r = post(
+        &gate,
+        &Launch::new("beta-key", "beta-new", "u-13", Some("missing-1")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    // The licence claimed for it was given back.
+    assert_eq!(gate.app().store.licences_used("Beta").await.unwrap(), 0);
+
+    up.set_mode(Mode::Fail500);
+    let r = post(&gate, &Launch::acme("u-13", "C-1"), None).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        gate.metric("ltigate_upstream_api_requests_total{op=\"put_user\",result=\"error\"}")
+            .await,
+        1.0
+    );
+    // api_retries = 1: two attempts.
+    assert_eq!(
+        up.api_calls()
+            .iter()
+            .filter(|c| c.path == "/api/users/acme%3Au-13")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_api_times_out_into_502() {
+    let (up, gate) = setup().await;
+    up.set_mode(Mode::Slow(Duration::from_secs(5)));
+    let started = std::time::Instant::now();
+    let r = post(&gate, &Launch::acme("u-14", "C-1"), None).await;
+    assert_eq!(r.status(), 502);
+    // api_timeout 2 s, one retry: well under the upstream's 5 s per call.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn licence_cap_refuses_new_learners_but_keeps_existing_ones() {
+    let (_up, gate) = setup().await;
+    let beta = |user: &str| Launch::new("beta-key", "beta-new", user, Some("C-1"));
+    assert_eq!(post(&gate, &beta("a"), None).await.status(), 303);
+    assert_eq!(post(&gate, &beta("b"), None).await.status(), 303);
+    let r = post(&gate, &beta("c"), None).await;
+    assert_eq!(r.status(), 403);
+    // Existing subscribers keep access.
+    assert_eq!(post(&gate, &beta("a"), None).await.status(), 303);
+    // Staff do not take a licence.
+    let staff = beta("teacher").set("roles", "Instructor");
+    assert_eq!(post(&gate, &staff, None).await.status(), 303);
+    assert_eq!(
+        gate.metric("ltigate_licences_used{consumer=\"Beta\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"Beta\",result=\"licence_exhausted\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_learners_against_a_cap_of_five() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let extra = r#"
+[[consumers]]
+name = "Capped"
+key = "capped-key"
+secret = "capped-secret"
+lms_id = "capped"
+max_licences = 5
+"#;
+    let gate = Arc::new(Gate::start(&up.url(), extra).await);
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (gate, barrier) = (gate.clone(), barrier.clone());
+        let body = Launch::new("capped-key", "capped-secret", &format!("l{i}"), Some("C-1")).body();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            post_body(&gate, "/lti/launch", body, None)
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 303).count(), 5, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 403).count(), 15, "{codes:?}");
+    assert_eq!(gate.app().store.licences_used("Capped").await.unwrap(), 5);
+}
+
+#[tokio::test]
+async fn every_configured_secret_verifies_during_rotation() {
+    let (_up, gate) = setup().await;
+    for secret in ["beta-new", "beta-old"] {
+        let l = Launch::new("beta-key", secret, &format!("r-{secret}"), Some("C-1"));
+        assert_eq!(post(&gate, &l, None).await.status(), 303, "{secret}");
+    }
+    let l = Launch::new("beta-key", "beta-older", "r-x", Some("C-1"));
+    assert_eq!(post(&gate, &l, None).await.status(), 401);
+}
+
+#[tokio::test]
+async fn return_url_is_used_only_after_the_signature_verified() {
+    let (_up, gate) = setup().await;
+    let ret = "https://lms.example.org/return?x=1";
+    // Bad signature: the return URL is attacker-controlled, no redirect.
+    let forged = Launch::new("acme-key", "wrong", "u-15", Some("C-1"))
+        .set("launch_presentation_return_url", "https://evil.example/");
+    let r = post(&gate, &forged, None).await;
+    assert_eq!(r.status(), 401);
+    assert!(location(&r).is_empty());
+
+    // Verified, then refused (replay): back to the LMS with the reason.
+    let l = Launch::acme("u-15", "C-1").set("launch_presentation_return_url", ret);
+    assert_eq!(post(&gate, &l, None).await.status(), 303);
+    let r = post(&gate, &l, None).await;
+    assert_eq!(r.status(), 303);
+    let loc = location(&r);
+    assert!(
+        loc.starts_with("https://lms.example.org/return?x=1&lti_errormsg="),
+        "{loc}"
+    );
+    assert!(loc.ends_with("&lti_errorlog=replayed_nonce"), "{loc}");
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_a_nonce_across_a_restart() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = support::gate::base_config(&up.url(), dir.path());
+    let mut gate = Gate::start_with(&toml, dir).await;
+    let l = Launch::acme("u-16", "C-1");
+    assert_eq!(post(&gate, &l, None).await.status(), 303);
+    gate.stop().await;
+    let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
+    let gate = Gate::start_with(&toml, dir).await;
+    assert_eq!(post(&gate, &l, None).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_launch_signed_by_oauthlib_is_accepted() {
+    let (up, gate) = setup().await;
+    let l = Launch::acme("py-1", "C-1").set("lis_person_name_given", "Zoë + 1");
+    let input = serde_json::json!({
+        "url": format!("{}/lti/launch?via=py", support::gate::PUBLIC_URL),
+        "key": "acme-key",
+        "secret": "acme-secret",
+        "method": "HMAC-SHA1",
+        "params": l.params,
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lms/sign_launch.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(input.to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = String::from_utf8(out.stdout).unwrap();
+    let r = post_body(&gate, "/lti/launch?via=py", body.trim().to_string(), None).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert_eq!(up.api_calls()[0].json()["first_name"], "Zoë + 1");
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer() {
+    let (_up, gate) = setup().await;
+    let c = client();
+    assert_eq!(
+        c.get(gate.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gate.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let status: serde_json::Value = c
+        .get(gate.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["store"], "ok");
+    assert_eq!(status["upstream"], "ok");
+    assert_eq!(status["outbox"]["depth"], 0);
+    let metrics = c
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ltigate_launches_total",
+        "ltigate_launch_duration_seconds",
+        "ltigate_upstream_api_requests_total",
+        "ltigate_store_up 1",
+        "ltigate_build_info{version=",
+        "ltigate_licences_used{consumer=\"Beta\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    // The admin routes are not on the public listener.
+    assert_eq!(
+        c.get(gate.url("/metrics")).send().await.unwrap().status(),
+        401
+    );
+}

@@ -1,0 +1,1122 @@
+//! The store conformance suite: one set of cases, run against every backend
+//! (the embedded store, a standalone Redis server, a three-node Redis
+//! Cluster), plus backend-specific tests (embedded reopen and locking, Redis
+//! outage and recovery, several replicas sharing one Redis).
+//!
+//! Every test gets its own database file or its own Redis processes, so the
+//! tests run in parallel without sharing state.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ltigate::store::embedded::EmbeddedStore;
+use ltigate::store::redis::RedisStore;
+use ltigate::store::{LicenceClaim, NonceCheck, SharedStore, Store, StoreError};
+use tempfile::TempDir;
+use tokio::sync::Barrier;
+
+use support::redis::{RedisCluster, RedisServer};
+
+/// The operation timeout given to every `RedisStore`.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keeps a backend's resources alive for as long as its store is used.
+enum Guard {
+    Dir(#[allow(dead_code)] TempDir),
+    Server(#[allow(dead_code)] RedisServer),
+    Cluster(#[allow(dead_code)] RedisCluster),
+}
+
+/// A store under test. The store is dropped before its guard, so the
+/// database closes before its directory is removed and the connections
+/// close before the servers are killed.
+struct Backend {
+    store: SharedStore,
+    _guard: Guard,
+}
+
+impl Backend {
+    fn embedded() -> Backend {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(&dir.path().join("store.db")).expect("open embedded store");
+        let store: SharedStore = Arc::new(store);
+        assert_eq!(store.backend(), "embedded");
+        Backend {
+            store,
+            _guard: Guard::Dir(dir),
+        }
+    }
+
+    fn redis() -> Backend {
+        let server = RedisServer::start();
+        let store: SharedStore = Arc::new(
+            RedisStore::new(&[server.url()], false, REDIS_TIMEOUT).expect("create RedisStore"),
+        );
+        assert_eq!(store.backend(), "redis");
+        Backend {
+            store,
+            _guard: Guard::Server(server),
+        }
+    }
+
+    fn redis_cluster() -> Backend {
+        let cluster = RedisCluster::start();
+        let store: SharedStore = Arc::new(
+            RedisStore::new(&cluster.urls(), true, REDIS_TIMEOUT)
+                .expect("create cluster RedisStore"),
+        );
+        assert_eq!(store.backend(), "redis-cluster");
+        Backend {
+            store,
+            _guard: Guard::Cluster(cluster),
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per (backend, case), named
+/// `<backend>::<case>`, each with a backend of its own.
+macro_rules! conformance {
+    (backends: [$($backend:ident),* $(,)?], cases: $cases:tt $(,)?) => {
+        $( conformance!(@backend $backend $cases); )*
+    };
+    (@backend $backend:ident [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::Backend::$backend();
+                    super::cases::$case(backend.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    backends: [embedded, redis, redis_cluster],
+    cases: [
+        ping,
+        nonce_fresh_then_replayed,
+        nonce_expires,
+        nonce_is_atomic,
+        licence_claims,
+        licence_cap,
+        licence_release,
+        licence_scope,
+        licence_claim_is_atomic,
+        ticket_single_use,
+        ticket_expires,
+        ticket_take_is_atomic,
+        odd_inputs_do_not_collide,
+    ],
+}
+
+/// Thin wrappers that name the inputs when an operation fails.
+mod ops {
+    use super::*;
+
+    pub async fn nonce(store: &dyn Store, key: &str, nonce: &str, ttl: Duration) -> NonceCheck {
+        store
+            .record_nonce(key, nonce, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("record_nonce({key:?}, {nonce:?}): {e}"))
+    }
+
+    pub async fn claim(
+        store: &dyn Store,
+        consumer: &str,
+        course: &str,
+        learner: &str,
+        cap: Option<u64>,
+    ) -> LicenceClaim {
+        store
+            .claim_licence(consumer, course, learner, cap)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("claim_licence({consumer:?}, {course:?}, {learner:?}, {cap:?}): {e}")
+            })
+    }
+
+    pub async fn release(store: &dyn Store, consumer: &str, course: &str, learner: &str) {
+        store
+            .release_licence(consumer, course, learner)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("release_licence({consumer:?}, {course:?}, {learner:?}): {e}")
+            })
+    }
+
+    pub async fn used(store: &dyn Store, consumer: &str) -> u64 {
+        store
+            .licences_used(consumer)
+            .await
+            .unwrap_or_else(|e| panic!("licences_used({consumer:?}): {e}"))
+    }
+
+    pub async fn put(store: &dyn Store, ticket: &str, value: &[u8], ttl: Duration) {
+        store
+            .put_ticket(ticket, value, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("put_ticket({ticket:?}): {e}"))
+    }
+
+    pub async fn take(store: &dyn Store, ticket: &str) -> Option<Vec<u8>> {
+        store
+            .take_ticket(ticket)
+            .await
+            .unwrap_or_else(|e| panic!("take_ticket({ticket:?}): {e}"))
+    }
+}
+
+/// The conformance cases; each takes a fresh, empty store.
+mod cases {
+    use super::ops::*;
+    use super::*;
+    use LicenceClaim::{Exhausted, Existing, New};
+    use NonceCheck::{Fresh, Replayed};
+
+    /// Longer than any test runs.
+    const LONG: Duration = Duration::from_secs(600);
+
+    pub async fn ping(store: SharedStore) {
+        store.ping().await.expect("ping");
+        // Pinging changes nothing.
+        assert_eq!(used(&*store, "acme").await, 0);
+        assert_eq!(take(&*store, "t").await, None);
+    }
+
+    pub async fn nonce_fresh_then_replayed(store: SharedStore) {
+        let s = &*store;
+        assert_eq!(nonce(s, "acme", "n-1", LONG).await, Fresh);
+        assert_eq!(nonce(s, "acme", "n-1", LONG).await, Replayed);
+        assert_eq!(nonce(s, "acme", "n-1", LONG).await, Replayed);
+        // Another consumer key with the same nonce, another nonce of the
+        // same key: both first seen.
+        assert_eq!(nonce(s, "beta", "n-1", LONG).await, Fresh);
+        assert_eq!(nonce(s, "acme", "n-2", LONG).await, Fresh);
+        // Keys and nonces are compared exactly.
+        assert_eq!(nonce(s, "Acme", "n-1", LONG).await, Fresh);
+        assert_eq!(nonce(s, "acme", "N-1", LONG).await, Fresh);
+        assert_eq!(nonce(s, "acme", "n-1 ", LONG).await, Fresh);
+        // Recording those did not disturb the others.
+        assert_eq!(nonce(s, "beta", "n-1", LONG).await, Replayed);
+        assert_eq!(nonce(s, "acme", "n-2", LONG).await, Replayed);
+        assert_eq!(nonce(s, "acme", "n-1", LONG).await, Replayed);
+    }
+
+    pub async fn nonce_expires(store: SharedStore) {
+        let s = &*store;
+        let short = Duration::from_millis(500);
+        assert_eq!(nonce(s, "acme", "short", short).await, Fresh);
+        assert_eq!(nonce(s, "acme", "short", short).await, Replayed);
+        assert_eq!(nonce(s, "acme", "long", LONG).await, Fresh);
+        tokio::time::sleep(short * 2).await;
+        // Forgotten after its ttl, while a nonce with a long ttl is not.
+        assert_eq!(nonce(s, "acme", "short", LONG).await, Fresh);
+        assert_eq!(nonce(s, "acme", "long", LONG).await, Replayed);
+        // Recorded again, now with the new (long) ttl.
+        tokio::time::sleep(short * 2).await;
+        assert_eq!(nonce(s, "acme", "short", LONG).await, Replayed);
+    }
+
+    pub async fn nonce_is_atomic(store: SharedStore) {
+        const N: usize = 32;
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let store = store.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.record_nonce("acme", "race", LONG).await
+                })
+            })
+            .collect();
+        let mut fresh = 0;
+        let mut replayed = 0;
+        for t in tasks {
+            match t.await.expect("task").expect("record_nonce") {
+                Fresh => fresh += 1,
+                Replayed => replayed += 1,
+            }
+        }
+        assert_eq!((fresh, replayed), (1, N - 1), "(fresh, replayed)");
+        assert_eq!(nonce(&*store, "acme", "race", LONG).await, Replayed);
+    }
+
+    pub async fn licence_claims(store: SharedStore) {
+        let s = &*store;
+        assert_eq!(used(s, "acme").await, 0);
+        assert_eq!(
+            claim(s, "acme", "C-1", "alice", None).await,
+            New { used: 1 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", None).await, Existing);
+        assert_eq!(used(s, "acme").await, 1);
+        assert_eq!(claim(s, "acme", "C-1", "bob", None).await, New { used: 2 });
+        assert_eq!(claim(s, "acme", "C-1", "bob", None).await, Existing);
+        assert_eq!(claim(s, "acme", "C-1", "alice", None).await, Existing);
+        assert_eq!(used(s, "acme").await, 2);
+        assert_eq!(used(s, "nobody").await, 0);
+    }
+
+    pub async fn licence_cap(store: SharedStore) {
+        let s = &*store;
+        let cap = Some(2);
+        assert_eq!(claim(s, "acme", "C-1", "alice", cap).await, New { used: 1 });
+        assert_eq!(claim(s, "acme", "C-1", "bob", cap).await, New { used: 2 });
+        assert_eq!(claim(s, "acme", "C-1", "carol", cap).await, Exhausted);
+        assert_eq!(used(s, "acme").await, 2);
+        // Nothing was recorded for carol: she is still exhausted, not
+        // an existing subscriber.
+        assert_eq!(claim(s, "acme", "C-1", "carol", cap).await, Exhausted);
+        assert_eq!(used(s, "acme").await, 2);
+        // Existing subscribers keep access under a full cap, and even
+        // under a cap lowered below the current use.
+        assert_eq!(claim(s, "acme", "C-1", "alice", cap).await, Existing);
+        assert_eq!(claim(s, "acme", "C-1", "bob", Some(1)).await, Existing);
+        assert_eq!(claim(s, "acme", "C-1", "bob", Some(0)).await, Existing);
+        assert_eq!(used(s, "acme").await, 2);
+        // A cap of zero admits no new learner; no cap admits anyone.
+        assert_eq!(claim(s, "other", "C-1", "alice", Some(0)).await, Exhausted);
+        assert_eq!(used(s, "other").await, 0);
+        assert_eq!(
+            claim(s, "acme", "C-1", "carol", None).await,
+            New { used: 3 }
+        );
+        assert_eq!(
+            claim(s, "acme", "C-1", "dave", Some(4)).await,
+            New { used: 4 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "erin", Some(4)).await, Exhausted);
+        assert_eq!(used(s, "acme").await, 4);
+    }
+
+    pub async fn licence_release(store: SharedStore) {
+        let s = &*store;
+        let cap = Some(2);
+        assert_eq!(claim(s, "acme", "C-1", "alice", cap).await, New { used: 1 });
+        assert_eq!(claim(s, "acme", "C-1", "bob", cap).await, New { used: 2 });
+        assert_eq!(claim(s, "acme", "C-1", "carol", cap).await, Exhausted);
+        release(s, "acme", "C-1", "alice").await;
+        assert_eq!(used(s, "acme").await, 1);
+        // The freed seat goes to a new learner...
+        assert_eq!(claim(s, "acme", "C-1", "carol", cap).await, New { used: 2 });
+        // ...and alice, released, is a new learner again: the cap is full.
+        assert_eq!(claim(s, "acme", "C-1", "alice", cap).await, Exhausted);
+        // Releasing what is not held changes nothing.
+        release(s, "acme", "C-1", "zed").await;
+        release(s, "acme", "C-2", "bob").await;
+        release(s, "other", "C-1", "bob").await;
+        assert_eq!(used(s, "acme").await, 2);
+        assert_eq!(used(s, "other").await, 0);
+        // Releasing twice frees one seat only.
+        release(s, "acme", "C-1", "carol").await;
+        release(s, "acme", "C-1", "carol").await;
+        assert_eq!(used(s, "acme").await, 1);
+        assert_eq!(claim(s, "acme", "C-1", "bob", cap).await, Existing);
+        release(s, "acme", "C-1", "bob").await;
+        assert_eq!(used(s, "acme").await, 0);
+        assert_eq!(claim(s, "acme", "C-1", "bob", cap).await, New { used: 1 });
+    }
+
+    pub async fn licence_scope(store: SharedStore) {
+        let s = &*store;
+        // One learner in two courses holds two licences.
+        assert_eq!(
+            claim(s, "acme", "C-1", "alice", None).await,
+            New { used: 1 }
+        );
+        assert_eq!(
+            claim(s, "acme", "C-2", "alice", None).await,
+            New { used: 2 }
+        );
+        assert_eq!(claim(s, "acme", "C-2", "alice", None).await, Existing);
+        assert_eq!(used(s, "acme").await, 2);
+        // Consumers count independently, even for the same course and
+        // learner.
+        assert_eq!(
+            claim(s, "beta", "C-1", "alice", None).await,
+            New { used: 1 }
+        );
+        assert_eq!(used(s, "beta").await, 1);
+        assert_eq!(used(s, "acme").await, 2);
+        // A full cap of one consumer does not limit the other.
+        assert_eq!(claim(s, "beta", "C-1", "bob", Some(1)).await, Exhausted);
+        assert_eq!(
+            claim(s, "acme", "C-1", "bob", Some(3)).await,
+            New { used: 3 }
+        );
+        // Releasing in one consumer leaves the other alone.
+        release(s, "acme", "C-1", "alice").await;
+        assert_eq!(used(s, "acme").await, 2);
+        assert_eq!(used(s, "beta").await, 1);
+        assert_eq!(claim(s, "beta", "C-1", "alice", Some(1)).await, Existing);
+        assert_eq!(claim(s, "acme", "C-2", "alice", Some(2)).await, Existing);
+    }
+
+    pub async fn licence_claim_is_atomic(store: SharedStore) {
+        // Twenty new learners race for five seats.
+        const N: usize = 20;
+        const CAP: u64 = 5;
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let store = store.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .claim_licence("acme", "C-1", &format!("learner-{i}"), Some(CAP))
+                        .await
+                })
+            })
+            .collect();
+        let mut new_used = Vec::new();
+        let mut exhausted = 0;
+        for t in tasks {
+            match t.await.expect("task").expect("claim_licence") {
+                New { used } => new_used.push(used),
+                Exhausted => exhausted += 1,
+                Existing => panic!("a new learner was seen as existing"),
+            }
+        }
+        new_used.sort_unstable();
+        assert_eq!(new_used, vec![1, 2, 3, 4, 5], "`used` of the New claims");
+        assert_eq!(exhausted, N - CAP as usize);
+        assert_eq!(used(&*store, "acme").await, CAP);
+
+        // The same new learner claimed concurrently: one New, the rest
+        // Existing.
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let store = store.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.claim_licence("beta", "C-1", "same", Some(CAP)).await
+                })
+            })
+            .collect();
+        let mut claims = BTreeMap::new();
+        for t in tasks {
+            let c = t.await.expect("task").expect("claim_licence");
+            *claims.entry(format!("{c:?}")).or_insert(0) += 1;
+        }
+        let expected = BTreeMap::from([
+            (format!("{:?}", New { used: 1 }), 1),
+            (format!("{Existing:?}"), N - 1),
+        ]);
+        assert_eq!(claims, expected);
+        assert_eq!(used(&*store, "beta").await, 1);
+    }
+
+    pub async fn ticket_single_use(store: SharedStore) {
+        let s = &*store;
+        put(s, "t-1", b"payload", LONG).await;
+        assert_eq!(take(s, "t-1").await.as_deref(), Some(&b"payload"[..]));
+        assert_eq!(take(s, "t-1").await, None);
+        assert_eq!(take(s, "t-1").await, None);
+        assert_eq!(take(s, "unknown").await, None);
+        // Values are bytes, kept exactly; an empty value is still a value.
+        let all: Vec<u8> = (0..=255).collect();
+        put(s, "binary", &all, LONG).await;
+        put(s, "empty", b"", LONG).await;
+        assert_eq!(take(s, "binary").await, Some(all));
+        assert_eq!(take(s, "empty").await, Some(Vec::new()));
+        assert_eq!(take(s, "empty").await, None);
+        // Tickets are independent of each other.
+        put(s, "t-2", b"two", LONG).await;
+        put(s, "t-3", b"three", LONG).await;
+        assert_eq!(take(s, "t-3").await.as_deref(), Some(&b"three"[..]));
+        assert_eq!(take(s, "t-2").await.as_deref(), Some(&b"two"[..]));
+    }
+
+    pub async fn ticket_expires(store: SharedStore) {
+        let s = &*store;
+        put(s, "short", b"s", Duration::from_millis(200)).await;
+        put(s, "long", b"l", LONG).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(take(s, "short").await, None);
+        assert_eq!(take(s, "long").await.as_deref(), Some(&b"l"[..]));
+        // A ticket put again after expiring is a new ticket.
+        put(s, "short", b"again", LONG).await;
+        assert_eq!(take(s, "short").await.as_deref(), Some(&b"again"[..]));
+    }
+
+    pub async fn ticket_take_is_atomic(store: SharedStore) {
+        const N: usize = 16;
+        put(&*store, "race", b"the value", LONG).await;
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let store = store.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.take_ticket("race").await
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            if let Some(v) = t.await.expect("task").expect("take_ticket") {
+                got.push(v);
+            }
+        }
+        assert_eq!(got, vec![b"the value".to_vec()], "values taken");
+    }
+
+    pub async fn odd_inputs_do_not_collide(store: SharedStore) {
+        let s = &*store;
+        let long = "x".repeat(4096);
+        let odd = [
+            "",
+            " ",
+            ":",
+            "::",
+            "{",
+            "}",
+            "{}",
+            "}{",
+            "\0",
+            "\r\n",
+            "é",
+            "ключ",
+            "😀",
+            "a",
+            "b",
+            "c",
+            "ab",
+            "bc",
+            "abc",
+            "a:b",
+            "b:c",
+            "1:a",
+            "3:abc",
+            "{a}",
+            "{a",
+            "a}",
+            "ltigate:nonce:1:a",
+            "%3A",
+            long.as_str(),
+        ];
+
+        // Nonces: every distinct (key, nonce) pair is its own.
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for k in odd {
+            for n in ["", "b", "c", "b:c", "1:b", "{x}", "é"] {
+                pairs.push((k, n));
+            }
+            pairs.push(("acme", k));
+        }
+        let mut seen = HashSet::new();
+        pairs.retain(|p| seen.insert(*p));
+        for (k, n) in &pairs {
+            assert_eq!(nonce(s, k, n, LONG).await, Fresh, "first ({k:?}, {n:?})");
+        }
+        for (k, n) in &pairs {
+            assert_eq!(
+                nonce(s, k, n, LONG).await,
+                Replayed,
+                "second ({k:?}, {n:?})"
+            );
+        }
+
+        // Licences: every distinct (consumer, course, learner) is its own,
+        // and each consumer counts only its own.
+        let mut triples: Vec<(&str, &str, &str)> = Vec::new();
+        for c in ["acme", "a", "a:b", "{acme}", "acme}", "", "ключ"] {
+            for (course, learner) in [
+                ("a:b", "c"),
+                ("a", "b:c"),
+                ("ab", "c"),
+                ("a", "bc"),
+                ("", "abc"),
+                ("abc", ""),
+                ("1:a", "b"),
+                ("1", ":ab"),
+                ("{C}", "}"),
+                ("é", "😀"),
+                ("", ""),
+                (long.as_str(), "x"),
+            ] {
+                triples.push((c, course, learner));
+            }
+        }
+        triples.push(("b:c", "a", "x"));
+        triples.push(("a", "b:cx", ""));
+        let mut seen = HashSet::new();
+        triples.retain(|t| seen.insert(*t));
+        let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
+        for (c, course, learner) in &triples {
+            let n = expected.entry(c).or_insert(0);
+            *n += 1;
+            assert_eq!(
+                claim(s, c, course, learner, None).await,
+                New { used: *n },
+                "first claim ({c:?}, {course:?}, {learner:?})"
+            );
+        }
+        for (c, course, learner) in &triples {
+            assert_eq!(
+                claim(s, c, course, learner, None).await,
+                Existing,
+                "second claim ({c:?}, {course:?}, {learner:?})"
+            );
+        }
+        for (c, n) in &expected {
+            assert_eq!(used(s, c).await, *n, "licences_used({c:?})");
+        }
+        // Releasing one leaves its look-alikes in place.
+        release(s, "acme", "a:b", "c").await;
+        assert_eq!(used(s, "acme").await, expected["acme"] - 1);
+        assert_eq!(claim(s, "acme", "a", "b:c", Some(0)).await, Existing);
+        assert_eq!(claim(s, "acme", "ab", "c", Some(0)).await, Existing);
+        assert_eq!(claim(s, "acme", "a:b", "c", Some(0)).await, Exhausted);
+
+        // Tickets: put every one, then take every one; each gets its own.
+        let tickets: Vec<&str> = odd.to_vec();
+        for (i, t) in tickets.iter().enumerate() {
+            put(s, t, format!("value-{i}").as_bytes(), LONG).await;
+        }
+        for (i, t) in tickets.iter().enumerate() {
+            assert_eq!(
+                take(s, t).await,
+                Some(format!("value-{i}").into_bytes()),
+                "take_ticket({t:?})"
+            );
+        }
+        for t in &tickets {
+            assert_eq!(take(s, t).await, None, "second take_ticket({t:?})");
+        }
+
+        // The same string as a nonce, a licence and a ticket: three
+        // different things.
+        put(s, "same", b"ticket", LONG).await;
+        assert_eq!(nonce(s, "same", "same", LONG).await, Fresh);
+        assert_eq!(
+            claim(s, "same", "same", "same", None).await,
+            New { used: 1 }
+        );
+        assert_eq!(take(s, "same").await.as_deref(), Some(&b"ticket"[..]));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Embedded store: durability and locking.
+
+fn open_embedded(path: &Path) -> SharedStore {
+    Arc::new(EmbeddedStore::open(path).unwrap_or_else(|e| panic!("open {}: {e:#}", path.display())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_nonces_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("store.db");
+    let store = open_embedded(&path);
+    assert_eq!(
+        ops::nonce(&*store, "acme", "n-1", Duration::from_secs(600)).await,
+        NonceCheck::Fresh
+    );
+    store.flush().await.expect("flush");
+    drop(store);
+
+    let store = open_embedded(&path);
+    assert_eq!(
+        ops::nonce(&*store, "acme", "n-1", Duration::from_secs(600)).await,
+        NonceCheck::Replayed
+    );
+    assert_eq!(
+        ops::nonce(&*store, "acme", "n-2", Duration::from_secs(600)).await,
+        NonceCheck::Fresh
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_licences_and_tickets_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = open_embedded(&path);
+    let s = &*store;
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "alice", Some(2)).await,
+        LicenceClaim::New { used: 1 }
+    );
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "bob", Some(2)).await,
+        LicenceClaim::New { used: 2 }
+    );
+    ops::put(s, "t-1", b"ticket", Duration::from_secs(600)).await;
+    store.flush().await.expect("flush");
+    drop(store);
+
+    let store = open_embedded(&path);
+    let s = &*store;
+    assert_eq!(ops::used(s, "acme").await, 2);
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "alice", Some(2)).await,
+        LicenceClaim::Existing
+    );
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "carol", Some(2)).await,
+        LicenceClaim::Exhausted
+    );
+    assert_eq!(ops::take(s, "t-1").await.as_deref(), Some(&b"ticket"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_second_open_of_one_path_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let first = open_embedded(&path);
+    let second = EmbeddedStore::open(&path);
+    let err = match second {
+        Ok(_) => panic!("a second open of {} succeeded", path.display()),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(&path.display().to_string()),
+        "the error names the path: {err}"
+    );
+    // The first handle is unaffected.
+    assert_eq!(
+        ops::nonce(&*first, "acme", "n", Duration::from_secs(60)).await,
+        NonceCheck::Fresh
+    );
+    first.ping().await.expect("ping");
+}
+
+// ---------------------------------------------------------------------------
+// Redis: outages, lazy connection, several replicas, server settings.
+
+/// Well within this, a failing operation must have returned.
+const PROMPT: Duration = Duration::from_secs(3);
+
+fn redis_store(urls: &[String], cluster: bool) -> SharedStore {
+    Arc::new(RedisStore::new(urls, cluster, REDIS_TIMEOUT).expect("create RedisStore"))
+}
+
+/// Runs `op`, asserts that it returns within [`PROMPT`], and returns its
+/// result.
+async fn promptly<T>(
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(PROMPT, op).await {
+        Ok(r) => r,
+        Err(_) => panic!("{what} did not return within {PROMPT:?}"),
+    }
+}
+
+/// Asserts that every operation (run concurrently) fails promptly with a
+/// store error.
+async fn assert_all_fail(store: &dyn Store) {
+    fn check<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) {
+        match r {
+            Err(StoreError::Unavailable(_) | StoreError::Timeout) => {}
+            other => {
+                panic!("{what} during an outage: expected Unavailable or Timeout, got {other:?}")
+            }
+        }
+    }
+    // A request that timed out may still reach the server later (a frozen
+    // server runs what it had received once it resumes), so these touch
+    // only names the tests never check afterwards.
+    let ttl = Duration::from_secs(60);
+    let (ping, nonce, claim, release, used, put, take) = tokio::join!(
+        promptly("ping", store.ping()),
+        promptly("record_nonce", store.record_nonce("outage", "n", ttl)),
+        promptly(
+            "claim_licence",
+            store.claim_licence("outage", "C-1", "dave", Some(10))
+        ),
+        promptly(
+            "release_licence",
+            store.release_licence("outage", "C-1", "erin")
+        ),
+        promptly("licences_used", store.licences_used("outage")),
+        promptly("put_ticket", store.put_ticket("outage-1", b"v", ttl)),
+        promptly("take_ticket", store.take_ticket("outage-2")),
+    );
+    check("ping", ping);
+    check("record_nonce", nonce);
+    check("claim_licence", claim);
+    check("release_licence", release);
+    check("licences_used", used);
+    check("put_ticket", put);
+    check("take_ticket", take);
+}
+
+/// Pings until the store answers; panics after `limit`.
+async fn wait_for_ping(store: &dyn Store, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let err = match promptly("ping", store.ping()).await {
+            Ok(()) => return start.elapsed(),
+            Err(e) => e,
+        };
+        if start.elapsed() > limit {
+            panic!("the store did not recover within {limit:?}: {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_fails_fast_and_the_same_store_recovers() {
+    let mut server = RedisServer::start();
+    let store = redis_store(&[server.url()], false);
+    let s = &*store;
+    let ttl = Duration::from_secs(600);
+    assert_eq!(
+        ops::nonce(s, "acme", "before", ttl).await,
+        NonceCheck::Fresh
+    );
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "alice", None).await,
+        LicenceClaim::New { used: 1 }
+    );
+    ops::put(s, "t-1", b"v", ttl).await;
+
+    server.kill();
+    assert_all_fail(s).await;
+    // Still failing on a second round (no stale success from a cache).
+    assert_all_fail(s).await;
+
+    server.restart();
+    wait_for_ping(s, Duration::from_secs(5)).await;
+    // The restarted server kept nothing (no persistence): the same
+    // instance now talks to the new, empty server.
+    assert_eq!(ops::used(s, "acme").await, 0);
+    assert_eq!(
+        ops::nonce(s, "acme", "before", ttl).await,
+        NonceCheck::Fresh
+    );
+    assert_eq!(
+        ops::nonce(s, "acme", "before", ttl).await,
+        NonceCheck::Replayed
+    );
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "alice", Some(1)).await,
+        LicenceClaim::New { used: 1 }
+    );
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "bob", Some(1)).await,
+        LicenceClaim::Exhausted
+    );
+    assert_eq!(ops::take(s, "t-1").await, None);
+    ops::put(s, "t-3", b"after", ttl).await;
+    assert_eq!(ops::take(s, "t-3").await.as_deref(), Some(&b"after"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_created_while_redis_is_down_connects_later() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let store = redis_store(&[server.url()], false);
+    assert_all_fail(&*store).await;
+
+    server.restart();
+    wait_for_ping(&*store, Duration::from_secs(5)).await;
+    assert_eq!(
+        ops::nonce(&*store, "acme", "n", Duration::from_secs(60)).await,
+        NonceCheck::Fresh
+    );
+}
+
+/// Two replicas (two `RedisStore`s) on one Redis see each other's nonces,
+/// licences and tickets.
+async fn replicas_share_state(a: SharedStore, b: SharedStore) {
+    let ttl = Duration::from_secs(600);
+    assert_eq!(ops::nonce(&*a, "acme", "n-1", ttl).await, NonceCheck::Fresh);
+    assert_eq!(
+        ops::nonce(&*b, "acme", "n-1", ttl).await,
+        NonceCheck::Replayed
+    );
+    assert_eq!(
+        ops::claim(&*a, "acme", "C-1", "alice", Some(2)).await,
+        LicenceClaim::New { used: 1 }
+    );
+    assert_eq!(
+        ops::claim(&*b, "acme", "C-1", "bob", Some(2)).await,
+        LicenceClaim::New { used: 2 }
+    );
+    assert_eq!(
+        ops::claim(&*a, "acme", "C-1", "carol", Some(2)).await,
+        LicenceClaim::Exhausted
+    );
+    assert_eq!(
+        ops::claim(&*b, "acme", "C-1", "alice", Some(2)).await,
+        LicenceClaim::Existing
+    );
+    assert_eq!(ops::used(&*a, "acme").await, 2);
+    ops::release(&*b, "acme", "C-1", "alice").await;
+    assert_eq!(ops::used(&*a, "acme").await, 1);
+    ops::put(&*a, "t-1", b"v", ttl).await;
+    assert_eq!(ops::take(&*b, "t-1").await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(ops::take(&*a, "t-1").await, None);
+    // After the licence script ran, every other operation still works on
+    // both.
+    for (i, s) in [&a, &b].into_iter().enumerate() {
+        s.ping().await.expect("ping");
+        let n = format!("after-script-{i}");
+        assert_eq!(ops::nonce(&**s, "beta", &n, ttl).await, NonceCheck::Fresh);
+        assert_eq!(
+            ops::nonce(&**s, "beta", &n, ttl).await,
+            NonceCheck::Replayed
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_replicas_share_state() {
+    let server = RedisServer::start();
+    replicas_share_state(
+        redis_store(&[server.url()], false),
+        redis_store(&[server.url()], false),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_replicas_share_state() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    // Each replica knows a different seed node.
+    replicas_share_state(redis_store(&urls[..1], true), redis_store(&urls[2..], true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_settings_that_lose_data_are_reported() {
+    let lossy = RedisServer::start_with_args(&["--maxmemory-policy", "allkeys-lru"]);
+    let store = RedisStore::new(&[lossy.url()], false, REDIS_TIMEOUT).unwrap();
+    let warnings = store.check_server_settings().await;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("allkeys-lru"), "{warnings:?}");
+    assert!(warnings[1].contains("appendonly"), "{warnings:?}");
+
+    let safe =
+        RedisServer::start_with_args(&["--maxmemory-policy", "noeviction", "--appendonly", "yes"]);
+    let store = RedisStore::new(&[safe.url()], false, REDIS_TIMEOUT).unwrap();
+    assert_eq!(store.check_server_settings().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_hung_server_times_out_and_recovers() {
+    let mut server = RedisServer::start();
+    let store = redis_store(&[server.url()], false);
+    let s = &*store;
+    let ttl = Duration::from_secs(600);
+    assert_eq!(
+        ops::nonce(s, "acme", "before", ttl).await,
+        NonceCheck::Fresh
+    );
+    ops::put(s, "t-1", b"v", ttl).await;
+
+    // A frozen server accepts nothing and answers nothing: every operation
+    // must give up on its own timeout.
+    server.pause();
+    assert_all_fail(s).await;
+
+    server.resume();
+    wait_for_ping(s, Duration::from_secs(5)).await;
+    // The data survived the pause, and replies to abandoned requests are
+    // not mistaken for answers to new ones.
+    assert_eq!(
+        ops::nonce(s, "acme", "before", ttl).await,
+        NonceCheck::Replayed
+    );
+    assert_eq!(ops::nonce(s, "acme", "after", ttl).await, NonceCheck::Fresh);
+    assert_eq!(ops::used(s, "acme").await, 0);
+    assert_eq!(ops::take(s, "t-1").await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(ops::take(s, "t-1").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_outage_fails_fast_and_the_same_store_recovers() {
+    let mut cluster = RedisCluster::start();
+    let store = redis_store(&cluster.urls(), true);
+    let s = &*store;
+    let ttl = Duration::from_secs(600);
+    let names: Vec<String> = (0..30).map(|i| format!("n-{i}")).collect();
+    // Thirty nonces land on all three nodes.
+    for n in &names {
+        assert_eq!(ops::nonce(s, "acme", n, ttl).await, NonceCheck::Fresh);
+    }
+
+    // One node down: its keys fail promptly, the others still answer, and
+    // nothing is ever forgotten-and-accepted.
+    cluster.kill_node(1);
+    let mut failed = 0;
+    for n in &names {
+        match promptly("record_nonce", s.record_nonce("acme", n, ttl)).await {
+            Ok(NonceCheck::Replayed) => {}
+            Ok(NonceCheck::Fresh) => panic!("{n} was Fresh again while a node was down"),
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed > 0, "no operation failed with a node down");
+    assert!(
+        failed < names.len(),
+        "every operation failed with one node down"
+    );
+
+    // Every node down: everything fails promptly.
+    cluster.kill_all();
+    assert_all_fail(s).await;
+
+    // Back on the same ports (same cluster shape, no data): the same store
+    // recovers.
+    cluster.restart_all();
+    wait_for_ping(s, Duration::from_secs(10)).await;
+    for n in &names {
+        assert_eq!(ops::nonce(s, "acme", n, ttl).await, NonceCheck::Fresh);
+        assert_eq!(ops::nonce(s, "acme", n, ttl).await, NonceCheck::Replayed);
+    }
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "alice", Some(1)).await,
+        LicenceClaim::New { used: 1 }
+    );
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "bob", Some(1)).await,
+        LicenceClaim::Exhausted
+    );
+    ops::put(s, "t", b"v", ttl).await;
+    assert_eq!(ops::take(s, "t").await.as_deref(), Some(&b"v"[..]));
+}
+
+// ---------------------------------------------------------------------------
+// Embedded store: what survives a crash. The test binary runs itself as a
+// child process that writes to the store and then aborts (no destructors,
+// no shutdown flush); the parent reopens the database afterwards.
+
+const CRASH_DB_ENV: &str = "LTIGATE_TEST_CRASH_DB";
+const CRASH_MODE_ENV: &str = "LTIGATE_TEST_CRASH_MODE";
+const CRASH_CHILD: &str = "embedded_crash_child";
+
+/// The child side; does nothing unless started by [`crash_child`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs as a child process of the embedded_*_crash tests"]
+async fn embedded_crash_child() {
+    let (Some(path), Some(mode)) = (
+        std::env::var_os(CRASH_DB_ENV),
+        std::env::var(CRASH_MODE_ENV).ok(),
+    ) else {
+        return;
+    };
+    let store = open_embedded(Path::new(&path));
+    let s = &*store;
+    let ttl = Duration::from_secs(600);
+    match mode.as_str() {
+        // Durable on their own: nothing else commits after them.
+        "licences" => {
+            assert_eq!(
+                ops::claim(s, "acme", "C-1", "alice", Some(2)).await,
+                LicenceClaim::New { used: 1 }
+            );
+            assert_eq!(
+                ops::claim(s, "acme", "C-1", "bob", Some(2)).await,
+                LicenceClaim::New { used: 2 }
+            );
+            ops::put(s, "t-1", b"ticket", ttl).await;
+        }
+        // A nonce made durable by an explicit flush.
+        "flush" => {
+            assert_eq!(
+                ops::nonce(s, "acme", "flushed", ttl).await,
+                NonceCheck::Fresh
+            );
+            store.flush().await.expect("flush");
+        }
+        // A nonce made durable by the background flush (every second).
+        "background" => {
+            assert_eq!(
+                ops::nonce(s, "acme", "background", ttl).await,
+                NonceCheck::Fresh
+            );
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        other => panic!("unknown crash mode {other}"),
+    }
+    std::process::abort();
+}
+
+/// Runs [`embedded_crash_child`] in `mode` on `path` and checks that it got
+/// as far as its crash.
+fn crash_child(path: &Path, mode: &str) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = std::process::Command::new(exe)
+        .args([CRASH_CHILD, "--exact", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(CRASH_DB_ENV, path)
+        .env(CRASH_MODE_ENV, mode)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the crash child");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "the crash child ({mode}) should die by SIGABRT, got {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_licences_and_tickets_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || crash_child(&path, "licences")
+    })
+    .await
+    .unwrap();
+    let store = open_embedded(&path);
+    let s = &*store;
+    assert_eq!(ops::used(s, "acme").await, 2);
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "alice", Some(2)).await,
+        LicenceClaim::Existing
+    );
+    assert_eq!(
+        ops::claim(s, "acme", "C-1", "carol", Some(2)).await,
+        LicenceClaim::Exhausted
+    );
+    assert_eq!(ops::take(s, "t-1").await.as_deref(), Some(&b"ticket"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_flushed_nonces_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = Duration::from_secs(600);
+    for mode in ["flush", "background"] {
+        let path = dir.path().join(format!("{mode}.db"));
+        tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || crash_child(&path, mode)
+        })
+        .await
+        .unwrap();
+        let store = open_embedded(&path);
+        let nonce = if mode == "flush" {
+            "flushed"
+        } else {
+            "background"
+        };
+        assert_eq!(
+            ops::nonce(&*store, "acme", nonce, ttl).await,
+            NonceCheck::Replayed,
+            "{mode}"
+        );
+    }
+}

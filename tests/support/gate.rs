@@ -1,0 +1,130 @@
+//! Starts ltigate in-process on loopback from a TOML configuration.
+
+use std::net::SocketAddr;
+
+use ltigate::config::{load_raw_from, validate};
+use ltigate::Running;
+
+/// The public URL every test LMS signs against. ltigate listens on a
+/// loopback port; the LMS-facing URL is different on purpose, as behind a
+/// real ingress.
+pub const PUBLIC_URL: &str = "https://learn.example.test";
+
+pub struct Gate {
+    pub running: Option<Running>,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// A base configuration: one consumer `acme` (key `acme-key`, secret
+/// `acme-secret`), the given upstream, the embedded store in `dir`.
+pub fn base_config(upstream: &str, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+shutdown_grace = "5s"
+
+[upstream]
+url = "{upstream}"
+api_url = "{upstream}/api"
+api_token = "upstream-token"
+api_timeout = "2s"
+api_retries = 1
+timeout = "2s"
+
+[session]
+secret = "0123456789abcdef0123456789abcdef-session"
+
+[store]
+path = "{db}"
+
+[outcomes]
+allow_insecure_targets = true
+
+[[consumers]]
+name = "Acme"
+key = "acme-key"
+secret = "acme-secret"
+lms_id = "acme"
+environment = "acme-env"
+
+[[consumers]]
+name = "Beta"
+key = "beta-key"
+secrets = ["beta-new", "beta-old"]
+lms_id = "beta"
+max_licences = 2
+"#,
+        db = dir.join("ltigate.db").display()
+    )
+}
+
+impl Gate {
+    /// Starts ltigate with `toml` (a full configuration).
+    pub async fn start_with(toml: &str, dir: tempfile::TempDir) -> Gate {
+        let path = dir.path().join("ltigate.toml");
+        std::fs::write(&path, toml).unwrap();
+        let raw = load_raw_from(Some(&path), Vec::new()).unwrap();
+        let settings = validate(&raw).unwrap_or_else(|e| panic!("config:\n{e}"));
+        let running = ltigate::start(settings).await.unwrap();
+        Gate {
+            public: running.public_addr,
+            admin: running.admin_addr,
+            running: Some(running),
+            dir,
+        }
+    }
+
+    /// Starts ltigate with the base configuration plus `extra` TOML
+    /// (appended; later tables and keys must not repeat base ones).
+    pub async fn start(upstream: &str, extra: &str) -> Gate {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!("{}\n{extra}", base_config(upstream, dir.path()));
+        Gate::start_with(&toml, dir).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.public, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn app(&self) -> &ltigate::gate::AppState {
+        &self.running.as_ref().unwrap().app
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// The value of one metric series from `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// An HTTP client that follows no redirects and keeps no cookies.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
