@@ -21,9 +21,18 @@ pub struct Admin {
 }
 
 /// Routes an admin request.
-pub async fn handle<B>(admin: &Admin, req: Request<B>) -> Response<Body> {
-    let path = req.uri().path();
-    match (req.method(), path) {
+pub async fn handle<B>(admin: &Admin, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<crate::gate::BoxError>,
+{
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/webhooks/completion") => {
+            crate::outcomes::webhook::handle(&admin.app, &admin.app.outbox_notify, req).await
+        }
+        (&Method::GET, "/outbox") => outbox_list(admin).await,
+        (&Method::POST, "/outbox/retry") => outbox_retry(admin, req).await,
         (&Method::GET | &Method::HEAD, "/healthz") => respond::text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {
             if admin.ready.load(Ordering::Acquire) {
@@ -41,13 +50,116 @@ pub async fn handle<B>(admin: &Admin, req: Request<B>) -> Response<Body> {
             );
             resp
         }
-        (_, "/healthz" | "/readyz" | "/status" | "/metrics") => respond::error(
+        (
+            _,
+            "/healthz"
+            | "/readyz"
+            | "/status"
+            | "/metrics"
+            | "/webhooks/completion"
+            | "/outbox"
+            | "/outbox/retry",
+        ) => respond::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "Method not allowed.",
             true,
         ),
         _ => respond::error(StatusCode::NOT_FOUND, "not_found", "Not found.", true),
+    }
+}
+
+async fn outbox_list(admin: &Admin) -> Response<Body> {
+    match admin.app.store.outbox_jobs().await {
+        Ok(mut jobs) => {
+            jobs.sort_by_key(|j| (j.state != crate::store::JobState::Dead, j.created_ms));
+            let list: Vec<serde_json::Value> = jobs
+                .iter()
+                .map(|j| {
+                    serde_json::json!({
+                        "id": j.enrolment.id(),
+                        "state": j.state,
+                        "consumer": j.enrolment.consumer,
+                        "course": j.enrolment.course,
+                        "learner": j.enrolment.learner,
+                        "event_id": j.event_id,
+                        "score": j.score,
+                        "attempts": j.attempts,
+                        "created_ms": j.created_ms,
+                        "next_at_ms": j.next_at_ms,
+                        "leased": j.lease_until_ms > crate::store::now_millis(),
+                        "last_error": j.last_error,
+                    })
+                })
+                .collect();
+            respond::json(StatusCode::OK, &serde_json::json!({ "jobs": list }))
+        }
+        Err(e) => {
+            admin.app.metrics.store_failed("outbox");
+            respond::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &e.to_string(),
+                true,
+            )
+        }
+    }
+}
+
+async fn outbox_retry<B>(admin: &Admin, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<crate::gate::BoxError>,
+{
+    use http_body_util::BodyExt as _;
+    let body = match http_body_util::Limited::new(req.into_body(), 4096)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return respond::error(StatusCode::BAD_REQUEST, "invalid", "unreadable body", true)
+        }
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let id = v.get("id").and_then(|i| i.as_str());
+    let all = v.get("all_dead").and_then(|a| a.as_bool()).unwrap_or(false);
+    if id.is_none() && !all {
+        return respond::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "send {\"id\": \"…\"} or {\"all_dead\": true}",
+            true,
+        );
+    }
+    match admin
+        .app
+        .store
+        .retry_dead(if all { None } else { id })
+        .await
+    {
+        Ok(n) => {
+            tracing::info!(requeued = n, "dead letters re-queued");
+            admin.app.outbox_notify.notify_one();
+            if n == 0 && !all {
+                return respond::error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no dead letter with this id",
+                    true,
+                );
+            }
+            respond::json(StatusCode::OK, &serde_json::json!({ "requeued": n }))
+        }
+        Err(e) => {
+            admin.app.metrics.store_failed("outbox");
+            respond::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &e.to_string(),
+                true,
+            )
+        }
     }
 }
 
@@ -68,6 +180,16 @@ async fn status(admin: &Admin) -> Response<Body> {
     } else {
         "down"
     };
+    let outbox = app.store.outbox_stats().await.ok();
+    if let Some(s) = &outbox {
+        app.metrics.outbox_depth.set(s.depth as i64);
+        app.metrics.outbox_dead.set(s.dead as i64);
+        app.metrics.outbox_oldest_age.set(
+            s.oldest_created_ms
+                .map(|c| crate::store::now_millis().saturating_sub(c) as f64 / 1000.0)
+                .unwrap_or(0.0),
+        );
+    }
     let body = serde_json::json!({
         "store": store,
         "store_backend": app.store.backend(),
@@ -75,7 +197,7 @@ async fn status(admin: &Admin) -> Response<Body> {
         "outbox": {
             "depth": app.metrics.outbox_depth.get(),
             "dead": app.metrics.outbox_dead.get(),
-            "oldest_age_seconds": app.metrics.outbox_oldest_age.get(),
+            "oldest_age_seconds": app.metrics.outbox_oldest_age.get().round() as u64,
         },
         "version": env!("CARGO_PKG_VERSION"),
     });

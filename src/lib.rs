@@ -28,6 +28,7 @@ pub mod config;
 pub mod gate;
 pub mod lti;
 pub mod metrics;
+pub mod outcomes;
 pub mod provision;
 pub mod secret;
 pub mod server;
@@ -167,7 +168,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         metrics,
         provisioner,
         lifetime,
+        outbox_notify: Arc::new(tokio::sync::Notify::new()),
     });
+    let worker = Arc::new(outcomes::worker::Worker::new(
+        app.clone(),
+        app.outbox_notify.clone(),
+    )?);
     let public = Arc::new(gate::router::Public {
         app: app.clone(),
         proxy: gate::proxy::Proxy::new(app.clone())?,
@@ -238,7 +244,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             conn,
             shutdown_rx.clone(),
         )),
-        tokio::spawn(admin::store_probe(app.clone(), shutdown_rx)),
+        tokio::spawn(admin::store_probe(app.clone(), shutdown_rx.clone())),
+        tokio::spawn(worker.run(shutdown_rx)),
     ];
     admin.ready.store(true, Ordering::Release);
     tracing::info!(

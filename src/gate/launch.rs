@@ -20,8 +20,9 @@ use crate::lti::encode::{parse_form, percent_encode};
 use crate::lti::launch::{parse, LaunchParams, Rejection};
 use crate::lti::oauth1::{self, VerifyRequest};
 use crate::lti::roles;
+use crate::outcomes::{check_target_url, secret_fingerprint, OutcomeTarget};
 use crate::provision::{ProvisionError, ProvisionRequest};
-use crate::store::{LicenceClaim, NonceCheck, StoreError};
+use crate::store::{Enrolment, LicenceClaim, NonceCheck, StoreError};
 
 /// Largest launch body.
 pub const MAX_LAUNCH_BODY: usize = 64 * 1024;
@@ -338,7 +339,7 @@ async fn accept(
     state: &AppState,
     consumer: &Consumer,
     launch: &LaunchParams,
-    _secret_index: usize,
+    secret_index: usize,
     existing: Option<Session>,
     now: u64,
 ) -> Result<Response<Body>, Failure> {
@@ -411,6 +412,50 @@ async fn accept(
             });
         }
     };
+
+    // Enrolment and outcome target (grade passback). An unsafe outcome URL
+    // is not stored; the launch still succeeds.
+    let target = match (&launch.outcome_service_url, &launch.result_sourcedid) {
+        (Some(url), Some(sourced_id)) => match check_target_url(
+            url,
+            settings.outcomes.allow_insecure_targets,
+            &consumer.outcome_hosts,
+        ) {
+            Ok(()) => {
+                consumer
+                    .secrets
+                    .get(secret_index)
+                    .map(|secret| OutcomeTarget::BasicOutcomes {
+                        url: url.clone(),
+                        sourced_id: sourced_id.clone(),
+                        method: launch.signature_method.as_str().to_string(),
+                        secret: secret_fingerprint(secret),
+                    })
+            }
+            Err(why) => {
+                tracing::warn!(consumer = %consumer.name, reason = %why, "outcome URL refused; no grade passback for this launch");
+                None
+            }
+        },
+        _ => None,
+    };
+    let enrolment = Enrolment::new(&consumer.name, &launch.course, &external_id);
+    match state
+        .store
+        .put_enrolment(
+            &enrolment,
+            target.as_ref().map(OutcomeTarget::to_bytes).as_deref(),
+        )
+        .await
+    {
+        Ok(activated) => {
+            if activated {
+                tracing::info!(learner = %external_id, course = %launch.course, "a waiting grade now has an outcome target");
+                state.outbox_notify.notify_one();
+            }
+        }
+        Err(e) => return Err(store_failure(state, "target", e)),
+    }
 
     // Session: the same learner's courses merge; another learner replaces it.
     let mut session = match existing {

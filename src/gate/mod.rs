@@ -42,6 +42,8 @@ pub struct AppState {
     pub provisioner: Provisioner,
     /// Session lifetime policy.
     pub lifetime: Lifetime,
+    /// Wakes the outbox worker when a job becomes due.
+    pub outbox_notify: Arc<tokio::sync::Notify>,
 }
 
 /// Unix seconds now.

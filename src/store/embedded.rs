@@ -15,13 +15,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{now_millis, LicenceClaim, NonceCheck, Store, StoreError};
+use super::{
+    compound, now_millis, EnqueueOutcome, Enrolment, Failure, Job, JobState, Lease, LicenceClaim,
+    NonceCheck, Store, StoreError,
+};
 
 const NONCES: TableDefinition<&str, u64> = TableDefinition::new("nonces");
 const NONCE_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("nonce_expiry");
 const LICENCES: TableDefinition<&str, ()> = TableDefinition::new("licences");
 const LICENCE_COUNT: TableDefinition<&str, u64> = TableDefinition::new("licence_count");
 const TICKETS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("tickets");
+const ENROLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrolments");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox_jobs");
+const DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("outbox_due");
+const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
+const EVENT_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("event_expiry");
 
 /// Entries removed per sweep transaction, so a sweep never holds the writer
 /// for long.
@@ -40,21 +48,6 @@ struct Inner {
 
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(e.into().to_string())
-}
-
-/// Length-prefixed concatenation: unambiguous whatever the parts contain.
-fn compound(parts: &[&str]) -> String {
-    let mut out = String::new();
-    for (i, p) in parts.iter().enumerate() {
-        if i + 1 == parts.len() {
-            out.push_str(p);
-        } else {
-            out.push_str(&p.len().to_string());
-            out.push(':');
-            out.push_str(p);
-        }
-    }
-    out
 }
 
 impl EmbeddedStore {
@@ -80,6 +73,11 @@ impl EmbeddedStore {
             txn.open_table(LICENCES)?;
             txn.open_table(LICENCE_COUNT)?;
             txn.open_table(TICKETS)?;
+            txn.open_table(ENROLMENTS)?;
+            txn.open_table(JOBS)?;
+            txn.open_table(DUE)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(EVENT_EXPIRY)?;
         }
         txn.commit()?;
         let inner = Arc::new(Inner {
@@ -158,6 +156,29 @@ impl Inner {
                 tickets.remove(t.as_str()).map_err(db_err)?;
             }
             removed += expired.len();
+
+            let mut event_expiry = txn.open_table(EVENT_EXPIRY).map_err(db_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
+            let mut due_events: Vec<(u64, String)> = Vec::new();
+            for entry in event_expiry.range((0u64, "")..(now, "")).map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                let (at, key) = k.value();
+                due_events.push((at, key.to_string()));
+                if due_events.len() >= SWEEP_BATCH {
+                    break;
+                }
+            }
+            for (at, key) in &due_events {
+                event_expiry.remove((*at, key.as_str())).map_err(db_err)?;
+                let still_due = events
+                    .get(key.as_str())
+                    .map_err(db_err)?
+                    .is_some_and(|v| v.value() <= now);
+                if still_due {
+                    events.remove(key.as_str()).map_err(db_err)?;
+                }
+            }
+            removed += due_events.len();
         }
         txn.commit().map_err(db_err)?;
         self.dirty.store(true, Ordering::Release);
@@ -371,9 +392,403 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn put_enrolment(
+        &self,
+        enrolment: &Enrolment,
+        target: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let key = enrolment.key();
+        let target = target.map(<[u8]>::to_vec);
+        self.outbox_txn(move |t, now| {
+            match &target {
+                Some(bytes) => {
+                    t.enrolments
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(db_err)?;
+                }
+                None => {
+                    if t.enrolments.get(key.as_str()).map_err(db_err)?.is_none() {
+                        t.enrolments.insert(key.as_str(), &[][..]).map_err(db_err)?;
+                    }
+                }
+            }
+            if target.is_none() {
+                return Ok(false);
+            }
+            let Some(old) = load_job(&t.jobs, &key)? else {
+                return Ok(false);
+            };
+            if old.state != JobState::Waiting {
+                return Ok(false);
+            }
+            let mut job = old.clone();
+            job.state = JobState::Pending;
+            job.next_at_ms = now;
+            save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn get_enrolment(
+        &self,
+        enrolment: &Enrolment,
+    ) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+        let key = enrolment.key();
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let t = txn.open_table(ENROLMENTS).map_err(db_err)?;
+            Ok(t.get(key.as_str()).map_err(db_err)?.map(|v| {
+                let b = v.value();
+                (!b.is_empty()).then(|| b.to_vec())
+            }))
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        enrolment: &Enrolment,
+        event_id: &str,
+        score: f64,
+        event_ttl: Duration,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let key = enrolment.key();
+        let event_key = compound(&[&key, event_id]);
+        let enrolment = enrolment.clone();
+        let event_id = event_id.to_string();
+        let ttl = ms(event_ttl);
+        self.outbox_txn(move |t, now| {
+            if !check_event(&mut t.events, &mut t.event_expiry, &event_key, now, ttl)? {
+                return Ok(EnqueueOutcome::Duplicate);
+            }
+            let has_target = t
+                .enrolments
+                .get(key.as_str())
+                .map_err(db_err)?
+                .is_some_and(|v| !v.value().is_empty());
+            let old = load_job(&t.jobs, &key)?;
+            let live = old.as_ref().filter(|j| j.state != JobState::Dead);
+            let leased = old.as_ref().filter(|j| j.lease_until_ms > now);
+            let job = Job {
+                enrolment,
+                event_id,
+                score,
+                version: old.as_ref().map_or(1, |j| j.version + 1),
+                attempts: 0,
+                state: if has_target {
+                    JobState::Pending
+                } else {
+                    JobState::Waiting
+                },
+                next_at_ms: now,
+                created_ms: live.map_or(now, |j| j.created_ms),
+                lease_until_ms: leased.map_or(0, |j| j.lease_until_ms),
+                lease_token: leased.map(|j| j.lease_token.clone()).unwrap_or_default(),
+                last_error: None,
+            };
+            save_job(&mut t.jobs, &mut t.due, &key, old.as_ref(), Some(&job))?;
+            Ok(if has_target {
+                EnqueueOutcome::Queued
+            } else {
+                EnqueueOutcome::Waiting
+            })
+        })
+        .await
+    }
+
+    async fn remember_event(
+        &self,
+        enrolment: &Enrolment,
+        event_id: &str,
+        event_ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let event_key = compound(&[&enrolment.key(), event_id]);
+        let ttl = ms(event_ttl);
+        self.outbox_txn(move |t, now| {
+            check_event(&mut t.events, &mut t.event_expiry, &event_key, now, ttl)
+        })
+        .await
+    }
+
+    async fn lease_due(&self, lease: Duration, max: usize) -> Result<Vec<Lease>, StoreError> {
+        let lease_ms = ms(lease);
+        self.outbox_txn(move |t, now| {
+            let mut keys = Vec::new();
+            for entry in t
+                .due
+                .range((0u64, "")..=(now, "\u{10FFFF}"))
+                .map_err(db_err)?
+            {
+                let (k, _) = entry.map_err(db_err)?;
+                keys.push(k.value().1.to_string());
+                if keys.len() >= max {
+                    break;
+                }
+            }
+            let mut leases = Vec::new();
+            for key in keys {
+                let Some(old) = load_job(&t.jobs, &key)? else {
+                    continue;
+                };
+                let mut job = old.clone();
+                job.lease_until_ms = now.saturating_add(lease_ms);
+                job.lease_token = new_token();
+                save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))?;
+                leases.push(Lease {
+                    token: job.lease_token.clone(),
+                    job,
+                });
+            }
+            Ok(leases)
+        })
+        .await
+    }
+
+    async fn complete(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let key = lease.job.enrolment.key();
+        let lease = lease.clone();
+        self.outbox_txn(move |t, now| {
+            let Some(old) = load_job(&t.jobs, &key)? else {
+                return Ok(false);
+            };
+            if old.lease_token != lease.token {
+                return Ok(false);
+            }
+            if old.version == lease.job.version {
+                save_job(&mut t.jobs, &mut t.due, &key, Some(&old), None)?;
+            } else {
+                let mut job = old.clone();
+                job.lease_until_ms = 0;
+                job.lease_token.clear();
+                job.next_at_ms = now;
+                save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn fail(&self, lease: &Lease, failure: Failure, error: &str) -> Result<bool, StoreError> {
+        let key = lease.job.enrolment.key();
+        let lease = lease.clone();
+        let error = error.to_string();
+        self.outbox_txn(move |t, now| {
+            let Some(old) = load_job(&t.jobs, &key)? else {
+                return Ok(false);
+            };
+            if old.lease_token != lease.token {
+                return Ok(false);
+            }
+            let mut job = old.clone();
+            job.lease_until_ms = 0;
+            job.lease_token.clear();
+            if old.version != lease.job.version {
+                job.next_at_ms = now;
+            } else {
+                job.attempts = lease.job.attempts.saturating_add(1);
+                job.last_error = Some(error);
+                match failure {
+                    Failure::Dead => job.state = JobState::Dead,
+                    Failure::RetryAt(at) => job.next_at_ms = at,
+                }
+            }
+            save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let key = lease.job.enrolment.key();
+        let token = lease.token.clone();
+        self.outbox_txn(move |t, now| {
+            let Some(old) = load_job(&t.jobs, &key)? else {
+                return Ok(());
+            };
+            if old.lease_token != token {
+                return Ok(());
+            }
+            let mut job = old.clone();
+            job.lease_until_ms = 0;
+            job.lease_token.clear();
+            job.next_at_ms = now;
+            save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))
+        })
+        .await
+    }
+
+    async fn outbox_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.blocking(|inner| {
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let t = txn.open_table(JOBS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(db_err)? {
+                let (_, v) = entry.map_err(db_err)?;
+                out.push(
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn retry_dead(&self, id: Option<&str>) -> Result<usize, StoreError> {
+        let wanted = match id {
+            Some(id) => match Enrolment::key_from_id(id) {
+                Some(k) => Some(k),
+                None => return Ok(0),
+            },
+            None => None,
+        };
+        self.outbox_txn(move |t, now| {
+            let keys: Vec<String> = match wanted {
+                Some(k) => vec![k],
+                None => {
+                    let mut all = Vec::new();
+                    for entry in t.jobs.iter().map_err(db_err)? {
+                        let (k, _) = entry.map_err(db_err)?;
+                        all.push(k.value().to_string());
+                    }
+                    all
+                }
+            };
+            let mut n = 0;
+            for key in keys {
+                let Some(old) = load_job(&t.jobs, &key)? else {
+                    continue;
+                };
+                if old.state != JobState::Dead {
+                    continue;
+                }
+                let mut job = old.clone();
+                job.state = JobState::Pending;
+                job.attempts = 0;
+                job.next_at_ms = now;
+                job.last_error = None;
+                save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.blocking(|inner| inner.flush()).await
     }
+}
+
+/// When a job is due in the index: pending jobs at their lease expiry
+/// while leased, else at `next_at`.
+fn due_of(job: &Job) -> Option<u64> {
+    (job.state == JobState::Pending).then(|| {
+        if job.lease_until_ms > 0 {
+            job.lease_until_ms
+        } else {
+            job.next_at_ms
+        }
+    })
+}
+
+fn load_job(jobs: &redb::Table<&str, &[u8]>, key: &str) -> Result<Option<Job>, StoreError> {
+    match jobs.get(key).map_err(db_err)? {
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Writes `new` (or deletes when `None`), keeping the due index in step
+/// with `old`.
+fn save_job(
+    jobs: &mut redb::Table<&str, &[u8]>,
+    due: &mut redb::Table<(u64, &str), ()>,
+    key: &str,
+    old: Option<&Job>,
+    new: Option<&Job>,
+) -> Result<(), StoreError> {
+    if let Some(at) = old.and_then(due_of) {
+        due.remove((at, key)).map_err(db_err)?;
+    }
+    match new {
+        Some(job) => {
+            let bytes = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            jobs.insert(key, bytes.as_slice()).map_err(db_err)?;
+            if let Some(at) = due_of(job) {
+                due.insert((at, key), ()).map_err(db_err)?;
+            }
+        }
+        None => {
+            jobs.remove(key).map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_event(
+    events: &mut redb::Table<&str, u64>,
+    expiry: &mut redb::Table<(u64, &str), ()>,
+    key: &str,
+    now: u64,
+    ttl_ms: u64,
+) -> Result<bool, StoreError> {
+    let seen = events.get(key).map_err(db_err)?.map(|v| v.value());
+    if seen.is_some_and(|until| until > now) {
+        return Ok(false);
+    }
+    let until = now.saturating_add(ttl_ms);
+    events.insert(key, until).map_err(db_err)?;
+    expiry.insert((until, key), ()).map_err(db_err)?;
+    Ok(true)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl EmbeddedStore {
+    /// Runs `f` in one durable write transaction on the outbox tables.
+    async fn outbox_txn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut OutboxTables<'_>, u64) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            let out = {
+                let mut t = OutboxTables {
+                    enrolments: txn.open_table(ENROLMENTS).map_err(db_err)?,
+                    jobs: txn.open_table(JOBS).map_err(db_err)?,
+                    due: txn.open_table(DUE).map_err(db_err)?,
+                    events: txn.open_table(EVENTS).map_err(db_err)?,
+                    event_expiry: txn.open_table(EVENT_EXPIRY).map_err(db_err)?,
+                };
+                f(&mut t, now_millis())?
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+struct OutboxTables<'t> {
+    enrolments: redb::Table<'t, &'static str, &'static [u8]>,
+    jobs: redb::Table<'t, &'static str, &'static [u8]>,
+    due: redb::Table<'t, (u64, &'static str), ()>,
+    events: redb::Table<'t, &'static str, u64>,
+    event_expiry: redb::Table<'t, (u64, &'static str), ()>,
+}
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

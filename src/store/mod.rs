@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 pub mod embedded;
 pub mod redis;
@@ -49,6 +50,145 @@ pub enum LicenceClaim {
     },
     /// The cap is reached; nothing was recorded.
     Exhausted,
+}
+
+/// One learner in one course of one consumer: the unit of outcome targets
+/// and outbox jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Enrolment {
+    /// Consumer name.
+    pub consumer: String,
+    /// Course external ID.
+    pub course: String,
+    /// Learner external ID.
+    pub learner: String,
+}
+
+impl Enrolment {
+    /// Builds one.
+    pub fn new(consumer: &str, course: &str, learner: &str) -> Self {
+        Enrolment {
+            consumer: consumer.into(),
+            course: course.into(),
+            learner: learner.into(),
+        }
+    }
+
+    /// The store key: unambiguous whatever the parts contain.
+    pub fn key(&self) -> String {
+        compound(&[&self.consumer, &self.course, &self.learner])
+    }
+
+    /// A URL-safe identifier (the outbox job id shown to operators).
+    pub fn id(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key())
+    }
+
+    /// Parses [`Enrolment::id`] back into a store key.
+    pub fn key_from_id(id: &str) -> Option<String> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    }
+}
+
+/// Length-prefixed concatenation: unambiguous whatever the parts contain.
+pub(crate) fn compound(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            out.push_str(p);
+        } else {
+            out.push_str(&p.len().to_string());
+            out.push(':');
+            out.push_str(p);
+        }
+    }
+    out
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Durably queued for delivery.
+    Queued,
+    /// Kept until a launch brings an outcome target.
+    Waiting,
+    /// The event id was seen before; nothing changed.
+    Duplicate,
+}
+
+/// State of an outbox job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// No outcome target yet.
+    Waiting,
+    /// To be delivered (or being delivered under a lease).
+    Pending,
+    /// Gave up; kept for an operator.
+    Dead,
+}
+
+/// An outbox job: the latest score of one enrolment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Whose grade.
+    pub enrolment: Enrolment,
+    /// The completion event that set the score.
+    pub event_id: String,
+    /// Score 0.0–1.0.
+    pub score: f64,
+    /// Bumped by every new event; a delivery of an older version does not
+    /// complete a newer one.
+    pub version: u64,
+    /// Failed attempts of this version.
+    pub attempts: u32,
+    /// State.
+    pub state: JobState,
+    /// When it is due (unix ms).
+    pub next_at_ms: u64,
+    /// When the job was first queued (unix ms).
+    pub created_ms: u64,
+    /// Lease expiry (unix ms); 0 when not leased.
+    pub lease_until_ms: u64,
+    /// The holder's lease token.
+    pub lease_token: String,
+    /// The last failure (LMS text for dead letters).
+    pub last_error: Option<String>,
+}
+
+/// A leased job: deliver it, then complete, fail or release it with the
+/// same lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// Snapshot of the job when leased.
+    pub job: Job,
+    /// The lease token.
+    pub token: String,
+}
+
+/// How a failed delivery continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Try again at this time (unix ms).
+    RetryAt(u64),
+    /// Give up: dead letter.
+    Dead,
+}
+
+/// Outbox counters for `/status` and the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Pending + waiting jobs.
+    pub depth: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// `created_ms` of the oldest pending or waiting job.
+    pub oldest_created_ms: Option<u64>,
 }
 
 /// The store operations ltigate needs. Implementations are cheap to share
@@ -100,6 +240,84 @@ pub trait Store: Send + Sync + 'static {
     /// gets the value. Expired tickets are `None`.
     async fn take_ticket(&self, ticket: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Records that the learner launched the course, with the outcome target
+    /// when the launch carried one (a launch without one keeps an earlier
+    /// target). A target arriving for a waiting job makes it pending.
+    /// Returns true when a waiting job was activated.
+    async fn put_enrolment(
+        &self,
+        enrolment: &Enrolment,
+        target: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+
+    /// `None`: never launched; `Some(None)`: launched without a target.
+    async fn get_enrolment(
+        &self,
+        enrolment: &Enrolment,
+    ) -> Result<Option<Option<Vec<u8>>>, StoreError>;
+
+    /// Atomically: refuses an `event_id` seen for this enrolment, remembers
+    /// it for `event_ttl`, and queues the score — replacing a job not yet
+    /// delivered — as pending (a target exists) or waiting.
+    async fn enqueue(
+        &self,
+        enrolment: &Enrolment,
+        event_id: &str,
+        score: f64,
+        event_ttl: Duration,
+    ) -> Result<EnqueueOutcome, StoreError>;
+
+    /// Remembers an event id that is not queued (ignored events); false when
+    /// it was seen before.
+    async fn remember_event(
+        &self,
+        enrolment: &Enrolment,
+        event_id: &str,
+        event_ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Leases up to `max` due pending jobs for `lease`. A job is never
+    /// leased twice at once; a lease that expires makes the job due again.
+    async fn lease_due(&self, lease: Duration, max: usize) -> Result<Vec<Lease>, StoreError>;
+
+    /// The leased version was delivered: removes the job unless a newer
+    /// event replaced it meanwhile (then that one becomes due). False when
+    /// the lease was lost.
+    async fn complete(&self, lease: &Lease) -> Result<bool, StoreError>;
+
+    /// The leased version failed: schedules a retry or makes it a dead
+    /// letter, keeping `error`. False when the lease was lost.
+    async fn fail(&self, lease: &Lease, failure: Failure, error: &str) -> Result<bool, StoreError>;
+
+    /// Hands a leased job back undelivered (shutdown): due now, attempts
+    /// unchanged.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Every pending, waiting and dead job.
+    async fn outbox_jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Re-queues one dead job (by [`Enrolment::id`]) or all of them; returns
+    /// how many.
+    async fn retry_dead(&self, id: Option<&str>) -> Result<usize, StoreError>;
+
+    /// Counters, from [`Store::outbox_jobs`].
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let jobs = self.outbox_jobs().await?;
+        let mut s = OutboxStats::default();
+        for j in &jobs {
+            if j.state == JobState::Dead {
+                s.dead += 1;
+            } else {
+                s.depth += 1;
+                s.oldest_created_ms = Some(
+                    s.oldest_created_ms
+                        .map_or(j.created_ms, |o| o.min(j.created_ms)),
+                );
+            }
+        }
+        Ok(s)
+    }
+
     /// Makes relaxed writes (nonces) durable; called on shutdown.
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
@@ -110,7 +328,7 @@ pub trait Store: Send + Sync + 'static {
 pub type SharedStore = Arc<dyn Store>;
 
 /// Unix time in milliseconds.
-pub(crate) fn now_millis() -> u64 {
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

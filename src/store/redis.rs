@@ -19,7 +19,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::Mutex;
 
-use super::{LicenceClaim, NonceCheck, Store, StoreError};
+use super::{
+    compound, now_millis, EnqueueOutcome, Enrolment, Failure, Job, JobState, Lease, LicenceClaim,
+    NonceCheck, Store, StoreError,
+};
 
 const KEY_PREFIX: &str = "ltigate";
 
@@ -38,6 +41,184 @@ end
 redis.call('SADD', KEYS[1], ARGV[1])
 return used + 1
 ";
+
+/// Every outbox key shares the `{outbox}` hash tag: the outbox is one Cluster
+/// slot, so each script below is atomic on a Cluster too. A job is a hash;
+/// `due` orders pending jobs by due time (lease expiry while leased), `dead`
+/// and `waiting` list the others.
+const OUTBOX: &str = "ltigate:{outbox}";
+
+/// KEYS: job, due, dead, waiting, event, enrolment. ARGV: member, event_id,
+/// score, now, event_ttl_ms, consumer, course, learner.
+const ENQUEUE_SCRIPT: &str = r"
+if redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[5]) == false then
+  return 'duplicate'
+end
+local target = redis.call('HGET', KEYS[6], 'target')
+local state = 'waiting'
+if target and target ~= '' then state = 'pending' end
+local prev = redis.call('HGET', KEYS[1], 'state')
+if (not prev) or prev == 'dead' then
+  redis.call('HSET', KEYS[1], 'created_at', ARGV[4])
+end
+local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') or 0
+if lease <= tonumber(ARGV[4]) then
+  lease = 0
+  redis.call('HSET', KEYS[1], 'lease_until', 0, 'lease_token', '')
+end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'consumer', ARGV[6], 'course', ARGV[7], 'learner', ARGV[8],
+  'event_id', ARGV[2], 'score', ARGV[3], 'state', state, 'attempts', 0,
+  'next_at', ARGV[4], 'last_error', '')
+redis.call('ZREM', KEYS[3], ARGV[1])
+if state == 'pending' then
+  redis.call('SREM', KEYS[4], ARGV[1])
+  if lease > 0 then
+    redis.call('ZADD', KEYS[2], lease, ARGV[1])
+  else
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+  end
+  return 'queued'
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
+return 'waiting'
+";
+
+/// KEYS: enrolment, job, due, waiting. ARGV: member, target ('' for none), now.
+const ENROL_SCRIPT: &str = r"
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'target', ARGV[2])
+elseif redis.call('HEXISTS', KEYS[1], 'target') == 0 then
+  redis.call('HSET', KEYS[1], 'target', '')
+  return 0
+else
+  return 0
+end
+if redis.call('HGET', KEYS[2], 'state') == 'waiting' then
+  redis.call('HSET', KEYS[2], 'state', 'pending', 'next_at', ARGV[3])
+  redis.call('SREM', KEYS[4], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// KEYS: due. ARGV: now, lease_until, max, token prefix, job key prefix.
+/// Returns the leased jobs as flat field/value lists.
+const LEASE_SCRIPT: &str = r"
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for i, m in ipairs(members) do
+  local key = ARGV[5] .. m
+  if redis.call('HGET', key, 'state') == 'pending' then
+    local token = ARGV[4] .. ':' .. i
+    redis.call('HSET', key, 'lease_until', ARGV[2], 'lease_token', token)
+    redis.call('ZADD', KEYS[1], ARGV[2], m)
+    local fields = redis.call('HGETALL', key)
+    table.insert(fields, 'member')
+    table.insert(fields, m)
+    out[#out + 1] = fields
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+return out
+";
+
+/// KEYS: job, due. ARGV: member, token, version, now.
+/// 0: lease lost; 1: done; 2: a newer version is due now.
+const COMPLETE_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[1], 'version') == ARGV[3] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'lease_until', 0, 'lease_token', '', 'next_at', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return 2
+";
+
+/// KEYS: job, due, dead. ARGV: member, token, version, now, next_at, dead
+/// (0/1), error, attempts.
+const FAIL_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', 0, 'lease_token', '')
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[3] then
+  redis.call('HSET', KEYS[1], 'next_at', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+  return 2
+end
+redis.call('HSET', KEYS[1], 'attempts', ARGV[8], 'last_error', ARGV[7])
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'state', 'dead')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'next_at', ARGV[5])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+end
+return 1
+";
+
+/// KEYS: job, due. ARGV: member, token, now.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', 0, 'lease_token', '', 'next_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+";
+
+/// KEYS: due, dead. ARGV: now, job key prefix, member ('' for all).
+const RETRY_SCRIPT: &str = r"
+local members
+if ARGV[3] ~= '' then members = {ARGV[3]} else members = redis.call('ZRANGE', KEYS[2], 0, -1) end
+local n = 0
+for _, m in ipairs(members) do
+  local key = ARGV[2] .. m
+  if redis.call('HGET', key, 'state') == 'dead' then
+    redis.call('HSET', key, 'state', 'pending', 'attempts', 0, 'next_at', ARGV[1], 'last_error', '')
+    redis.call('ZREM', KEYS[2], m)
+    redis.call('ZADD', KEYS[1], ARGV[1], m)
+    n = n + 1
+  end
+end
+return n
+";
+
+fn outbox_key(kind: &str, member: &str) -> String {
+    format!("{OUTBOX}:{kind}:{member}")
+}
+
+fn job_from_fields(fields: &[String]) -> Option<Job> {
+    let mut map = std::collections::HashMap::new();
+    for pair in fields.chunks(2) {
+        if let [k, v] = pair {
+            map.insert(k.as_str(), v.as_str());
+        }
+    }
+    let get = |k: &str| map.get(k).copied().unwrap_or("");
+    let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+    Some(Job {
+        enrolment: Enrolment::new(get("consumer"), get("course"), get("learner")),
+        event_id: get("event_id").to_string(),
+        score: get("score").parse().ok()?,
+        version: num("version"),
+        attempts: u32::try_from(num("attempts")).unwrap_or(u32::MAX),
+        state: match get("state") {
+            "pending" => JobState::Pending,
+            "waiting" => JobState::Waiting,
+            "dead" => JobState::Dead,
+            _ => return None,
+        },
+        next_at_ms: num("next_at"),
+        created_ms: num("created_at"),
+        lease_until_ms: num("lease_until"),
+        lease_token: get("lease_token").to_string(),
+        last_error: Some(get("last_error").to_string()).filter(|e| !e.is_empty()),
+    })
+}
 
 /// A connection to either kind of deployment.
 #[derive(Clone)]
@@ -89,6 +270,13 @@ pub struct RedisStore {
     target: Target,
     timeout: Duration,
     claim: Script,
+    enqueue: Script,
+    enrol: Script,
+    lease: Script,
+    complete: Script,
+    fail: Script,
+    release: Script,
+    retry: Script,
 }
 
 fn redis_err(e: redis::RedisError) -> StoreError {
@@ -141,6 +329,13 @@ impl RedisStore {
             target,
             timeout,
             claim: Script::new(CLAIM_SCRIPT),
+            enqueue: Script::new(ENQUEUE_SCRIPT),
+            enrol: Script::new(ENROL_SCRIPT),
+            lease: Script::new(LEASE_SCRIPT),
+            complete: Script::new(COMPLETE_SCRIPT),
+            fail: Script::new(FAIL_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
+            retry: Script::new(RETRY_SCRIPT),
         })
     }
 
@@ -351,6 +546,257 @@ impl Store for RedisStore {
         let key = tagged("ticket", ticket, "");
         self.run(async |mut c| redis::cmd("GETDEL").arg(&key).query_async(&mut c).await)
             .await
+    }
+
+    async fn put_enrolment(
+        &self,
+        enrolment: &Enrolment,
+        target: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let member = enrolment.key();
+        let target = target
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .unwrap_or_default();
+        let n: i64 = self
+            .run(async |mut c| {
+                self.enrol
+                    .key(outbox_key("enrolment", &member))
+                    .key(outbox_key("job", &member))
+                    .key(format!("{OUTBOX}:due"))
+                    .key(format!("{OUTBOX}:waiting"))
+                    .arg(&member)
+                    .arg(&target)
+                    .arg(now_millis())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn get_enrolment(
+        &self,
+        enrolment: &Enrolment,
+    ) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+        let key = outbox_key("enrolment", &enrolment.key());
+        let v: Option<String> = self
+            .run(async |mut c| {
+                redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("target")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(v.map(|t| (!t.is_empty()).then(|| t.into_bytes())))
+    }
+
+    async fn enqueue(
+        &self,
+        enrolment: &Enrolment,
+        event_id: &str,
+        score: f64,
+        event_ttl: Duration,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let member = enrolment.key();
+        let event = outbox_key("event", &compound(&[&member, event_id]));
+        let ttl = u64::try_from(event_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let r: String = self
+            .run(async |mut c| {
+                self.enqueue
+                    .key(outbox_key("job", &member))
+                    .key(format!("{OUTBOX}:due"))
+                    .key(format!("{OUTBOX}:dead"))
+                    .key(format!("{OUTBOX}:waiting"))
+                    .key(&event)
+                    .key(outbox_key("enrolment", &member))
+                    .arg(&member)
+                    .arg(event_id)
+                    .arg(score.to_string())
+                    .arg(now_millis())
+                    .arg(ttl)
+                    .arg(&enrolment.consumer)
+                    .arg(&enrolment.course)
+                    .arg(&enrolment.learner)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match r.as_str() {
+            "queued" => EnqueueOutcome::Queued,
+            "waiting" => EnqueueOutcome::Waiting,
+            _ => EnqueueOutcome::Duplicate,
+        })
+    }
+
+    async fn remember_event(
+        &self,
+        enrolment: &Enrolment,
+        event_id: &str,
+        event_ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let event = outbox_key("event", &compound(&[&enrolment.key(), event_id]));
+        let ttl = u64::try_from(event_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let set: Option<String> = self
+            .run(async |mut c| {
+                redis::cmd("SET")
+                    .arg(&event)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn lease_due(&self, lease: Duration, max: usize) -> Result<Vec<Lease>, StoreError> {
+        let now = now_millis();
+        let until = now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+        let prefix = crate::gate::launch::random_token();
+        let rows: Vec<Vec<String>> = self
+            .run(async |mut c| {
+                self.lease
+                    .key(format!("{OUTBOX}:due"))
+                    .arg(now)
+                    .arg(until)
+                    .arg(max)
+                    .arg(&prefix)
+                    .arg(format!("{OUTBOX}:job:"))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|fields| job_from_fields(fields))
+            .map(|job| Lease {
+                token: job.lease_token.clone(),
+                job,
+            })
+            .collect())
+    }
+
+    async fn complete(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let member = lease.job.enrolment.key();
+        let n: i64 = self
+            .run(async |mut c| {
+                self.complete
+                    .key(outbox_key("job", &member))
+                    .key(format!("{OUTBOX}:due"))
+                    .arg(&member)
+                    .arg(&lease.token)
+                    .arg(lease.job.version)
+                    .arg(now_millis())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n != 0)
+    }
+
+    async fn fail(&self, lease: &Lease, failure: Failure, error: &str) -> Result<bool, StoreError> {
+        let member = lease.job.enrolment.key();
+        let (next_at, dead) = match failure {
+            Failure::RetryAt(at) => (at, "0"),
+            Failure::Dead => (0, "1"),
+        };
+        let n: i64 = self
+            .run(async |mut c| {
+                self.fail
+                    .key(outbox_key("job", &member))
+                    .key(format!("{OUTBOX}:due"))
+                    .key(format!("{OUTBOX}:dead"))
+                    .arg(&member)
+                    .arg(&lease.token)
+                    .arg(lease.job.version)
+                    .arg(now_millis())
+                    .arg(next_at)
+                    .arg(dead)
+                    .arg(error)
+                    .arg(lease.job.attempts.saturating_add(1))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n != 0)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let member = lease.job.enrolment.key();
+        let _: i64 = self
+            .run(async |mut c| {
+                self.release
+                    .key(outbox_key("job", &member))
+                    .key(format!("{OUTBOX}:due"))
+                    .arg(&member)
+                    .arg(&lease.token)
+                    .arg(now_millis())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let (due, dead, waiting): (Vec<String>, Vec<String>, Vec<String>) = self
+            .run(async |mut c| {
+                redis::pipe()
+                    .cmd("ZRANGE")
+                    .arg(format!("{OUTBOX}:due"))
+                    .arg(0)
+                    .arg(-1)
+                    .cmd("ZRANGE")
+                    .arg(format!("{OUTBOX}:dead"))
+                    .arg(0)
+                    .arg(-1)
+                    .cmd("SMEMBERS")
+                    .arg(format!("{OUTBOX}:waiting"))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut jobs = Vec::new();
+        for member in due.iter().chain(dead.iter()).chain(waiting.iter()) {
+            let key = outbox_key("job", member);
+            let fields: Vec<String> = self
+                .run(async |mut c| redis::cmd("HGETALL").arg(&key).query_async(&mut c).await)
+                .await?;
+            if let Some(job) = job_from_fields(&fields) {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn retry_dead(&self, id: Option<&str>) -> Result<usize, StoreError> {
+        let member = match id {
+            Some(id) => match Enrolment::key_from_id(id) {
+                Some(k) => k,
+                None => return Ok(0),
+            },
+            None => String::new(),
+        };
+        let n: i64 = self
+            .run(async |mut c| {
+                self.retry
+                    .key(format!("{OUTBOX}:due"))
+                    .key(format!("{OUTBOX}:dead"))
+                    .arg(now_millis())
+                    .arg(format!("{OUTBOX}:job:"))
+                    .arg(&member)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 }
 

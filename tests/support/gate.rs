@@ -10,6 +10,9 @@ use ltigate::Running;
 /// real ingress.
 pub const PUBLIC_URL: &str = "https://learn.example.test";
 
+/// The webhook secret of the base configuration.
+pub const WEBHOOK_SECRET: &str = "whsec-test-0123456789abcdef";
+
 pub struct Gate {
     pub running: Option<Running>,
     pub public: SocketAddr,
@@ -42,8 +45,18 @@ secret = "0123456789abcdef0123456789abcdef-session"
 [store]
 path = "{db}"
 
+[webhook]
+secret = "{WEBHOOK_SECRET}"
+
 [outcomes]
 allow_insecure_targets = true
+retry_initial = "200ms"
+retry_max = "1s"
+lease = "10s"
+timeout = "3s"
+
+[courses.C-graded]
+grade_activity = "final-assessment"
 
 [[consumers]]
 name = "Acme"

@@ -1,0 +1,495 @@
+//! Grade passback (DESIGN §6): outcome targets stored at launch, the
+//! completion webhook, and the outbox worker that delivers LTI Basic
+//! Outcomes to the LMS.
+//!
+//! The decisions here are pure functions — target URL checks, the webhook
+//! signature, the classification of an LMS answer, the retry backoff — so
+//! they are tested on their own; I/O lives in [`webhook`] and [`worker`].
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::lti::outcomes::{parse_response, CodeMajor};
+use crate::secret::Secret;
+
+pub mod webhook;
+pub mod worker;
+
+/// Where and how a grade goes back: one variant per protocol (LTI 1.3 AGS
+/// line items will join Basic Outcomes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutcomeTarget {
+    /// LTI 1.1 Basic Outcomes (POX).
+    BasicOutcomes {
+        /// `lis_outcome_service_url`.
+        url: String,
+        /// `lis_result_sourcedid`, verbatim.
+        sourced_id: String,
+        /// The launch's signature method (`HMAC-SHA1` / `HMAC-SHA256`).
+        method: String,
+        /// Fingerprint of the consumer secret that verified the launch.
+        secret: String,
+    },
+}
+
+impl OutcomeTarget {
+    /// Serialised for the store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// From the store.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        serde_json::from_slice(b).ok()
+    }
+}
+
+/// A short fingerprint of a secret, stored instead of the secret.
+pub fn secret_fingerprint(secret: &Secret) -> String {
+    let mut h = Sha256::new();
+    h.update(b"ltigate secret fingerprint\0");
+    h.update(secret.expose());
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Is this address one an outcome URL must not reach (loopback, private,
+/// link-local, unspecified, multicast, unique-local)?
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 0
+                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let seg = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg & 0xfe00) == 0xfc00
+                || (seg & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Checks an outcome URL: https only, not an internal address or
+/// `localhost`, and on the consumer's allowlist when it has one.
+/// `allow_insecure` (development, tests) permits http and internal hosts.
+pub fn check_target_url(
+    url: &str,
+    allow_insecure: bool,
+    allowlist: &[String],
+) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if allow_insecure => {}
+        other => return Err(format!("scheme {other} is not allowed (https only)")),
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| "URL has no host".to_string())?
+        .to_ascii_lowercase();
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("URL carries credentials".into());
+    }
+    if !allowlist.is_empty() && !allowlist.iter().any(|h| *h == host) {
+        return Err(format!(
+            "host {host} is not in the consumer's outcome_hosts"
+        ));
+    }
+    if !allow_insecure {
+        if host == "localhost" || host.ends_with(".localhost") {
+            return Err("loopback host".into());
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            if is_internal(ip) {
+                return Err(format!("internal address {ip}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a webhook signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    /// Header missing or malformed.
+    Malformed,
+    /// `t` outside the tolerance.
+    Stale,
+    /// No `v1` matches.
+    Mismatch,
+}
+
+/// Verifies `X-Ltigate-Signature: t=<unix>,v1=<hex HMAC-SHA256("<t>." + body)>`
+/// (several `v1` allowed, for secret rotation on the sender's side).
+pub fn verify_webhook_signature(
+    header: &str,
+    body: &[u8],
+    secret: &Secret,
+    now: u64,
+    tolerance: Duration,
+) -> Result<(), SignatureError> {
+    let mut t: Option<&str> = None;
+    let mut sigs = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = Some(v.trim()),
+            Some(("v1", v)) => sigs.push(v.trim()),
+            _ => {}
+        }
+    }
+    let t_text = t.ok_or(SignatureError::Malformed)?;
+    if sigs.is_empty() || t_text.is_empty() || !t_text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SignatureError::Malformed);
+    }
+    let ts: u64 = t_text.parse().map_err(|_| SignatureError::Malformed)?;
+    if now.abs_diff(ts) > tolerance.as_secs() {
+        return Err(SignatureError::Stale);
+    }
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose())
+        .map_err(|_| SignatureError::Malformed)?;
+    mac.update(t_text.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let ok = sigs
+        .iter()
+        .any(|s| crate::lti::oauth1::signatures_equal(&s.to_ascii_lowercase(), &expected));
+    if ok {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// Signs a webhook body the way ltigate verifies it (for platforms written
+/// in Rust, the demo and tests).
+pub fn sign_webhook(body: &[u8], secret: &Secret, t: u64) -> String {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret.expose()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},v1={hex}")
+}
+
+/// What to do after a delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The LMS accepted the grade.
+    Delivered,
+    /// Try again; `after` is the LMS's `Retry-After`, if any.
+    Retry {
+        /// Minimum wait asked by the LMS.
+        after: Option<Duration>,
+        /// Why.
+        why: String,
+    },
+    /// Give up (dead letter) with the LMS's words.
+    Dead(String),
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let t: String = text.chars().take(300).collect();
+    t.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses `Retry-After`: seconds, or an HTTP date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(24 * 3600)));
+    }
+    httpdate_parse(v).map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(v).ok().or_else(|| {
+        // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+        let parts: Vec<&str> = v.split_whitespace().collect();
+        let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
+            return None;
+        };
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let m = months.iter().position(|x| x == mon)? + 1;
+        let text = format!("{year}-{m:02}-{:0>2}T{time}Z", day);
+        humantime::parse_rfc3339(&text).ok()
+    })
+}
+
+/// Classifies an LMS answer (DESIGN §6): the POX body decides whatever the
+/// HTTP status, except 3xx (never followed) and 429 (come back later).
+pub fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    location: Option<&str>,
+    body: &[u8],
+) -> Verdict {
+    if (300..400).contains(&status) {
+        return Verdict::Dead(format!(
+            "redirect: HTTP {status} to {}",
+            location.unwrap_or("(no location)")
+        ));
+    }
+    if status == 429 {
+        return Verdict::Retry {
+            after: retry_after,
+            why: "HTTP 429 Too Many Requests".into(),
+        };
+    }
+    match parse_response(body) {
+        Ok(pox) => {
+            let text = if pox.description.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {}", pox.description)
+            };
+            match pox.code_major {
+                CodeMajor::Success => Verdict::Delivered,
+                CodeMajor::Processing => Verdict::Retry {
+                    after: retry_after,
+                    why: format!("processing ({text})"),
+                },
+                CodeMajor::Failure => Verdict::Dead(format!("failure: {text}")),
+                CodeMajor::Unsupported => Verdict::Dead(format!("unsupported: {text}")),
+                CodeMajor::Other(code) => Verdict::Dead(format!("{code}: {text}")),
+            }
+        }
+        Err(_) => {
+            if (400..500).contains(&status) {
+                Verdict::Dead(format!("HTTP {status}: {}", snippet(body)))
+            } else {
+                Verdict::Retry {
+                    after: retry_after,
+                    why: format!("HTTP {status} without a POX answer"),
+                }
+            }
+        }
+    }
+}
+
+/// Delay before retry number `attempt` (1 = first retry): doubling from
+/// `initial`, capped at `max`, with "equal jitter" (`jitter` in 0..1 picks a
+/// point in the upper half).
+pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let base = initial.saturating_mul(1u32 << exp.min(20)).min(max);
+    let j = jitter.clamp(0.0, 1.0);
+    base.mul_f64(0.5 + 0.5 * j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_urls() {
+        assert!(check_target_url("https://lms.example.org/grade", false, &[]).is_ok());
+        for bad in [
+            "http://lms.example.org/grade",
+            "https://127.0.0.1/x",
+            "https://10.1.2.3/x",
+            "https://192.168.0.1/x",
+            "https://169.254.169.254/latest",
+            "https://[::1]/x",
+            "https://[fd00::1]/x",
+            "https://localhost/x",
+            "https://user:pw@lms.example.org/",
+            "ftp://lms.example.org/",
+            "not a url",
+        ] {
+            assert!(check_target_url(bad, false, &[]).is_err(), "{bad}");
+        }
+        assert!(check_target_url("http://127.0.0.1:9/x", true, &[]).is_ok());
+        let allow = vec!["lms.example.org".to_string()];
+        assert!(check_target_url("https://LMS.example.org/x", false, &allow).is_ok());
+        assert!(check_target_url("https://other.example.org/x", false, &allow).is_err());
+    }
+
+    #[test]
+    fn webhook_signatures() {
+        let secret = Secret::new("whsec-0123456789abcdef");
+        let body = br#"{"event_id":"e-1"}"#;
+        let header = sign_webhook(body, &secret, 1_700_000_000);
+        let tol = Duration::from_secs(300);
+        assert_eq!(
+            verify_webhook_signature(&header, body, &secret, 1_700_000_100, tol),
+            Ok(())
+        );
+        assert_eq!(
+            verify_webhook_signature(&header, body, &secret, 1_700_000_400, tol),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_webhook_signature(&header, b"{}", &secret, 1_700_000_000, tol),
+            Err(SignatureError::Mismatch)
+        );
+        let other = Secret::new("another-secret-0123");
+        assert_eq!(
+            verify_webhook_signature(&header, body, &other, 1_700_000_000, tol),
+            Err(SignatureError::Mismatch)
+        );
+        for bad in ["", "t=,v1=ab", "v1=ab", "t=1700000000", "t=-5,v1=ab"] {
+            assert_eq!(
+                verify_webhook_signature(bad, body, &secret, 1_700_000_000, tol),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
+        }
+        // A second v1 (rotation) is accepted.
+        let rotated = format!("t=1700000000,v1=00ff,{}", header.split(',').nth(1).unwrap());
+        assert_eq!(
+            verify_webhook_signature(&rotated, body, &secret, 1_700_000_000, tol),
+            Ok(())
+        );
+    }
+
+    fn pox(code: &str, desc: &str) -> Vec<u8> {
+        crate::lti::outcomes::build_response(
+            "m",
+            "r",
+            "replaceResult",
+            &match code {
+                "success" => CodeMajor::Success,
+                "processing" => CodeMajor::Processing,
+                "failure" => CodeMajor::Failure,
+                _ => CodeMajor::Unsupported,
+            },
+            desc,
+            None,
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn classification_table() {
+        assert_eq!(
+            classify(200, None, None, &pox("success", "")),
+            Verdict::Delivered
+        );
+        // POX decides whatever the status (Canvas answers failure with 422).
+        assert!(
+            matches!(classify(422, None, None, &pox("failure", "Score is not between 0 and 1")), Verdict::Dead(t) if t.contains("Score is not between 0 and 1"))
+        );
+        assert!(matches!(
+            classify(200, None, None, &pox("unsupported", "")),
+            Verdict::Dead(_)
+        ));
+        assert!(matches!(
+            classify(200, None, None, &pox("processing", "")),
+            Verdict::Retry { .. }
+        ));
+        for s in [400u16, 401, 403, 404, 410, 415, 418] {
+            assert!(
+                matches!(classify(s, None, None, b"nope"), Verdict::Dead(_)),
+                "{s}"
+            );
+        }
+        for s in [500u16, 502, 503, 200, 204] {
+            assert!(
+                matches!(classify(s, None, None, b"<html>"), Verdict::Retry { .. }),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            classify(429, Some(Duration::from_secs(30)), None, b""),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(30)),
+                why: "HTTP 429 Too Many Requests".into()
+            }
+        );
+        assert!(
+            matches!(classify(302, None, Some("https://sso.example/login"), &pox("success", "")), Verdict::Dead(t) if t.contains("https://sso.example/login"))
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let i = Duration::from_secs(2);
+        let m = Duration::from_secs(600);
+        assert_eq!(backoff(1, i, m, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(1, i, m, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, i, m, 1.0), Duration::from_secs(16));
+        assert_eq!(backoff(40, i, m, 1.0), m);
+    }
+
+    #[test]
+    fn fingerprints_differ_and_hide_the_secret() {
+        let a = secret_fingerprint(&Secret::new("secret-a"));
+        let b = secret_fingerprint(&Secret::new("secret-b"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+        assert!(!a.contains("secret"));
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:4700::1111"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The outbox worker: leases due jobs, delivers each as a signed LTI Basic
+//! Outcomes `replaceResultRequest`, and completes, retries (backoff with
+//! jitter, `Retry-After`) or dead-letters it by the LMS's answer.
+//!
+//! Several processes may run it against one Redis: a job is leased to one
+//! of them at a time, for `outcomes.lease`, which is longer than one
+//! delivery's timeout. On shutdown the worker stops leasing, lets
+//! deliveries in flight finish within the grace period, and hands the rest
+//! back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use super::{
+    backoff, check_target_url, classify, is_internal, parse_retry_after, secret_fingerprint,
+    OutcomeTarget, Verdict,
+};
+use crate::gate::launch::random_token;
+use crate::gate::AppState;
+use crate::lti::oauth1::{authorization_header, OutboundRequest, SignatureMethod};
+use crate::lti::outcomes::{build_request, Operation};
+use crate::store::{now_millis, Failure, Lease};
+
+/// Deliveries in flight per process.
+const CONCURRENCY: usize = 8;
+/// Largest LMS answer read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// The worker.
+pub struct Worker {
+    app: Arc<AppState>,
+    client: reqwest::Client,
+    notify: Arc<Notify>,
+}
+
+impl Worker {
+    /// Builds the worker and its HTTP client (no redirects followed).
+    pub fn new(app: Arc<AppState>, notify: Arc<Notify>) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(app.settings.outcomes.timeout)
+            .connect_timeout(app.settings.outcomes.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ltigate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Worker {
+            app,
+            client,
+            notify,
+        })
+    }
+
+    /// Runs until `shutdown` flips.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut leases: HashMap<tokio::task::Id, Lease> = HashMap::new();
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(5));
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Poll for due jobs while there is room.
+            let room = CONCURRENCY.saturating_sub(in_flight.len());
+            if room > 0 {
+                match self
+                    .app
+                    .store
+                    .lease_due(self.app.settings.outcomes.lease, room)
+                    .await
+                {
+                    Ok(batch) => {
+                        for lease in batch {
+                            let me = self.clone();
+                            let l = lease.clone();
+                            let handle = in_flight.spawn(async move { me.deliver(l).await });
+                            leases.insert(handle.id(), lease);
+                        }
+                    }
+                    Err(e) => {
+                        self.app.metrics.store_failed("outbox");
+                        tracing::warn!(error = %e, "cannot lease outbox jobs");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    match done {
+                        Ok((id, ())) => { leases.remove(&id); }
+                        Err(e) => { leases.remove(&e.id()); }
+                    }
+                }
+                _ = stats_tick.tick() => self.update_gauges().await,
+            }
+        }
+
+        // Shutdown: finish in-flight deliveries within the grace period,
+        // hand back the rest.
+        let grace = self.app.settings.server.shutdown_grace;
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        while !in_flight.is_empty() {
+            tokio::select! {
+                Some(done) = in_flight.join_next_with_id() => {
+                    match done {
+                        Ok((id, ())) => { leases.remove(&id); }
+                        Err(e) => { leases.remove(&e.id()); }
+                    }
+                }
+                _ = &mut deadline => break,
+            }
+        }
+        in_flight.abort_all();
+        for (_, lease) in leases {
+            if let Err(e) = self.app.store.release(&lease).await {
+                tracing::warn!(event_id = %lease.job.event_id, error = %e, "cannot hand back an outbox job; its lease will expire");
+            } else {
+                tracing::info!(event_id = %lease.job.event_id, "outbox job handed back on shutdown");
+            }
+        }
+    }
+
+    /// Refreshes the outbox gauges.
+    pub async fn update_gauges(&self) {
+        match self.app.store.outbox_stats().await {
+            Ok(s) => {
+                let m = &self.app.metrics;
+                m.outbox_depth.set(s.depth as i64);
+                m.outbox_dead.set(s.dead as i64);
+                let age = s
+                    .oldest_created_ms
+                    .map(|c| now_millis().saturating_sub(c) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                m.outbox_oldest_age.set(age);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read outbox stats"),
+        }
+    }
+
+    async fn deliver(&self, lease: Lease) {
+        let job = &lease.job;
+        let verdict = self.attempt(&lease).await;
+        let store = &self.app.store;
+        let m = &self.app.metrics;
+        let o = &self.app.settings.outcomes;
+        let result = match verdict {
+            Verdict::Delivered => {
+                m.outcomes.with_label_values(&["delivered"]).inc();
+                tracing::info!(event_id = %job.event_id, learner = %job.enrolment.learner, course = %job.enrolment.course, score = job.score, "grade delivered");
+                store.complete(&lease).await
+            }
+            Verdict::Retry { after, why } => {
+                let attempt = job.attempts.saturating_add(1);
+                if attempt >= o.max_attempts {
+                    m.outcomes.with_label_values(&["dead"]).inc();
+                    tracing::warn!(event_id = %job.event_id, attempts = attempt, error = %why, "grade delivery gave up: dead letter");
+                    store
+                        .fail(
+                            &lease,
+                            Failure::Dead,
+                            &format!("gave up after {attempt} attempts: {why}"),
+                        )
+                        .await
+                } else {
+                    let jitter: f64 = rand::rng().random();
+                    let wait = backoff(attempt, o.retry_initial, o.retry_max, jitter)
+                        .max(after.unwrap_or_default());
+                    m.outcomes.with_label_values(&["retried"]).inc();
+                    tracing::info!(event_id = %job.event_id, attempt, retry_in = ?wait, error = %why, "grade delivery failed; will retry");
+                    let at = now_millis()
+                        .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                    store.fail(&lease, Failure::RetryAt(at), &why).await
+                }
+            }
+            Verdict::Dead(why) => {
+                m.outcomes.with_label_values(&["dead"]).inc();
+                tracing::warn!(event_id = %job.event_id, error = %why, "grade refused by the LMS: dead letter");
+                store.fail(&lease, Failure::Dead, &why).await
+            }
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(event_id = %job.event_id, "outbox lease was lost before the result was recorded")
+            }
+            Err(e) => {
+                m.store_failed("outbox");
+                tracing::warn!(event_id = %job.event_id, error = %e, "cannot record a delivery result; the lease will expire and the job run again");
+            }
+        }
+        self.update_gauges().await;
+    }
+
+    /// One delivery attempt.
+    async fn attempt(&self, lease: &Lease) -> Verdict {
+        let job = &lease.job;
+        let settings = &self.app.settings;
+        let target = match self.app.store.get_enrolment(&job.enrolment).await {
+            Ok(Some(Some(bytes))) => match OutcomeTarget::from_bytes(&bytes) {
+                Some(t) => t,
+                None => return Verdict::Dead("stored outcome target is unreadable".into()),
+            },
+            Ok(_) => return Verdict::Dead("no outcome target for this learner and course".into()),
+            Err(e) => {
+                return Verdict::Retry {
+                    after: None,
+                    why: format!("store: {e}"),
+                }
+            }
+        };
+        let OutcomeTarget::BasicOutcomes {
+            url,
+            sourced_id,
+            method,
+            secret,
+        } = target;
+        let Some(consumer) = settings.consumer_by_name(&job.enrolment.consumer) else {
+            return Verdict::Dead(format!(
+                "consumer {} is no longer configured",
+                job.enrolment.consumer
+            ));
+        };
+        if let Err(why) = check_target_url(
+            &url,
+            settings.outcomes.allow_insecure_targets,
+            &consumer.outcome_hosts,
+        ) {
+            return Verdict::Dead(format!("outcome URL refused: {why}"));
+        }
+        if !settings.outcomes.allow_insecure_targets {
+            match resolves_publicly(&url).await {
+                Ok(()) => {}
+                Err(Resolve::Internal(why)) => {
+                    return Verdict::Dead(format!("outcome URL refused: {why}"))
+                }
+                Err(Resolve::Failed(why)) => return Verdict::Retry { after: None, why },
+            }
+        }
+        // The secret that verified the launch, else the current one.
+        let key_secret = consumer
+            .secrets
+            .iter()
+            .find(|s| secret_fingerprint(s) == secret)
+            .or_else(|| consumer.secrets.first());
+        let Some(key_secret) = key_secret else {
+            return Verdict::Dead("the consumer has no secret".into());
+        };
+        let method = SignatureMethod::parse(&method).unwrap_or(SignatureMethod::HmacSha1);
+        let body = match build_request(
+            &random_token(),
+            &sourced_id,
+            &Operation::Replace { score: job.score },
+        ) {
+            Ok(b) => b,
+            Err(e) => return Verdict::Dead(format!("cannot build the request: {e}")),
+        };
+        let now_s = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let auth = match authorization_header(&OutboundRequest {
+            http_method: "POST",
+            url: &url,
+            consumer_key: &consumer.key,
+            consumer_secret: key_secret.expose(),
+            method,
+            nonce: &random_token(),
+            timestamp: now_s,
+            body: body.as_bytes(),
+        }) {
+            Ok(a) => a,
+            Err(e) => return Verdict::Dead(format!("cannot sign for {url}: {e}")),
+        };
+        let sent = self
+            .client
+            .post(&url)
+            .header(CONTENT_TYPE, "application/xml")
+            .header(AUTHORIZATION, auth)
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Verdict::Retry {
+                    after: None,
+                    why: format!("timed out after {:?}", settings.outcomes.timeout),
+                }
+            }
+            Err(e) => {
+                return Verdict::Retry {
+                    after: None,
+                    why: format!("network error: {e}"),
+                }
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_limited(resp).await;
+        classify(status, retry_after, location.as_deref(), &body)
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_ANSWER.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= MAX_ANSWER {
+            break;
+        }
+    }
+    out
+}
+
+enum Resolve {
+    /// The name points inside: never deliver there.
+    Internal(String),
+    /// Resolution failed: try again later.
+    Failed(String),
+}
+
+/// Resolves the URL's host and refuses internal addresses (a public name
+/// pointing inside).
+async fn resolves_publicly(url: &str) -> Result<(), Resolve> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| Resolve::Internal(e.to_string()))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| Resolve::Internal("no host".into()))?
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs = tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
+        .await
+        .map_err(|e| Resolve::Failed(format!("cannot resolve {host}: {e}")))?;
+    for a in addrs {
+        if is_internal(a.ip()) {
+            return Err(Resolve::Internal(format!(
+                "{host} resolves to internal address {}",
+                a.ip()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,585 @@
+//! Grade passback end to end: launch with an outcome service, completion
+//! webhook from the platform, signed Basic Outcomes delivery to a fake LMS
+//! that verifies signature, body hash and content type independently.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ltigate::lti::oauth1::SignatureMethod;
+use ltigate::secret::Secret;
+use support::fake_lms::{Answer, FakeLms};
+use support::gate::{client, Gate, WEBHOOK_SECRET};
+use support::lms::Launch;
+use support::redis::RedisServer;
+use support::upstream::Upstream;
+
+const SOURCED: &str =
+    r#"{"data":{"instanceid":"2","userid":"3","launchid":771},"hash":"<a&b>'q'"}"#;
+
+async fn launch(gate: &Gate, l: &Launch) -> u16 {
+    client()
+        .post(gate.url(&l.path_and_query()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(l.body())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn graded(user: &str, course: &str, lms: &FakeLms, sourced: &str) -> Launch {
+    Launch::acme(user, course)
+        .set("lis_outcome_service_url", &lms.url())
+        .set("lis_result_sourcedid", sourced)
+}
+
+async fn webhook_raw(gate: &Gate, body: &str, signature: &str) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(gate.admin_url("/webhooks/completion"))
+        .header("content-type", "application/json")
+        .header("x-ltigate-signature", signature)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let json = r.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+fn sign(body: &str) -> String {
+    let t = support::lms::now();
+    ltigate::outcomes::sign_webhook(body.as_bytes(), &Secret::new(WEBHOOK_SECRET), t)
+}
+
+async fn webhook(gate: &Gate, v: serde_json::Value) -> (u16, serde_json::Value) {
+    let body = v.to_string();
+    webhook_raw(gate, &body, &sign(&body)).await
+}
+
+fn event(id: &str, user: &str, course: &str, score: f64) -> serde_json::Value {
+    serde_json::json!({"event_id": id, "user": user, "course": course, "activity": "final-assessment", "score": score})
+}
+
+async fn setup() -> (Upstream, Gate, FakeLms) {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "").await;
+    let lms = FakeLms::start("acme-key", "acme-secret").await;
+    (up, gate, lms)
+}
+
+async fn outbox(gate: &Gate) -> serde_json::Value {
+    client()
+        .get(gate.admin_url("/outbox"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn completion_reaches_the_gradebook_with_sourcedid_intact() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-1", "C-1", &lms, SOURCED)).await,
+        303
+    );
+    let (status, body) = webhook(&gate, event("e-1", "acme:g-1", "C-1", 0.8)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "queued");
+    let got = lms.wait_accepted(1, Duration::from_secs(5)).await;
+    assert_eq!(got, vec![(SOURCED.to_string(), 0.8)]);
+    assert!(lms.rejected().is_empty(), "{:?}", lms.rejected());
+    assert_eq!(lms.received()[0].method, "HMAC-SHA1");
+    assert_eq!(
+        gate.metric("ltigate_outcomes_total{result=\"delivered\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gate.metric("ltigate_webhooks_total{result=\"queued\"}")
+            .await,
+        1.0
+    );
+    // Delivered jobs leave the outbox.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(outbox(&gate).await["jobs"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn percentage_becomes_a_fraction_and_sha256_launches_get_sha256_deliveries() {
+    let (_up, gate, lms) = setup().await;
+    let mut l = graded("g-2", "C-1", &lms, "sid-2");
+    l.method = SignatureMethod::HmacSha256;
+    assert_eq!(launch(&gate, &l).await, 303);
+    let v = serde_json::json!({"event_id": "e-2", "user": "acme:g-2", "course": "C-1", "activity": "x", "percentage": 80});
+    assert_eq!(webhook(&gate, v).await.0, 202);
+    let got = lms.wait_accepted(1, Duration::from_secs(5)).await;
+    assert_eq!(got, vec![("sid-2".to_string(), 0.8)]);
+    assert_eq!(lms.received()[0].method, "HMAC-SHA256");
+}
+
+#[tokio::test]
+async fn bad_stale_and_missing_signatures_are_401() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-3", "C-1", &lms, "sid-3")).await,
+        303
+    );
+    let body = event("e-3", "acme:g-3", "C-1", 0.5).to_string();
+    let wrong = ltigate::outcomes::sign_webhook(
+        body.as_bytes(),
+        &Secret::new("not-the-secret-000"),
+        support::lms::now(),
+    );
+    assert_eq!(webhook_raw(&gate, &body, &wrong).await.0, 401);
+    let stale = ltigate::outcomes::sign_webhook(
+        body.as_bytes(),
+        &Secret::new(WEBHOOK_SECRET),
+        support::lms::now() - 301,
+    );
+    assert_eq!(webhook_raw(&gate, &body, &stale).await.0, 401);
+    assert_eq!(webhook_raw(&gate, &body, "").await.0, 401);
+    // The signature covers the exact bytes.
+    let sig = sign(&body);
+    let tampered = body.replace("0.5", "1.0");
+    assert_eq!(webhook_raw(&gate, &tampered, &sig).await.0, 401);
+    assert_eq!(
+        gate.metric("ltigate_webhooks_total{result=\"bad_signature\"}")
+            .await,
+        4.0
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(lms.received().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_scores_and_unknown_learners_are_422_naming_the_field() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-4", "C-1", &lms, "sid-4")).await,
+        303
+    );
+    for (score, field) in [
+        (serde_json::json!(1.5), "score"),
+        (serde_json::json!(-0.1), "score"),
+        (serde_json::json!("NaN"), "score"),
+        (serde_json::json!("0.5"), "score"),
+    ] {
+        let v = serde_json::json!({"event_id": "e-4", "user": "acme:g-4", "course": "C-1", "score": score});
+        let (status, body) = webhook(&gate, v).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["field"], field);
+    }
+    let v = serde_json::json!({"event_id": "e-4", "user": "acme:g-4", "course": "C-1", "percentage": 101});
+    assert_eq!(webhook(&gate, v).await.1["field"], "percentage");
+    let v = serde_json::json!({"user": "acme:g-4", "course": "C-1", "score": 0.5});
+    assert_eq!(webhook(&gate, v).await.1["field"], "event_id");
+    // A learner who never launched, a course the learner never launched,
+    // an lms_id nobody has.
+    for (user, course) in [
+        ("acme:nobody", "C-1"),
+        ("acme:g-4", "C-other"),
+        ("zzz:g-4", "C-1"),
+    ] {
+        let (status, body) = webhook(&gate, event("e-5", user, course, 0.5)).await;
+        assert_eq!(status, 422, "{user} {course}: {body}");
+        assert_eq!(body["field"], "user");
+    }
+    // JSON has no NaN: unparsable.
+    let raw = r#"{"event_id":"e-6","user":"acme:g-4","course":"C-1","score":NaN}"#;
+    assert_eq!(webhook_raw(&gate, raw, &sign(raw)).await.0, 400);
+    // Invalid events are not remembered: a corrected one with the same id goes through.
+    assert_eq!(
+        webhook(&gate, event("e-4", "acme:g-4", "C-1", 0.5)).await.0,
+        202
+    );
+    // Too large.
+    let big = format!(r#"{{"event_id":"e-7","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    assert_eq!(webhook_raw(&gate, &big, &sign(&big)).await.0, 413);
+    assert_eq!(lms.wait_accepted(1, Duration::from_secs(5)).await.len(), 1);
+}
+
+#[tokio::test]
+async fn other_activities_are_ignored_and_duplicates_delivered_once() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-5", "C-graded", &lms, "sid-5")).await,
+        303
+    );
+    let mut other = event("e-10", "acme:g-5", "C-graded", 0.3);
+    other["activity"] = "quiz-1".into();
+    let (status, body) = webhook(&gate, other.clone()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ignored")));
+    // Ignored ids are remembered too.
+    assert_eq!(webhook(&gate, other).await.1["status"], "duplicate");
+
+    let graded_event = event("e-11", "acme:g-5", "C-graded", 0.9);
+    assert_eq!(webhook(&gate, graded_event.clone()).await.0, 202);
+    let (status, body) = webhook(&gate, graded_event.clone()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    lms.wait_accepted(1, Duration::from_secs(5)).await;
+    // After delivery, a retried webhook is still a duplicate.
+    assert_eq!(webhook(&gate, graded_event).await.1["status"], "duplicate");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lms.accepted(), vec![("sid-5".to_string(), 0.9)]);
+    assert_eq!(
+        gate.metric("ltigate_webhooks_total{result=\"ignored\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gate.metric("ltigate_webhooks_total{result=\"duplicate\"}")
+            .await,
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn a_score_before_any_target_waits_and_only_the_newest_is_sent() {
+    let (_up, gate, lms) = setup().await;
+    // Course navigation launch: no outcome service.
+    assert_eq!(launch(&gate, &Launch::acme("g-6", "C-1")).await, 303);
+    let (status, body) = webhook(&gate, event("e-20", "acme:g-6", "C-1", 0.4)).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("waiting_for_target"))
+    );
+    assert_eq!(
+        webhook(&gate, event("e-21", "acme:g-6", "C-1", 0.7))
+            .await
+            .1["status"],
+        "waiting_for_target"
+    );
+    let jobs = outbox(&gate).await;
+    assert_eq!(jobs["jobs"][0]["state"], "waiting");
+    assert_eq!(jobs["jobs"][0]["score"], 0.7);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(lms.received().is_empty());
+    // The assignment launch brings the target: the latest score goes out.
+    assert_eq!(
+        launch(&gate, &graded("g-6", "C-1", &lms, "sid-6")).await,
+        303
+    );
+    assert_eq!(
+        lms.wait_accepted(1, Duration::from_secs(5)).await,
+        vec![("sid-6".to_string(), 0.7)]
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lms.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_newer_event_replaces_one_not_yet_delivered() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-7", "C-1", &lms, "sid-7")).await,
+        303
+    );
+    // The first attempt fails; the retry is scheduled.
+    lms.then([Answer::Status(503)]);
+    assert_eq!(
+        webhook(&gate, event("e-30", "acme:g-7", "C-1", 0.2))
+            .await
+            .0,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lms.received().is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        webhook(&gate, event("e-31", "acme:g-7", "C-1", 0.95))
+            .await
+            .0,
+        202
+    );
+    let got = lms.wait_accepted(1, Duration::from_secs(5)).await;
+    assert_eq!(got, vec![("sid-7".to_string(), 0.95)]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // 0.2 was never accepted, and nothing else arrived.
+    assert_eq!(lms.accepted(), vec![("sid-7".to_string(), 0.95)]);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_delivered() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-8", "C-1", &lms, "sid-8")).await,
+        303
+    );
+    lms.then([
+        Answer::Status(500),
+        Answer::Status(500),
+        Answer::Status(500),
+    ]);
+    assert_eq!(
+        webhook(&gate, event("e-40", "acme:g-8", "C-1", 0.6))
+            .await
+            .0,
+        202
+    );
+    let got = lms.wait_accepted(1, Duration::from_secs(10)).await;
+    assert_eq!(got, vec![("sid-8".to_string(), 0.6)]);
+    assert_eq!(lms.received().len(), 4);
+    assert_eq!(
+        gate.metric("ltigate_outcomes_total{result=\"retried\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        gate.metric("ltigate_outcomes_total{result=\"delivered\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn too_many_requests_honours_retry_after() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-9", "C-1", &lms, "sid-9")).await,
+        303
+    );
+    lms.then([Answer::TooMany(2)]);
+    assert_eq!(
+        webhook(&gate, event("e-50", "acme:g-9", "C-1", 0.5))
+            .await
+            .0,
+        202
+    );
+    lms.wait_accepted(1, Duration::from_secs(8)).await;
+    let r = lms.received();
+    assert_eq!(r.len(), 2);
+    let gap = r[1].at - r[0].at;
+    // retry_max is 1 s in the test configuration; Retry-After asks for 2.
+    assert!(gap >= Duration::from_millis(1900), "{gap:?}");
+}
+
+#[tokio::test]
+async fn pox_failure_is_a_dead_letter_that_an_operator_can_retry() {
+    let (_up, gate, lms) = setup().await;
+    assert_eq!(
+        launch(&gate, &graded("g-10", "C-1", &lms, "sid-10")).await,
+        303
+    );
+    lms.then([Answer::Failure(422, "Assignment is locked".into())]);
+    assert_eq!(
+        webhook(&gate, event("e-60", "acme:g-10", "C-1", 0.5))
+            .await
+            .0,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dead = loop {
+        let jobs = outbox(&gate).await;
+        if jobs["jobs"][0]["state"] == "dead" {
+            break jobs["jobs"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "{jobs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Assignment is locked"),
+        "{dead}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lms.received().len(), 1, "a dead letter is not retried");
+    assert_eq!(
+        gate.metric("ltigate_outcomes_total{result=\"dead\"}").await,
+        1.0
+    );
+    let status: serde_json::Value = client()
+        .get(gate.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["outbox"]["dead"], 1);
+
+    // The operator re-queues it (as `ltigate outbox retry ID` does).
+    let r = client()
+        .post(gate.admin_url("/outbox/retry"))
+        .json(&serde_json::json!({"id": dead["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        lms.wait_accepted(1, Duration::from_secs(5)).await,
+        vec![("sid-10".to_string(), 0.5)]
+    );
+}
+
+#[tokio::test]
+async fn a_loopback_outcome_url_is_refused_without_allow_insecure_targets() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = support::gate::base_config(&up.url(), dir.path()).replace(
+        "allow_insecure_targets = true",
+        "allow_insecure_targets = false",
+    );
+    let gate = Gate::start_with(&toml, dir).await;
+    let lms = FakeLms::start("acme-key", "acme-secret").await;
+    // The launch succeeds, but no target is stored.
+    assert_eq!(
+        launch(&gate, &graded("g-11", "C-1", &lms, "sid-11")).await,
+        303
+    );
+    let (status, body) = webhook(&gate, event("e-70", "acme:g-11", "C-1", 0.5)).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("waiting_for_target"))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(lms.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_queued_grade_survives_a_restart_and_an_lms_outage() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = support::gate::base_config(&up.url(), dir.path());
+    let mut gate = Gate::start_with(&toml, dir).await;
+    let lms = FakeLms::start("acme-key", "acme-secret").await;
+    assert_eq!(
+        launch(&gate, &graded("g-12", "C-1", &lms, "sid-12")).await,
+        303
+    );
+    // The LMS is down for a while.
+    lms.then((0..6).map(|_| Answer::Status(503)));
+    assert_eq!(
+        webhook(&gate, event("e-80", "acme:g-12", "C-1", 0.75))
+            .await
+            .0,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lms.received().is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gate.stop().await;
+    let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
+    let gate = Gate::start_with(&toml, dir).await;
+    let got = lms.wait_accepted(1, Duration::from_secs(15)).await;
+    assert_eq!(got, vec![("sid-12".to_string(), 0.75)]);
+    drop(gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_redis_deliver_fifty_jobs_once_each() {
+    let redis = RedisServer::start();
+    let up = Upstream::start(Some("upstream-token")).await;
+    let lms = Arc::new(FakeLms::start("acme-key", "acme-secret").await);
+    let store = format!("[store]\nurl = \"{}\"\n", redis.url());
+    let make = |dir: &std::path::Path| {
+        let base = support::gate::base_config(&up.url(), dir);
+        let start = base.find("[store]").unwrap();
+        let end = start + base[start..].find("\n\n").unwrap();
+        format!("{}{}{}", &base[..start], store, &base[end..])
+    };
+    let d1 = tempfile::tempdir().unwrap();
+    let t1 = make(d1.path());
+    let g1 = Gate::start_with(&t1, d1).await;
+    let d2 = tempfile::tempdir().unwrap();
+    let t2 = make(d2.path());
+    let g2 = Gate::start_with(&t2, d2).await;
+    // Slow answers make overlapping leases likely if they were possible.
+    lms.then((0..50).map(|_| Answer::Hang(Duration::from_millis(40))));
+    for i in 0..50 {
+        let gate = if i % 2 == 0 { &g1 } else { &g2 };
+        assert_eq!(
+            launch(
+                gate,
+                &graded(&format!("m-{i}"), "C-1", &lms, &format!("sid-m-{i}"))
+            )
+            .await,
+            303
+        );
+    }
+    for i in 0..50 {
+        let gate = if i % 2 == 0 { &g2 } else { &g1 };
+        let (status, _) = webhook(
+            gate,
+            event(&format!("e-m-{i}"), &format!("acme:m-{i}"), "C-1", 0.5),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let got = lms.wait_accepted(50, Duration::from_secs(20)).await;
+    let mut ids: Vec<String> = got.into_iter().map(|(s, _)| s).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lms.accepted().len(), 50, "each job delivered once");
+    assert_eq!(
+        lms.max_concurrent(),
+        1,
+        "never two deliveries of one job at once"
+    );
+    let d1 = g1
+        .metric("ltigate_outcomes_total{result=\"delivered\"}")
+        .await;
+    let d2 = g2
+        .metric("ltigate_outcomes_total{result=\"delivered\"}")
+        .await;
+    assert_eq!(d1 + d2, 50.0);
+}
+
+#[tokio::test]
+async fn grade_passback_on_redis() {
+    let redis = RedisServer::start();
+    let up = Upstream::start(Some("upstream-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = support::gate::base_config(&up.url(), dir.path());
+    let start = base.find("[store]").unwrap();
+    let end = start + base[start..].find("\n\n").unwrap();
+    let toml = format!(
+        "{}[store]\nurl = \"{}\"{}",
+        &base[..start],
+        redis.url(),
+        &base[end..]
+    );
+    let gate = Gate::start_with(&toml, dir).await;
+    let lms = FakeLms::start("acme-key", "acme-secret").await;
+    assert_eq!(launch(&gate, &Launch::acme("g-13", "C-1")).await, 303);
+    assert_eq!(
+        webhook(&gate, event("e-90", "acme:g-13", "C-1", 0.1))
+            .await
+            .1["status"],
+        "waiting_for_target"
+    );
+    assert_eq!(
+        webhook(&gate, event("e-91", "acme:g-13", "C-1", 0.3))
+            .await
+            .1["status"],
+        "waiting_for_target"
+    );
+    assert_eq!(
+        launch(&gate, &graded("g-13", "C-1", &lms, SOURCED)).await,
+        303
+    );
+    assert_eq!(
+        lms.wait_accepted(1, Duration::from_secs(5)).await,
+        vec![(SOURCED.to_string(), 0.3)]
+    );
+    assert_eq!(
+        webhook(&gate, event("e-91", "acme:g-13", "C-1", 0.3))
+            .await
+            .1["status"],
+        "duplicate"
+    );
+}
