@@ -513,6 +513,18 @@ impl Store for EmbeddedStore {
 
     async fn lease_due(&self, lease: Duration, max: usize) -> Result<Vec<Lease>, StoreError> {
         let lease_ms = ms(lease);
+        // A read first: polling an empty outbox must not cost a durable commit.
+        let any_due = self
+            .blocking(|inner| {
+                let txn = inner.db.begin_read().map_err(db_err)?;
+                let due = txn.open_table(DUE).map_err(db_err)?;
+                let first = due.first().map_err(db_err)?;
+                Ok(first.is_some_and(|(k, _)| k.value().0 <= now_millis()))
+            })
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
         self.outbox_txn(move |t, now| {
             let mut keys = Vec::new();
             for entry in t
