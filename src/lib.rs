@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 pub mod admin;
 pub mod config;
+pub mod demo;
 pub mod gate;
 pub mod lti;
 pub mod metrics;

@@ -1,9 +1,9 @@
 //! The `ltigate` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "ltigate", version, about = "LTI 1.1 tool-provider gateway")]
@@ -21,6 +21,51 @@ enum Command {
     Serve,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Print what an LMS admin needs to connect a course: launch URLs, key,
+    /// cartridge URL and XML.
+    Export(ExportArgs),
+    /// Run ltigate with a demo platform and a demo LMS on this machine, and
+    /// print the URL to open. Uses its own configuration, not --config.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The consumer's `name`.
+    #[arg(long)]
+    consumer: String,
+    /// The course's external ID.
+    #[arg(long)]
+    course: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Include the consumer's (newest) shared secret.
+    #[arg(long)]
+    show_secret: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Labelled lines and the XML, for people.
+    Text,
+    /// One JSON object, for scripts.
+    Json,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// First of four loopback ports: the demo LMS, ltigate, its admin
+    /// listener and the demo platform (0: free ports). Default: LMS 8000,
+    /// ltigate 8080, admin 9090, platform 3000.
+    #[arg(long)]
+    port_base: Option<u16>,
+    /// Where ltigate keeps its embedded store; delete it to start over.
+    #[arg(long, default_value = "data/demo")]
+    data_dir: PathBuf,
+    /// Print the demo's ltigate configuration and exit (for `export --config`).
+    #[arg(long)]
+    print_config: bool,
 }
 
 fn init_logging() {
@@ -39,7 +84,7 @@ fn init_logging() {
 }
 
 fn load(
-    path: Option<&std::path::Path>,
+    path: Option<&Path>,
 ) -> Result<(ltigate::config::RawConfig, ltigate::config::Settings), ExitCode> {
     ltigate::config::load(path).map_err(|e| {
         for line in &e.0 {
@@ -49,39 +94,51 @@ fn load(
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => match load(cli.config.as_deref()) {
-            Ok((raw, _)) => {
-                print!("{}", ltigate::config::render_redacted(&raw));
-                eprintln!("configuration is valid");
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
-        Command::Serve => {
-            init_logging();
-            let settings = match load(cli.config.as_deref()) {
-                Ok((_, s)) => s,
-                Err(code) => return code,
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(serve(settings))
-        }
+        Command::Serve => serve(config),
+        Command::CheckConfig => check_config(config),
+        Command::Export(args) => export(config, &args),
+        Command::Demo(args) => demo(&args),
     }
 }
 
-async fn serve(settings: ltigate::config::Settings) -> ExitCode {
+fn check_config(config: Option<&Path>) -> ExitCode {
+    match load(config) {
+        Ok((raw, _)) => {
+            print!("{}", ltigate::config::render_redacted(&raw));
+            eprintln!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn serve(config: Option<&Path>) -> ExitCode {
+    init_logging();
+    let settings = match load(config) {
+        Ok((_, s)) => s,
+        Err(code) => return code,
+    };
+    match runtime() {
+        Ok(rt) => rt.block_on(run_until_signal(settings)),
+        Err(code) => code,
+    }
+}
+
+async fn run_until_signal(settings: ltigate::config::Settings) -> ExitCode {
     let running = match ltigate::start(settings).await {
         Ok(r) => r,
         Err(e) => {
@@ -94,6 +151,72 @@ async fn serve(settings: ltigate::config::Settings) -> ExitCode {
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+fn export(config: Option<&Path>, args: &ExportArgs) -> ExitCode {
+    let settings = match load(config) {
+        Ok((_, s)) => s,
+        Err(code) => return code,
+    };
+    let link = match ltigate::gate::cartridge::CourseLink::new(
+        &settings,
+        &args.consumer,
+        &args.course,
+        args.show_secret,
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("export: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.format {
+        Format::Text => print!("{}", link.to_text()),
+        Format::Json => println!("{}", link.to_json()),
+    }
+    ExitCode::SUCCESS
+}
+
+fn demo(args: &DemoArgs) -> ExitCode {
+    use ltigate::demo::{Options, Ports};
+    let ports = match args.port_base.map(Ports::from_base).transpose() {
+        Ok(p) => p.unwrap_or(Ports::DEFAULT),
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        if ports.gate == 0 {
+            eprintln!("demo: --print-config needs fixed ports (a --port-base other than 0)");
+            return ExitCode::from(2);
+        }
+        print!("{}", ltigate::demo::config_toml(&ports, &args.data_dir));
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let opts = Options {
+        ports,
+        data_dir: args.data_dir.clone(),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let demo = match ltigate::demo::start(&opts).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("demo: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("\n{}", demo.banner());
+        wait_for_signal().await;
+        tracing::info!("stopping the demo");
+        demo.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }
 
 async fn wait_for_signal() {
