@@ -200,19 +200,25 @@ async fn the_platform_answers_the_provisioning_api() {
     };
     let user = serde_json::json!({"external_id": "demo:x 1", "first_name": "X"});
     let t = Some(demo::API_TOKEN);
-    let r = put("/api/users/demo%3Ax%201", None, user.clone()).await.unwrap();
+    let r = put("/api/users/demo%3Ax%201", None, user.clone())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = put("/api/users/demo%3Ax%201", Some("wrong"), user.clone())
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = put("/api/users/demo%3Ax%201", t, user.clone()).await.unwrap();
+    let r = put("/api/users/demo%3Ax%201", t, user.clone())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap(),
         serde_json::json!({"id": "p-1"})
     );
-    let r = put("/api/users/demo%3Ax%201", t, user.clone()).await.unwrap();
+    let r = put("/api/users/demo%3Ax%201", t, user.clone())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = put("/api/users/other", t, user.clone()).await.unwrap();
     assert_eq!(r.status(), 422, "the path and the body name one user");
@@ -339,20 +345,11 @@ async fn the_lms_outcome_service_verifies_signed_pox() {
     assert_eq!(grade("u-1002"), Some(0.5));
 
     // readResult and deleteResult.
-    let read = build_request(
-        "m-2",
-        &sourced_id("DEMO-101", "u-1001"),
-        &Operation::Read,
-    )
-    .unwrap();
+    let read = build_request("m-2", &sourced_id("DEMO-101", "u-1001"), &Operation::Read).unwrap();
     let r = Pox::new(&d).send(&read).await;
     assert_eq!((r.0, r.1, r.2.as_str()), (200, CodeMajor::Success, "0.85"));
-    let delete = build_request(
-        "m-3",
-        &sourced_id("DEMO-101", "u-1001"),
-        &Operation::Delete,
-    )
-    .unwrap();
+    let delete =
+        build_request("m-3", &sourced_id("DEMO-101", "u-1001"), &Operation::Delete).unwrap();
     assert_eq!(Pox::new(&d).send(&delete).await.1, CodeMajor::Success);
     assert_eq!(grade("u-1001"), None);
 
