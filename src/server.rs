@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::gate::Body;
@@ -47,6 +47,7 @@ pub async fn serve<S, F>(
         .max_buf_size(conn.max_header_bytes.max(8192))
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
 
     loop {
@@ -66,16 +67,21 @@ pub async fn serve<S, F>(
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
-        let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let fut = svc(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn_fut = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc)
-            .into_owned();
-        let watched = graceful.watch(conn_fut);
+        let builder = builder.clone();
+        let graceful_watcher = graceful.watcher();
+        let stopping = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            // hyper's header timeout starts once it knows the protocol;
+            // until then (a silent client) this one applies.
+            if !protocol_known(&stream, conn.header_read_timeout).await || *stopping.borrow() {
+                return;
+            }
+            let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let fut = svc(req, peer);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn_fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
+            if let Err(e) = graceful_watcher.watch(conn_fut).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -87,4 +93,24 @@ pub async fn serve<S, F>(
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
     }
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits (at most `timeout`) until the client has sent enough to tell
+/// HTTP/1 from HTTP/2. False: it sent nothing in time, or closed.
+async fn protocol_known(stream: &TcpStream, timeout: Duration) -> bool {
+    let wait = async {
+        let mut buf = [0u8; 24];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == buf.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                // A partial HTTP/2 preface: wait for the rest.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
 }

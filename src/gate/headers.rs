@@ -1,23 +1,58 @@
-//! The header policy applied to every request forwarded upstream (DESIGN §4),
-//! built once at start-up.
+//! The header policy (DESIGN §4), built once at start-up: what the upstream
+//! may see of a request, and what the browser may see of a response.
 //!
-//! Order matters: first everything a client could use to forge identity or
-//! confuse the upstream is removed — identity-prefixed names (compared
-//! case-insensitively, `_` as `-`, because CGI/PHP/WSGI upstreams map both to
-//! one variable), `Connection` and the names it lists, the hop-by-hop set,
-//! untrusted forwarding headers, ltigate's own cookie — and only then are
-//! the forwarding and identity headers set.
+//! Request side, in this order — first everything a client could use to
+//! forge identity or confuse the upstream is removed:
+//!
+//! 1. `Connection` and every header it names, then the hop-by-hop set
+//!    (RFC 9110 §7.6.1). A WebSocket handshake gets `Connection: upgrade` +
+//!    `Upgrade: websocket` back; any other upgrade (`h2c`, …) is dropped,
+//!    since a tunnel would carry later requests past this policy.
+//! 2. Every name starting with the identity prefix, compared
+//!    case-insensitively with `_` as `-` (CGI/PHP/WSGI upstreams map
+//!    `X_LTI_User` and `X-LTI-User` to one variable).
+//! 3. Unless a trusted proxy is in front: `Forwarded`, `X-Forwarded-*`,
+//!    `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL`, `True-Client-IP`,
+//!    `Client-IP`, `X-Client-IP`, `X-Request-Id` (also with `_` for `-`).
+//! 4. ltigate's own cookie from `Cookie`.
+//!
+//! Only then are `X-Forwarded-For`/`-Proto`/`-Host` (and `-Prefix` under a
+//! public path prefix), `X-Request-Id`, `Host` and — with a session — the
+//! identity headers set. Identity values are percent-encoded per component:
 //!
 //! ```
 //! use ltigate::gate::headers::encode_value;
 //! assert_eq!(encode_value("Zoë van Dijk"), "Zo%C3%AB%20van%20Dijk");
 //! ```
+//!
+//! As a tower layer ([`HeaderPolicyLayer`]) it sits between the session
+//! gate and the forwarding service:
+//!
+//! ```ignore
+//! ServiceBuilder::new()
+//!     .layer(SessionGateLayer::new(app))     // who is asking
+//!     .layer(CsrfLayer::new(&settings))      // from where
+//!     .layer(HeaderPolicyLayer::new(policy)) // what the upstream sees
+//!     .service(forward)
+//! ```
+//!
+//! Response side ([`ResponsePolicy`]): hop-by-hop headers removed, upstream
+//! `Set-Cookie` made to survive in the LMS iframe (and never under
+//! ltigate's cookie name), redirects to the upstream's internal origin moved
+//! to the public origin, optional CSP `frame-ancestors` on HTML.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
 
+use super::proxy::ProxyRequest;
 use super::session::Session;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies strip).
@@ -34,15 +69,28 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Forwarding headers a client must not set unless a trusted proxy is in
-/// front (`server.trust_forwarded_headers`).
-const FORWARDING: [&str; 6] = [
+/// front (`server.trust_forwarded_headers`); compared with `_` as `-`.
+/// Every `x-forwarded-*` name is removed as well.
+const FORWARDING: [&str; 8] = [
     "forwarded",
     "x-real-ip",
     "x-original-url",
     "x-rewrite-url",
     "true-client-ip",
-    "x-forwarded-for",
+    "client-ip",
+    "x-client-ip",
+    "x-request-id",
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn is_plain(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && !matches!(b, b'%' | b',' | b';' | b'=' | b'"' | b'\\')
+}
 
 /// Percent-encodes an identity header value component: bytes outside
 /// printable ASCII and any of `%` `,` `;` `=` `"` `\` and space.
@@ -54,9 +102,7 @@ pub fn encode_value(value: &str) -> String {
 
 fn encode_value_into(value: &str, out: &mut String) {
     for b in value.bytes() {
-        let plain =
-            (0x21..=0x7e).contains(&b) && !matches!(b, b'%' | b',' | b';' | b'=' | b'"' | b'\\');
-        if plain {
+        if is_plain(b) {
             out.push(b as char);
         } else {
             let _ = write!(out, "%{b:02X}");
@@ -64,19 +110,111 @@ fn encode_value_into(value: &str, out: &mut String) {
     }
 }
 
-/// Compares a header name with a lowercase prefix, treating `_` as `-`.
-fn has_prefix(name: &str, prefix_lower_dash: &str) -> bool {
+/// A header value holding one encoded component; copies once when nothing
+/// needs encoding.
+fn component_value(value: &str) -> Option<HeaderValue> {
+    if value.bytes().all(is_plain) {
+        HeaderValue::from_str(value).ok()
+    } else {
+        HeaderValue::from_maybe_shared(Bytes::from(encode_value(value))).ok()
+    }
+}
+
+/// A header value from a string built for it (no second copy).
+fn owned_value(value: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+}
+
+/// Does `name` (a lowercase header name) start with `prefix` (lowercase,
+/// `-` for `_`), reading `_` in `name` as `-`?
+fn has_prefix(name: &str, prefix: &str) -> bool {
     let n = name.as_bytes();
-    let p = prefix_lower_dash.as_bytes();
+    let p = prefix.as_bytes();
     n.len() >= p.len()
         && n.iter().zip(p).all(|(a, b)| {
-            let a = if *a == b'_' {
-                b'-'
-            } else {
-                a.to_ascii_lowercase()
-            };
+            let a = if *a == b'_' { b'-' } else { *a };
             a == *b
         })
+}
+
+/// Is `name` (lowercase) `target` (lowercase, with `-`), reading `_` as `-`?
+fn same_name(name: &str, target: &str) -> bool {
+    name.len() == target.len() && has_prefix(name, target)
+}
+
+/// The comma-separated tokens of every `Connection` header.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Is this request a WebSocket handshake (`Connection: upgrade` and
+/// `Upgrade: websocket`)? Other upgrades are not forwarded.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes `Connection`, every header it names and the hop-by-hop set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// A small stack buffer for formatting header values without allocating.
+struct StackText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl StackText {
+    fn new() -> Self {
+        StackText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// A fresh request id: 128 random bits as 32 lowercase hex digits.
+pub fn new_request_id(buf: &mut [u8; 32]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n: u128 = rand::random();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(buf).unwrap_or("0")
 }
 
 /// The identity header names, derived from the prefix once.
@@ -114,11 +252,11 @@ pub struct RequestContext<'a> {
     pub course: Option<&'a str>,
     /// The consumer's environment.
     pub environment: Option<&'a str>,
-    /// The request id to send.
+    /// The request id to send (unless a trusted proxy sent one).
     pub request_id: &'a str,
 }
 
-/// The policy, built once.
+/// The request-side policy, built once.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
     prefix: String,
@@ -127,11 +265,14 @@ pub struct HeaderPolicy {
     names: IdentityNames,
     public_proto: HeaderValue,
     public_host: HeaderValue,
+    public_prefix: Option<HeaderValue>,
     upstream_host: HeaderValue,
     pass_host: bool,
+    course_path: Option<String>,
+    environments: HashMap<String, String>,
 }
 
-/// Header names stripped from the client's request, for logs.
+/// Identity-prefixed header names a client sent (removed), for the log.
 pub type Removed = Vec<HeaderName>;
 
 impl HeaderPolicy {
@@ -167,9 +308,40 @@ impl HeaderPolicy {
             },
             public_proto: HeaderValue::from_str(public_scheme)?,
             public_host: HeaderValue::from_str(public_authority)?,
+            public_prefix: None,
             upstream_host: HeaderValue::from_str(upstream_authority)?,
             pass_host,
+            course_path: None,
+            environments: HashMap::new(),
         })
+    }
+
+    /// The public path prefix, sent as `X-Forwarded-Prefix` (empty: none).
+    pub fn with_public_prefix(mut self, prefix: &str) -> anyhow::Result<Self> {
+        self.public_prefix = if prefix.is_empty() {
+            None
+        } else {
+            Some(HeaderValue::from_str(prefix)?)
+        };
+        Ok(self)
+    }
+
+    /// `upstream.course_path`: the pattern naming the current course.
+    pub fn with_course_path(mut self, pattern: Option<&str>) -> Self {
+        self.course_path = pattern.map(str::to_string);
+        self
+    }
+
+    /// Each consumer's environment, by consumer name.
+    pub fn with_environments<'a>(
+        mut self,
+        consumers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        self.environments = consumers
+            .into_iter()
+            .map(|(n, e)| (n.to_string(), e.to_string()))
+            .collect();
+        self
     }
 
     /// The identity header names.
@@ -177,80 +349,66 @@ impl HeaderPolicy {
         &self.names
     }
 
-    /// Removes what a client must not send upstream; returns the removed
-    /// names that looked like forgery attempts (identity or forwarding).
-    /// `upgrade` keeps `Connection: upgrade` + `Upgrade` for WebSockets.
+    fn is_identity(&self, name: &str) -> bool {
+        has_prefix(name, &self.prefix)
+    }
+
+    fn is_forwarding(&self, name: &str) -> bool {
+        !self.trust_forwarded
+            && (has_prefix(name, "x-forwarded-") || FORWARDING.iter().any(|f| same_name(name, f)))
+    }
+
+    /// Removes what a client must not send upstream; returns the
+    /// identity-prefixed names it removed (forgery attempts, for the log).
     pub fn strip(&self, headers: &mut HeaderMap) -> Removed {
-        let mut suspicious = Vec::new();
-        // Connection-named headers first (they may name anything).
-        let upgrade = headers.get(header::UPGRADE).cloned();
-        let is_upgrade = upgrade.is_some()
-            && headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
-        for h in HOP_BY_HOP {
-            headers.remove(h);
-        }
-        // Identity prefix, case- and `_`-insensitive.
-        let forged: Vec<HeaderName> = headers
+        let websocket = is_websocket_upgrade(headers);
+        let upgrade = if websocket {
+            headers.get(header::UPGRADE).cloned()
+        } else {
+            None
+        };
+        strip_hop_by_hop(headers);
+
+        let mut forged = Removed::new();
+        let doomed: Vec<HeaderName> = headers
             .keys()
-            .filter(|n| has_prefix(n.as_str(), &self.prefix))
+            .filter(|n| self.is_identity(n.as_str()) || self.is_forwarding(n.as_str()))
             .cloned()
             .collect();
-        for n in forged {
+        for n in doomed {
             headers.remove(&n);
-            suspicious.push(n);
-        }
-        if !self.trust_forwarded {
-            let fwd: Vec<HeaderName> = headers
-                .keys()
-                .filter(|n| {
-                    FORWARDING.contains(&n.as_str()) || n.as_str().starts_with("x-forwarded-")
-                })
-                .cloned()
-                .collect();
-            for n in fwd {
-                headers.remove(&n);
-                suspicious.push(n);
+            if self.is_identity(n.as_str()) {
+                forged.push(n);
             }
         }
         self.strip_cookie(headers);
-        if is_upgrade {
-            if let Some(u) = upgrade {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                headers.insert(header::UPGRADE, u);
-            }
+        if let Some(u) = upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, u);
         }
-        suspicious
+        forged
     }
 
-    /// Removes ltigate's cookie from `Cookie`, keeping the others.
+    /// Removes ltigate's cookie from `Cookie`, keeping the others (several
+    /// `Cookie` fields, as HTTP/2 sends them, become one).
     fn strip_cookie(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(header::COOKIE) {
+        let mut values = headers.get_all(header::COOKIE).iter();
+        let Some(first) = values.next() else {
+            return;
+        };
+        let single = values.next().is_none();
+        let ours = |v: &HeaderValue| {
+            v.to_str()
+                .map(|t| cookie_pairs(t).any(|(n, _)| n == self.cookie_name))
+                .unwrap_or(true)
+        };
+        if single && !ours(first) {
             return;
         }
         let mut kept = String::new();
         for v in headers.get_all(header::COOKIE).iter() {
             let Ok(text) = v.to_str() else { continue };
-            for pair in text.split(';') {
-                let pair = pair.trim();
-                if pair.is_empty() {
-                    continue;
-                }
-                let name = pair.split('=').next().unwrap_or("").trim();
+            for (name, pair) in cookie_pairs(text) {
                 if name == self.cookie_name {
                     continue;
                 }
@@ -262,7 +420,7 @@ impl HeaderPolicy {
         }
         headers.remove(header::COOKIE);
         if !kept.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&kept) {
+            if let Some(v) = owned_value(kept) {
                 headers.insert(header::COOKIE, v);
             }
         }
@@ -271,73 +429,75 @@ impl HeaderPolicy {
     /// Sets the forwarding headers, `Host` and the identity headers. Call
     /// after [`HeaderPolicy::strip`].
     pub fn inject(&self, headers: &mut HeaderMap, ctx: &RequestContext<'_>) {
-        let original_host = headers.get(header::HOST).cloned();
-        // X-Forwarded-For: append to a trusted chain, else start one.
-        let peer = ctx.peer.to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if self.trust_forwarded => format!("{prev}, {peer}"),
-            _ => peer,
+        // X-Forwarded-For: extend a trusted chain, else start one.
+        let mut peer = StackText::new();
+        let _ = write!(peer, "{}", ctx.peer);
+        let xff = match self.trusted_chain(headers) {
+            Some(prev) => {
+                let mut chain = prev.into_owned();
+                chain.push_str(", ");
+                chain.push_str(std::str::from_utf8(peer.as_bytes()).unwrap_or(""));
+                owned_value(chain)
+            }
+            None => HeaderValue::from_bytes(peer.as_bytes()).ok(),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR, v);
         }
-        if !(self.trust_forwarded && headers.contains_key("x-forwarded-proto")) {
-            headers.insert("x-forwarded-proto", self.public_proto.clone());
+        if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
+            headers.insert(X_FORWARDED_PROTO, self.public_proto.clone());
         }
-        if !(self.trust_forwarded && headers.contains_key("x-forwarded-host")) {
-            headers.insert(
-                "x-forwarded-host",
-                original_host
-                    .clone()
-                    .unwrap_or_else(|| self.public_host.clone()),
-            );
+        if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
+            headers.insert(X_FORWARDED_HOST, self.public_host.clone());
         }
-        if !(self.trust_forwarded && headers.contains_key("x-request-id")) {
-            if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
-                headers.insert("x-request-id", v);
+        if let Some(p) = &self.public_prefix {
+            if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_PREFIX)) {
+                headers.insert(X_FORWARDED_PREFIX, p.clone());
             }
         }
-        if !self.pass_host || original_host.is_none() {
-            let host = if self.pass_host {
-                self.public_host.clone()
-            } else {
-                self.upstream_host.clone()
-            };
-            headers.insert(header::HOST, host);
+        if !(self.trust_forwarded && headers.contains_key(&X_REQUEST_ID)) {
+            if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
+                headers.insert(X_REQUEST_ID, v);
+            }
+        }
+        if !self.pass_host {
+            headers.insert(header::HOST, self.upstream_host.clone());
+        } else if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, self.public_host.clone());
         }
 
         let Some(s) = ctx.session else {
             return;
         };
         let n = &self.names;
-        let mut set = |name: &HeaderName, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
+        let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
+            if let Some(v) = value {
                 headers.insert(name.clone(), v);
             }
         };
-        set(&n.user, &encode_value(&s.external_id));
+        set(&n.user, component_value(&s.external_id));
         if let Some(u) = &s.upstream_id {
-            set(&n.upstream_user, &encode_value(u));
+            set(&n.upstream_user, component_value(u));
         }
         if let Some(e) = &s.email {
-            set(&n.email, &encode_value(e));
+            set(&n.email, component_value(e));
         }
         if let Some(g) = &s.given_name {
-            set(&n.given_name, &encode_value(g));
+            set(&n.given_name, component_value(g));
         }
         if let Some(f) = &s.family_name {
-            set(&n.family_name, &encode_value(f));
+            set(&n.family_name, component_value(f));
         }
-        set(&n.consumer, &encode_value(&s.consumer));
+        set(&n.consumer, component_value(&s.consumer));
         if let Some(env) = ctx.environment {
-            set(&n.environment, &encode_value(env));
+            set(&n.environment, component_value(env));
         }
         if let Some(course) = ctx.course {
-            set(&n.course, &encode_value(course));
-            if let Some(c) = s.course(course) {
-                if !c.roles.is_empty() {
-                    set(&n.roles, &join_roles(&c.roles));
-                }
+            set(&n.course, component_value(course));
+            if let Some(c) = s.course(course).filter(|c| !c.roles.is_empty()) {
+                let mut roles = String::new();
+                push_roles(&c.roles, &mut roles);
+                set(&n.roles, owned_value(roles));
             }
         }
         if !s.courses.is_empty() {
@@ -348,22 +508,97 @@ impl HeaderPolicy {
                 }
                 encode_value_into(&c.id, &mut all);
                 all.push('=');
-                all.push_str(&join_roles(&c.roles));
+                push_roles(&c.roles, &mut all);
             }
-            set(&n.course_roles, &all);
+            set(&n.course_roles, owned_value(all));
         }
+    }
+
+    /// The `X-Forwarded-For` chain of a trusted proxy (every field, joined).
+    fn trusted_chain<'h>(&self, headers: &'h HeaderMap) -> Option<Cow<'h, str>> {
+        if !self.trust_forwarded {
+            return None;
+        }
+        let mut fields = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let first = fields.next()?;
+        let mut chain = Cow::Borrowed(first);
+        for f in fields {
+            let c = chain.to_mut();
+            c.push_str(", ");
+            c.push_str(f);
+        }
+        Some(chain)
+    }
+
+    /// The current course of a request: named in the path by
+    /// `upstream.course_path`, else the most recently launched one.
+    pub fn current_course<'s>(&self, session: &'s Session, path: &str) -> Option<Cow<'s, str>> {
+        self.course_path
+            .as_deref()
+            .and_then(|p| course_from_path(p, path))
+            .map(Cow::Owned)
+            .or_else(|| {
+                session
+                    .latest_course()
+                    .map(|c| Cow::Borrowed(c.id.as_str()))
+            })
+    }
+
+    /// The whole request side for one proxied request: strip, log what a
+    /// client tried to forge, set forwarding and identity headers.
+    pub fn apply<B>(&self, req: &mut ProxyRequest<B>) {
+        let course = req
+            .session
+            .as_ref()
+            .and_then(|s| self.current_course(s, req.http.uri().path()));
+        let environment = req
+            .session
+            .as_ref()
+            .and_then(|s| self.environments.get(&s.consumer))
+            .map(String::as_str);
+        let mut id_buf = [0u8; 32];
+        let request_id = new_request_id(&mut id_buf);
+        let headers = req.http.headers_mut();
+        let forged = self.strip(headers);
+        if !forged.is_empty() {
+            tracing::info!(
+                request_id,
+                peer = %req.peer.ip(),
+                removed = ?forged,
+                "removed identity headers sent by the client"
+            );
+        }
+        self.inject(
+            headers,
+            &RequestContext {
+                peer: req.peer.ip(),
+                session: req.session.as_ref(),
+                course: course.as_deref(),
+                environment,
+                request_id,
+            },
+        );
     }
 }
 
-fn join_roles(roles: &[String]) -> String {
-    let mut out = String::new();
+/// `(name, "name=value")` of each pair in a `Cookie` header value.
+fn cookie_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| (p.split('=').next().unwrap_or("").trim(), p))
+}
+
+fn push_roles(roles: &[String], out: &mut String) {
     for (i, r) in roles.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        encode_value_into(r, &mut out);
+        encode_value_into(r, out);
     }
-    out
 }
 
 /// The course named in `path` by a pattern such as `/courses/{course}/`.
@@ -381,6 +616,282 @@ pub fn course_from_path(pattern: &str, path: &str) -> Option<String> {
         return None;
     }
     super::decode_path_segment(raw).ok()
+}
+
+/// Applies the [`HeaderPolicy`] to every request on its way upstream.
+#[derive(Clone)]
+pub struct HeaderPolicyLayer {
+    policy: Arc<HeaderPolicy>,
+}
+
+impl HeaderPolicyLayer {
+    /// The layer for a policy built at start-up.
+    pub fn new(policy: HeaderPolicy) -> Self {
+        HeaderPolicyLayer {
+            policy: Arc::new(policy),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for HeaderPolicyLayer {
+    type Service = HeaderPolicyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HeaderPolicyService {
+            policy: self.policy.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`HeaderPolicyLayer`].
+#[derive(Clone)]
+pub struct HeaderPolicyService<S> {
+    policy: Arc<HeaderPolicy>,
+    inner: S,
+}
+
+impl<S, B> tower::Service<ProxyRequest<B>> for HeaderPolicyService<S>
+where
+    S: tower::Service<ProxyRequest<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: ProxyRequest<B>) -> Self::Future {
+        self.policy.apply(&mut req);
+        self.inner.call(req)
+    }
+}
+
+/// The response-side policy, built once.
+#[derive(Debug, Clone)]
+pub struct ResponsePolicy {
+    cookie_name: String,
+    /// Add `SameSite=None; Secure` to upstream cookies (only on https).
+    rewrite_cookies: bool,
+    partitioned: bool,
+    /// `http://host:port` of the upstream.
+    upstream_origin: String,
+    /// The upstream's host, for cookie `Domain` attributes.
+    upstream_host: String,
+    /// Path prefix of `upstream.url` (no trailing slash).
+    upstream_prefix: String,
+    public_origin: String,
+    public_prefix: String,
+    csp: Option<HeaderValue>,
+}
+
+impl ResponsePolicy {
+    /// Builds the policy from the settings.
+    pub fn new(
+        settings: &crate::config::Settings,
+        upstream_origin: &str,
+        upstream_host: &str,
+        upstream_prefix: &str,
+    ) -> anyhow::Result<Self> {
+        let s = &settings.session;
+        let public = &settings.server.public_url;
+        let csp = if settings.server.frame_ancestors.is_empty() {
+            None
+        } else {
+            Some(
+                HeaderValue::from_str(&format!(
+                    "frame-ancestors 'self' {}",
+                    settings.server.frame_ancestors.join(" ")
+                ))
+                .map_err(|e| anyhow::anyhow!("server.frame_ancestors: {e}"))?,
+            )
+        };
+        Ok(ResponsePolicy {
+            cookie_name: s.cookie_name.clone(),
+            rewrite_cookies: s.rewrite_upstream_cookies && public.is_https(),
+            partitioned: s.partitioned,
+            upstream_origin: upstream_origin.to_string(),
+            upstream_host: upstream_host.to_ascii_lowercase(),
+            upstream_prefix: upstream_prefix.trim_end_matches('/').to_string(),
+            public_origin: public.origin(),
+            public_prefix: public.prefix.clone(),
+            csp,
+        })
+    }
+
+    /// Rewrites the headers of an upstream response for the browser.
+    pub fn apply(&self, status: StatusCode, headers: &mut HeaderMap) {
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            strip_hop_by_hop(headers);
+        }
+        if headers.contains_key(header::SET_COOKIE) {
+            self.rewrite_cookies(headers);
+        }
+        if let Some(public) = headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|loc| self.public_location(loc))
+        {
+            if let Some(v) = owned_value(public) {
+                headers.insert(header::LOCATION, v);
+            }
+        }
+        if let Some(csp) = &self.csp {
+            let is_html = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim_start().get(..9))
+                .is_some_and(|v| v.eq_ignore_ascii_case("text/html"));
+            if is_html {
+                headers.append(header::CONTENT_SECURITY_POLICY, csp.clone());
+            }
+        }
+    }
+
+    fn rewrite_cookies(&self, headers: &mut HeaderMap) {
+        let cookies: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for c in cookies {
+            let Ok(text) = c.to_str() else {
+                continue;
+            };
+            let name = text.split(['=', ';']).next().unwrap_or("").trim();
+            if name == self.cookie_name {
+                tracing::warn!("dropped an upstream cookie that uses ltigate's cookie name");
+                continue;
+            }
+            match self.rewrite_cookie(text) {
+                Some(v) => {
+                    if let Some(v) = owned_value(v) {
+                        headers.append(header::SET_COOKIE, v);
+                    }
+                }
+                None => {
+                    headers.append(header::SET_COOKIE, c);
+                }
+            }
+        }
+    }
+
+    /// The rewritten cookie, or `None` to keep it as it is.
+    fn rewrite_cookie(&self, cookie: &str) -> Option<String> {
+        let internal_domain = cookie.split(';').skip(1).any(|a| {
+            attr(a).is_some_and(|(n, v)| {
+                n.eq_ignore_ascii_case("domain")
+                    && v.trim_start_matches('.')
+                        .eq_ignore_ascii_case(&self.upstream_host)
+            })
+        });
+        let prefixed_path = !self.upstream_prefix.is_empty()
+            && cookie.split(';').skip(1).any(|a| {
+                attr(a).is_some_and(|(n, v)| {
+                    n.eq_ignore_ascii_case("path")
+                        && strip_path_prefix(v, &self.upstream_prefix).is_some()
+                })
+            });
+        if !self.rewrite_cookies && !internal_domain && !prefixed_path {
+            return None;
+        }
+        let mut parts = cookie.split(';');
+        let mut out = parts.next().unwrap_or("").trim().to_string();
+        let mut has_partitioned = false;
+        for a in parts {
+            let a = a.trim();
+            let Some((name, value)) = attr(a) else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case("domain") && internal_domain {
+                continue;
+            }
+            if self.rewrite_cookies
+                && (name.eq_ignore_ascii_case("samesite") || name.eq_ignore_ascii_case("secure"))
+            {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("partitioned") {
+                has_partitioned = true;
+            }
+            out.push_str("; ");
+            if name.eq_ignore_ascii_case("path") {
+                if let Some(rest) = strip_path_prefix(value, &self.upstream_prefix)
+                    .filter(|_| !self.upstream_prefix.is_empty())
+                {
+                    let path = format!("{}{rest}", self.public_prefix);
+                    out.push_str("Path=");
+                    out.push_str(if path.is_empty() { "/" } else { &path });
+                    continue;
+                }
+            }
+            out.push_str(a);
+        }
+        if self.rewrite_cookies {
+            out.push_str("; SameSite=None; Secure");
+            if self.partitioned && !has_partitioned {
+                out.push_str("; Partitioned");
+            }
+        }
+        Some(out)
+    }
+
+    /// The public form of an upstream `Location`, when it points at the
+    /// upstream's internal origin (or, under an upstream path prefix, at a
+    /// path below it).
+    fn public_location(&self, loc: &str) -> Option<String> {
+        let origin_len = self.upstream_origin.len();
+        let rest = if loc.len() >= origin_len
+            && loc.is_char_boundary(origin_len)
+            && loc[..origin_len].eq_ignore_ascii_case(&self.upstream_origin)
+        {
+            let rest = &loc[origin_len..];
+            if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+                return None;
+            }
+            strip_path_prefix(rest, &self.upstream_prefix).unwrap_or(rest)
+        } else if loc.starts_with('/') && !loc.starts_with("//") && !self.upstream_prefix.is_empty()
+        {
+            let rest = strip_path_prefix(loc, &self.upstream_prefix)?;
+            return Some(format!(
+                "{}{}",
+                self.public_prefix,
+                if rest.is_empty() && self.public_prefix.is_empty() {
+                    "/"
+                } else {
+                    rest
+                }
+            ));
+        } else {
+            return None;
+        };
+        let rest = if rest.is_empty() { "/" } else { rest };
+        Some(format!(
+            "{}{}{rest}",
+            self.public_origin, self.public_prefix
+        ))
+    }
+}
+
+/// `(name, value)` of a cookie attribute (`value` empty for flags).
+fn attr(a: &str) -> Option<(&str, &str)> {
+    let a = a.trim();
+    if a.is_empty() {
+        return None;
+    }
+    Some(match a.split_once('=') {
+        Some((n, v)) => (n.trim(), v.trim()),
+        None => (a, ""),
+    })
+}
+
+/// `path` below `prefix` (at a segment boundary), without the prefix.
+fn strip_path_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with(['/', '?', '#'])).then_some(rest)
 }
 
 #[cfg(test)]
@@ -411,6 +922,16 @@ mod tests {
         h
     }
 
+    fn ctx<'a>(session: Option<&'a Session>, course: Option<&'a str>) -> RequestContext<'a> {
+        RequestContext {
+            peer: "10.0.0.9".parse().unwrap(),
+            session,
+            course,
+            environment: None,
+            request_id: "r1",
+        }
+    }
+
     #[test]
     fn strips_forgeries_in_every_spelling() {
         let mut h = headers(&[
@@ -418,61 +939,123 @@ mod tests {
             ("x-lti-roles", "Instructor"),
             ("X_LTI_User", "admin"),
             ("X-Lti-Upstream-User", "1"),
+            ("x_lti-course-roles", "C-1=Instructor"),
             ("Forwarded", "for=1.2.3.4"),
             ("X-Forwarded-For", "1.2.3.4"),
+            ("X_Forwarded_Host", "evil.example"),
             ("X-Real-IP", "1.2.3.4"),
+            ("X_Request_Id", "forged"),
             ("Cookie", "a=1; __Host-ltigate_session=secret; b=2"),
             ("Connection", "keep-alive, X-Custom"),
             ("X-Custom", "gone"),
+            ("TE", "trailers"),
             ("Accept", "text/html"),
+            ("X-LTIfied", "kept: not the prefix"),
         ]);
         let removed = policy(false).strip(&mut h);
-        assert_eq!(removed.len(), 7, "{removed:?}");
+        assert_eq!(
+            removed.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            [
+                "x-lti-user",
+                "x-lti-roles",
+                "x_lti_user",
+                "x-lti-upstream-user",
+                "x_lti-course-roles"
+            ]
+        );
         for gone in [
-            "x-lti-user",
-            "x-lti-roles",
-            "x_lti_user",
-            "x-lti-upstream-user",
             "forwarded",
             "x-forwarded-for",
+            "x_forwarded_host",
             "x-real-ip",
+            "x_request_id",
             "connection",
             "x-custom",
+            "te",
         ] {
             assert!(!h.contains_key(gone), "{gone} survived");
         }
         assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
         assert_eq!(h.get("accept").unwrap(), "text/html");
+        assert_eq!(h.get("x-ltified").unwrap(), "kept: not the prefix");
     }
 
     #[test]
-    fn upgrade_survives() {
-        let mut h = headers(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+    fn only_our_cookie_goes_and_other_cookies_stay_untouched() {
+        let p = policy(false);
+        let mut h = headers(&[("Cookie", "a=1;b=2")]);
+        p.strip(&mut h);
+        assert_eq!(h.get("cookie").unwrap(), "a=1;b=2");
+        let mut h = headers(&[("Cookie", "__Host-ltigate_session=x")]);
+        p.strip(&mut h);
+        assert!(!h.contains_key("cookie"));
+        // HTTP/2 sends one field per cookie: joined for the HTTP/1.1 upstream.
+        let mut h = headers(&[
+            ("Cookie", "a=1"),
+            ("Cookie", "__Host-ltigate_session=x"),
+            ("Cookie", "b=2"),
+        ]);
+        p.strip(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn websocket_upgrade_survives_and_other_upgrades_do_not() {
+        let mut h = headers(&[
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "websocket"),
+        ]);
         policy(false).strip(&mut h);
         assert_eq!(h.get("connection").unwrap(), "upgrade");
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
+
+        let mut h = headers(&[
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ]);
+        policy(false).strip(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn forwarding_headers_are_set_from_the_configuration() {
+        let mut h = headers(&[("Host", "pod-ip:8080"), ("X-Forwarded-Host", "evil")]);
+        let p = policy(false).with_public_prefix("/lms").unwrap();
+        p.strip(&mut h);
+        p.inject(&mut h, &ctx(None, None));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "learn.example.com");
+        assert_eq!(h.get("x-forwarded-prefix").unwrap(), "/lms");
+        assert_eq!(h.get("x-request-id").unwrap(), "r1");
+        assert_eq!(h.get("host").unwrap(), "pod-ip:8080");
+        assert!(!h.contains_key("x-lti-user"));
+
+        let p = HeaderPolicy::new("X-LTI-", false, "s", "https", "pub", "up:3000", false).unwrap();
+        let mut h = headers(&[("Host", "pod-ip:8080")]);
+        p.inject(&mut h, &ctx(None, None));
+        assert_eq!(h.get("host").unwrap(), "up:3000");
     }
 
     #[test]
     fn trusted_forwarding_is_kept_and_extended() {
         let mut h = headers(&[
             ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-For", "5.6.7.8"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Request-Id", "from-the-ingress"),
             ("Host", "learn.example.com"),
         ]);
         let p = policy(true);
         p.strip(&mut h);
-        p.inject(
-            &mut h,
-            &RequestContext {
-                peer: "10.0.0.9".parse().unwrap(),
-                session: None,
-                course: None,
-                environment: None,
-                request_id: "r1",
-            },
+        p.inject(&mut h, &ctx(None, None));
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "1.2.3.4, 5.6.7.8, 10.0.0.9"
         );
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.9");
-        assert_eq!(h.get("x-request-id").unwrap(), "r1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-request-id").unwrap(), "from-the-ingress");
     }
 
     #[test]
@@ -486,11 +1069,8 @@ mod tests {
         policy(false).inject(
             &mut h,
             &RequestContext {
-                peer: "127.0.0.1".parse().unwrap(),
-                session: Some(&s),
-                course: Some("C=2"),
                 environment: Some("sub env"),
-                request_id: "r",
+                ..ctx(Some(&s), Some("C=2"))
             },
         );
         assert_eq!(h.get("x-lti-user").unwrap(), "acme:42");
@@ -503,6 +1083,29 @@ mod tests {
             "C-1=Learner;C%3D2=Instructor,inst:Faculty"
         );
         assert_eq!(h.get("x-lti-environment").unwrap(), "sub%20env");
+        assert_eq!(h.get("x-lti-consumer").unwrap(), "test");
+        assert!(!h.contains_key("x-lti-email"));
+        assert!(!h.contains_key("x-lti-upstream-user"));
+    }
+
+    #[test]
+    fn a_course_not_launched_has_no_roles() {
+        let mut s = Session::new_for_test("acme:42");
+        s.add_course("C-1", &["Learner".into()], 20);
+        let mut h = HeaderMap::new();
+        policy(false).inject(&mut h, &ctx(Some(&s), Some("C-9")));
+        assert_eq!(h.get("x-lti-course").unwrap(), "C-9");
+        assert!(!h.contains_key("x-lti-roles"));
+        assert_eq!(h.get("x-lti-course-roles").unwrap(), "C-1=Learner");
+    }
+
+    #[test]
+    fn request_ids_are_hex_and_fresh() {
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        let (a, b) = (new_request_id(&mut a), new_request_id(&mut b));
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 
     #[test]
@@ -524,5 +1127,71 @@ mod tests {
             course_from_path("/c/{course}", "/c/C-9/deep").as_deref(),
             Some("C-9")
         );
+    }
+
+    fn response_policy(upstream_prefix: &str, public_prefix: &str) -> ResponsePolicy {
+        ResponsePolicy {
+            cookie_name: "__Host-ltigate_session".into(),
+            rewrite_cookies: true,
+            partitioned: false,
+            upstream_origin: "http://10.1.2.3:3000".into(),
+            upstream_host: "10.1.2.3".into(),
+            upstream_prefix: upstream_prefix.into(),
+            public_origin: "https://learn.example.com".into(),
+            public_prefix: public_prefix.into(),
+            csp: None,
+        }
+    }
+
+    #[test]
+    fn cookies_get_samesite_none_and_lose_internal_domains() {
+        let p = response_policy("", "");
+        assert_eq!(
+            p.rewrite_cookie("sid=1; Path=/; SameSite=Lax; HttpOnly")
+                .unwrap(),
+            "sid=1; Path=/; HttpOnly; SameSite=None; Secure"
+        );
+        assert_eq!(
+            p.rewrite_cookie("a=b; Domain=10.1.2.3; secure").unwrap(),
+            "a=b; SameSite=None; Secure"
+        );
+        let p = ResponsePolicy {
+            partitioned: true,
+            ..response_policy("/app", "/lms")
+        };
+        assert_eq!(
+            p.rewrite_cookie("a=b; Path=/app/x").unwrap(),
+            "a=b; Path=/lms/x; SameSite=None; Secure; Partitioned"
+        );
+        let p = ResponsePolicy {
+            rewrite_cookies: false,
+            ..response_policy("", "")
+        };
+        assert_eq!(p.rewrite_cookie("a=b; SameSite=Strict"), None);
+    }
+
+    #[test]
+    fn internal_redirects_move_to_the_public_origin() {
+        let p = response_policy("", "");
+        let loc = |l: &str| p.public_location(l);
+        assert_eq!(
+            loc("http://10.1.2.3:3000/courses/C-1?x=1").as_deref(),
+            Some("https://learn.example.com/courses/C-1?x=1")
+        );
+        assert_eq!(
+            loc("http://10.1.2.3:3000").as_deref(),
+            Some("https://learn.example.com/")
+        );
+        assert_eq!(loc("http://10.1.2.3:30001/x"), None);
+        assert_eq!(loc("https://elsewhere.example/x"), None);
+        assert_eq!(loc("/relative"), None);
+
+        let p = response_policy("/app", "/lms");
+        assert_eq!(
+            p.public_location("http://10.1.2.3:3000/app/x").as_deref(),
+            Some("https://learn.example.com/lms/x")
+        );
+        assert_eq!(p.public_location("/app/x").as_deref(), Some("/lms/x"));
+        assert_eq!(p.public_location("/application"), None);
     }
 }

@@ -1,41 +1,69 @@
-//! The session gate and the reverse proxy: every request that is not one of
-//! ltigate's own routes needs a valid session (or a public path), passes the
-//! CSRF guard and the header policy, and is streamed to the upstream over a
-//! pooled keep-alive connection. Responses stream back with upstream cookies
-//! and redirects made to work on the public origin.
+//! The proxied side of the public listener: every request that is not one
+//! of ltigate's own routes passes one tower stack, built once at start-up
+//! in [`Proxy::new`]:
+//!
+//! 1. [`SessionGateLayer`] — a valid session, or a public path; else 401;
+//! 2. [`CsrfLayer`] — no unsafe cross-site request or cross-origin
+//!    WebSocket rides on the cookie; else 403;
+//! 3. [`HeaderPolicyLayer`] — strip what a client may not send, set the
+//!    forwarding and identity headers;
+//! 4. [`Forward`] — the upstream over a pooled keep-alive client, bodies
+//!    streamed both ways, WebSocket tunnels, 502/504 pages, the response
+//!    policy and the proxy metrics.
+//!
+//! Each layer is always ready and answers with `Infallible`; none of them
+//! touches the store.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::{Histogram, IntCounter};
+use tokio::time::{Instant, Sleep};
+use tower::{ServiceBuilder, ServiceExt};
 
-use super::headers::{course_from_path, HeaderPolicy, RequestContext};
-use super::launch::random_token;
-use super::session::{Lifetime, SessionRejection};
-use super::{respond, unix_now, AppState, Body};
+use super::headers::{
+    is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, HeaderPolicyService, ResponsePolicy,
+};
+use super::session::{CsrfGuard, CsrfLayer, Session, SessionGate, SessionGateLayer};
+use super::{respond, AppState, Body};
 
-/// The gate + proxy service.
+/// A request on its way through the proxy stack.
+pub struct ProxyRequest<B = Incoming> {
+    /// The client's request (rewritten by the layers).
+    pub http: Request<B>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The session, once the gate has checked it.
+    pub session: Option<Session>,
+    /// The client prefers JSON error bodies.
+    pub json: bool,
+}
+
+type Stack = SessionGate<CsrfGuard<HeaderPolicyService<Forward>>>;
+
+/// The gate + proxy.
 pub struct Proxy {
-    app: Arc<AppState>,
-    client: Client<HttpConnector, Body>,
-    policy: HeaderPolicy,
-    /// `scheme://authority` of the upstream.
-    upstream_origin: String,
-    /// Path prefix of `upstream.url` (no trailing slash).
-    upstream_prefix: String,
-    public_origin: String,
-    csp: Option<HeaderValue>,
+    stack: Stack,
 }
 
 impl Proxy {
-    /// Builds the proxy from the settings (once, at start-up).
+    /// Builds the stack from the settings (once, at start-up).
     pub fn new(app: Arc<AppState>) -> anyhow::Result<Self> {
         let s = &app.settings;
         let upstream: Uri = s
@@ -49,7 +77,7 @@ impl Proxy {
         let authority = upstream
             .authority()
             .ok_or_else(|| anyhow::anyhow!("upstream.url: missing host"))?
-            .to_string();
+            .clone();
         let public = &s.server.public_url;
         let public_authority = match public.port {
             Some(p) => format!("{}:{p}", public.host),
@@ -61,198 +89,193 @@ impl Proxy {
             &s.session.cookie_name,
             &public.scheme,
             &public_authority,
-            &authority,
+            authority.as_str(),
             s.upstream.pass_host_header,
-        )?;
+        )?
+        .with_public_prefix(&public.prefix)?
+        .with_course_path(s.upstream.course_path.as_deref())
+        .with_environments(
+            s.consumers
+                .iter()
+                .filter_map(|c| Some((c.name.as_str(), c.environment.as_deref()?))),
+        );
+        let forward = Forward::new(&app, authority, upstream.path())?;
+
+        let stack = ServiceBuilder::new()
+            // Who is asking: without a valid session only public paths pass.
+            .layer(SessionGateLayer::new(app.clone()))
+            // From where: checked once the cookie is known to matter.
+            .layer(CsrfLayer::new(&app))
+            // What the upstream sees: after the gate, so the identity
+            // headers come from the session just checked.
+            .layer(HeaderPolicyLayer::new(policy))
+            .service(forward);
+        Ok(Proxy { stack })
+    }
+
+    /// Gates and proxies one request.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let json = respond::prefers_json(req.headers());
+        let req = ProxyRequest {
+            http: req,
+            peer,
+            session: None,
+            json,
+        };
+        match self.stack.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The innermost service: sends the request to the upstream and streams
+/// the response back.
+#[derive(Clone)]
+pub struct Forward {
+    shared: Arc<ForwardShared>,
+}
+
+struct ForwardShared {
+    client: Client<HttpConnector, UpstreamBody>,
+    authority: Authority,
+    /// Path prefix of `upstream.url` (no trailing slash).
+    prefix: String,
+    timeout: Duration,
+    responses: ResponsePolicy,
+    /// `ltigate_proxy_requests_total` by status class (1xx…5xx).
+    codes: [IntCounter; 5],
+    duration: Histogram,
+}
+
+impl Forward {
+    /// The upstream client and response policy for `upstream.url`.
+    pub fn new(app: &AppState, authority: Authority, path: &str) -> anyhow::Result<Self> {
+        let s = &app.settings;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(s.upstream.timeout.min(Duration::from_secs(10))));
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        // Idle connections are dropped after 1 s: shorter than the
+        // keep-alive timeouts of common upstream servers (gunicorn 2 s,
+        // Node and Apache 5 s), so a request never races the upstream
+        // closing an idle connection. Busy connections stay pooled.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(Duration::from_secs(1))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        let csp = if s.server.frame_ancestors.is_empty() {
-            None
-        } else {
-            Some(HeaderValue::from_str(&format!(
-                "frame-ancestors 'self' {}",
-                s.server.frame_ancestors.join(" ")
-            ))?)
-        };
-        Ok(Proxy {
-            upstream_origin: format!("http://{authority}"),
-            upstream_prefix: upstream.path().trim_end_matches('/').to_string(),
-            public_origin: public.origin(),
-            policy,
-            client,
-            csp,
-            app,
+        let prefix = path.trim_end_matches('/').to_string();
+        let host = authority.host().to_string();
+        let responses =
+            ResponsePolicy::new(s, &format!("http://{}", authority.as_str()), &host, &prefix)?;
+        let codes = crate::metrics::CODE_CLASSES
+            .map(|c| app.metrics.proxy_requests.with_label_values(&[c]));
+        Ok(Forward {
+            shared: Arc::new(ForwardShared {
+                client,
+                authority,
+                prefix,
+                timeout: s.upstream.timeout,
+                responses,
+                codes,
+                duration: app.metrics.proxy_duration.clone(),
+            }),
         })
     }
+}
 
-    fn is_public_path(&self, path: &str) -> bool {
-        self.app
-            .settings
-            .server
-            .public_paths
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
+impl tower::Service<ProxyRequest<Incoming>> for Forward {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ForwardFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn reject(&self, reason: SessionRejection, json: bool) -> Response<Body> {
-        self.app
-            .metrics
-            .session_rejections
-            .with_label_values(&[reason.label()])
-            .inc();
-        match reason {
-            SessionRejection::Csrf => respond::error(
-                StatusCode::FORBIDDEN,
-                "csrf",
-                "This request came from another site and was refused.",
-                json,
-            ),
-            _ => respond::error(
-                StatusCode::UNAUTHORIZED,
-                "no_session",
-                "Your session has ended or was not started. Open the course again from your LMS.",
-                json,
-            ),
-        }
-    }
-
-    /// Is this unsafe request cross-site?
-    fn cross_site<B>(&self, req: &Request<B>) -> bool {
-        if !matches!(
-            *req.method(),
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        ) {
-            return false;
-        }
-        let h = req.headers();
-        if h.get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-        {
-            return true;
-        }
-        match h.get(header::ORIGIN) {
-            Some(o) => o.as_bytes() != self.public_origin.as_bytes(),
-            None => false,
-        }
-    }
-
-    /// Gate and proxy one request.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let app = &self.app;
-        let json = respond::prefers_json(req.headers());
-        let now = unix_now();
-        let public = self.is_public_path(req.uri().path());
-        let session = match app.session_from(req.headers(), now) {
-            Ok(s) => Some(s),
-            Err(reason) if !public => return self.reject(reason, json),
-            Err(_) => None,
-        };
-        if app.settings.session.csrf && self.cross_site(&req) {
-            return self.reject(SessionRejection::Csrf, json);
-        }
-
-        // Refresh last-seen at most once a minute.
-        let mut refreshed_cookie = None;
-        if let Some(s) = &session {
-            if Lifetime::needs_touch(s, now) {
-                let mut t = s.clone();
-                t.last_seen = now;
-                match app.sealer.seal(&t) {
-                    Ok(v) => refreshed_cookie = Some(app.session_cookie(&v)),
-                    Err(e) => tracing::warn!(error = %e, "cannot refresh the session"),
-                }
-            }
-        }
-
-        let course = session.as_ref().and_then(|s| {
-            app.settings
-                .upstream
-                .course_path
-                .as_deref()
-                .and_then(|p| course_from_path(p, req.uri().path()))
-                .or_else(|| s.latest_course().map(|c| c.id.clone()))
-        });
-        let environment = session.as_ref().and_then(|s| {
-            app.settings
-                .consumer_by_name(&s.consumer)
-                .and_then(|c| c.environment.clone())
-        });
-        let request_id = random_token();
-        let removed = self.policy.strip(req.headers_mut());
-        if !removed.is_empty() {
-            tracing::info!(
-                request_id = %request_id,
-                removed = ?removed,
-                "removed client headers that only ltigate or a trusted proxy may set"
-            );
-        }
-        self.policy.inject(
-            req.headers_mut(),
-            &RequestContext {
-                peer: peer.ip(),
-                session: session.as_ref(),
-                course: course.as_deref(),
-                environment: environment.as_deref(),
-                request_id: &request_id,
-            },
-        );
-
-        let mut resp = self.forward(req, json).await;
-        if let Some(c) = refreshed_cookie {
-            if let Ok(v) = HeaderValue::from_str(&c) {
-                resp.headers_mut().append(header::SET_COOKIE, v);
-            }
-        }
-        resp
-    }
-
-    async fn forward(&self, mut req: Request<Incoming>, json: bool) -> Response<Body> {
-        let app = &self.app;
+    fn call(&mut self, req: ProxyRequest<Incoming>) -> ForwardFuture {
+        let shared = self.shared.clone();
+        let json = req.json;
+        let mut req = req.http;
         let started = Instant::now();
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let target = format!(
-            "{}{}{}",
-            self.upstream_origin, self.upstream_prefix, path_and_query
-        );
-        let Ok(uri) = target.parse::<Uri>() else {
-            return respond::error(
+        let Some(uri) = shared.target(std::mem::take(req.uri_mut())) else {
+            let resp = respond::error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "Bad request target.",
                 json,
             );
+            return ForwardFuture::done(shared.count(resp));
         };
-        let is_upgrade = req.headers().contains_key(header::UPGRADE);
-        let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
-
+        let upgrade = is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
-        let body: Body = body.map_err(|e| Box::new(e) as super::BoxError).boxed();
-        let upstream_req = Request::from_parts(parts, body);
+        // A request with a body keeps the timeout from running while the
+        // client is still sending it: the deadline counts from its last
+        // progress.
+        let progress = (!http_body::Body::is_end_stream(&body)).then(|| {
+            Arc::new(Progress {
+                origin: started,
+                last_ms: AtomicU64::new(0),
+            })
+        });
+        let body = UpstreamBody {
+            inner: body,
+            progress: progress.clone(),
+        };
+        ForwardFuture {
+            state: ForwardState::Waiting {
+                response: shared.client.request(Request::from_parts(parts, body)),
+                deadline: tokio::time::sleep_until(started + shared.timeout),
+                progress,
+                upgrade,
+                started,
+                json,
+                shared,
+            },
+        }
+    }
+}
 
-        let result = tokio::time::timeout(
-            app.settings.upstream.timeout,
-            self.client.request(upstream_req),
-        )
-        .await;
-        app.metrics
-            .proxy_duration
-            .observe(started.elapsed().as_secs_f64());
+impl ForwardShared {
+    /// The upstream URI of a request URI.
+    fn target(&self, uri: Uri) -> Option<Uri> {
+        let mut parts = uri.into_parts();
+        let pq = parts.path_and_query.take()?;
+        if !pq.as_str().starts_with('/') {
+            return None;
+        }
+        let pq = if self.prefix.is_empty() {
+            pq
+        } else {
+            format!("{}{}", self.prefix, pq.as_str()).parse().ok()?
+        };
+        let mut target = http::uri::Parts::default();
+        target.scheme = Some(Scheme::HTTP);
+        target.authority = Some(self.authority.clone());
+        target.path_and_query = Some(pq);
+        Uri::from_parts(target).ok()
+    }
+
+    fn count(&self, resp: Response<Body>) -> Response<Body> {
+        let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.codes[class].inc();
+        resp
+    }
+
+    fn finish(
+        &self,
+        result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        upgrade: Option<OnUpgrade>,
+        started: Instant,
+        json: bool,
+    ) -> Response<Body> {
+        self.duration.observe(started.elapsed().as_secs_f64());
         let mut resp = match result {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "upstream request failed");
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
                 return self.count(respond::error(
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
@@ -260,176 +283,178 @@ impl Proxy {
                     json,
                 ));
             }
-            Err(_) => {
-                tracing::warn!(timeout = ?app.settings.upstream.timeout, "upstream did not answer in time");
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client) = upgrade else {
+                tracing::warn!("the upstream switched protocols without being asked");
                 return self.count(respond::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "The learning platform did not answer in time. Please try again.",
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_protocol",
+                    "The learning platform answered in an unexpected way.",
                     json,
                 ));
-            }
-        };
-
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((c, u)) => {
-                            let mut c = TokioIo::new(c);
-                            let mut u = TokioIo::new(u);
-                            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                                tracing::debug!(error = %e, "upgraded connection ended");
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "upgrade failed"),
-                    }
-                });
-            }
+            };
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client, upstream));
         }
-
-        self.rewrite_response(resp.headers_mut());
         let (mut parts, body) = resp.into_parts();
-        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
-            strip_hop_by_hop(&mut parts.headers);
-        }
-        let body: Body = body.map_err(|e| Box::new(e) as super::BoxError).boxed();
+        self.responses.apply(parts.status, &mut parts.headers);
+        let body: Body = body.map_err(Into::into).boxed();
         self.count(Response::from_parts(parts, body))
     }
 
-    fn count(&self, resp: Response<Body>) -> Response<Body> {
-        self.app
-            .metrics
-            .proxy_requests
-            .with_label_values(&[crate::metrics::Metrics::code_class(resp.status().as_u16())])
-            .inc();
-        resp
+    fn timed_out(&self, started: Instant, json: bool) -> Response<Body> {
+        self.duration.observe(started.elapsed().as_secs_f64());
+        tracing::warn!(timeout = ?self.timeout, "upstream did not answer in time");
+        self.count(respond::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "The learning platform did not answer in time. Please try again.",
+            json,
+        ))
     }
+}
 
-    /// Upstream cookies made to survive in the LMS iframe, ltigate's own
-    /// cookie name refused, internal redirects moved to the public origin,
-    /// optional `frame-ancestors`.
-    fn rewrite_response(&self, headers: &mut http::HeaderMap) {
-        let s = &self.app.settings.session;
-        if headers.contains_key(header::SET_COOKIE) {
-            let cookies: Vec<HeaderValue> = headers
-                .get_all(header::SET_COOKIE)
-                .iter()
-                .cloned()
-                .collect();
-            headers.remove(header::SET_COOKIE);
-            for c in cookies {
-                let Ok(text) = c.to_str() else {
-                    continue;
-                };
-                let name = text.split(['=', ';']).next().unwrap_or("").trim();
-                if name == s.cookie_name {
-                    tracing::warn!("dropped an upstream cookie that uses ltigate's cookie name");
-                    continue;
-                }
-                let value = if s.rewrite_upstream_cookies {
-                    rewrite_cookie(text, s.partitioned)
-                } else {
-                    text.to_string()
-                };
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.append(header::SET_COOKIE, v);
-                }
+/// Copies bytes both ways between an upgraded client connection and the
+/// upgraded upstream connection until either side closes.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((c, u)) => {
+            let mut c = TokioIo::new(c);
+            let mut u = TokioIo::new(u);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
             }
         }
-        if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-            if let Some(rest) = loc.strip_prefix(&self.upstream_origin) {
-                if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
-                    let rest = rest.strip_prefix(&self.upstream_prefix).unwrap_or(rest);
-                    let public = format!(
-                        "{}{}{}",
-                        self.public_origin, self.app.settings.server.public_url.prefix, rest
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&public) {
-                        headers.insert(header::LOCATION, v);
+        Err(e) => tracing::warn!(error = %e, "upgrade failed"),
+    }
+}
+
+/// When the request body last moved (ms after `origin`).
+struct Progress {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn deadline(&self, timeout: Duration) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout
+    }
+}
+
+/// The client's request body, streamed to the upstream as it arrives.
+pub struct UpstreamBody {
+    inner: Incoming,
+    progress: Option<Arc<Progress>>,
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            if let Some(p) = &self.progress {
+                p.touch();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Forward`].
+    pub struct ForwardFuture {
+        #[pin]
+        state: ForwardState,
+    }
+}
+
+impl ForwardFuture {
+    fn done(response: Response<Body>) -> Self {
+        ForwardFuture {
+            state: ForwardState::Done {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ForwardProj]
+    enum ForwardState {
+        // Answered without the upstream.
+        Done { response: Option<Response<Body>> },
+        // Waiting for the upstream's response head; `deadline` is
+        // `upstream.timeout` after the start or the body's last progress.
+        Waiting {
+            #[pin]
+            response: ResponseFuture,
+            #[pin]
+            deadline: Sleep,
+            progress: Option<Arc<Progress>>,
+            upgrade: Option<OnUpgrade>,
+            started: Instant,
+            json: bool,
+            shared: Arc<ForwardShared>,
+        },
+    }
+}
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ForwardProj::Done { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    respond::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "Internal error.",
+                        false,
+                    )
+                })))
+            }
+            ForwardProj::Waiting {
+                response,
+                mut deadline,
+                progress,
+                upgrade,
+                started,
+                json,
+                shared,
+            } => {
+                if let Poll::Ready(result) = response.poll(cx) {
+                    return Poll::Ready(Ok(shared.finish(result, upgrade.take(), *started, *json)));
+                }
+                loop {
+                    if deadline.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match progress.as_ref().map(|p| p.deadline(shared.timeout)) {
+                        Some(next) if next > deadline.deadline() => deadline.as_mut().reset(next),
+                        _ => return Poll::Ready(Ok(shared.timed_out(*started, *json))),
                     }
                 }
             }
         }
-        if let Some(csp) = &self.csp {
-            let is_html = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
-            if is_html {
-                headers.append(header::CONTENT_SECURITY_POLICY, csp.clone());
-            }
-        }
-    }
-}
-
-fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let named: Vec<header::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| header::HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for h in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(h);
-    }
-}
-
-/// Adds `SameSite=None; Secure` (and `Partitioned`) to an upstream cookie,
-/// replacing any SameSite it had.
-pub fn rewrite_cookie(cookie: &str, partitioned: bool) -> String {
-    let mut parts = cookie.split(';').map(str::trim);
-    let mut out = parts.next().unwrap_or("").to_string();
-    let mut has_partitioned = false;
-    for attr in parts {
-        let name = attr
-            .split('=')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "samesite" | "secure" => continue,
-            "partitioned" => has_partitioned = true,
-            "" => continue,
-            _ => {}
-        }
-        out.push_str("; ");
-        out.push_str(attr);
-    }
-    out.push_str("; SameSite=None; Secure");
-    if partitioned && !has_partitioned {
-        out.push_str("; Partitioned");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rewrite_cookie;
-
-    #[test]
-    fn cookies_get_samesite_none() {
-        assert_eq!(
-            rewrite_cookie("sid=1; Path=/; SameSite=Lax; HttpOnly", false),
-            "sid=1; Path=/; HttpOnly; SameSite=None; Secure"
-        );
-        assert_eq!(
-            rewrite_cookie("a=b", true),
-            "a=b; SameSite=None; Secure; Partitioned"
-        );
     }
 }

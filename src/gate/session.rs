@@ -10,6 +10,11 @@
 //! let cookie = sealer.seal(&s).unwrap();
 //! assert_eq!(sealer.open(&cookie).unwrap().external_id, "acme:1");
 //! ```
+//!
+//! Two tower layers guard the proxied paths with it:
+//! [`SessionGateLayer`] (a valid session, or a public path; last-seen
+//! refreshed at most once a minute) and [`CsrfLayer`] (no unsafe
+//! cross-site request and no cross-origin WebSocket rides on the cookie).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -19,6 +24,18 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::proxy::ProxyRequest;
+use super::{respond, unix_now, AppState, Body};
 use crate::secret::Secret;
 
 /// Cookie format version (first byte of the sealed value).
@@ -82,8 +99,13 @@ pub struct Session {
     pub last_seen: u64,
 }
 
+/// Drops control characters and cuts to at most `max` bytes (at a
+/// character boundary).
 fn truncate(s: Option<String>, max: usize) -> Option<String> {
     s.map(|mut s| {
+        if s.chars().any(char::is_control) {
+            s.retain(|c| !c.is_control());
+        }
         if s.len() > max {
             let mut end = max;
             while !s.is_char_boundary(end) {
@@ -220,6 +242,11 @@ fn derive(secret: &Secret) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(&h.finalize())
 }
 
+/// Approximate serialised size of one course entry.
+fn course_size(c: &CourseRoles) -> usize {
+    16 + c.id.len() + c.roles.iter().map(|r| r.len() + 3).sum::<usize>()
+}
+
 /// A sealing failure (the payload could not be encoded or encrypted).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot seal the session: {0}")]
@@ -234,17 +261,39 @@ impl Sealer {
         }
     }
 
-    /// Seals a session into a cookie value, dropping the oldest courses
-    /// while the value would exceed [`MAX_COOKIE_VALUE`].
+    /// Seals a session into a cookie value of at most
+    /// [`MAX_COOKIE_VALUE`] bytes: fields are bounded, then the oldest
+    /// courses dropped while it is too long (the latest always stays), then
+    /// names and email. Fails only when even that is too long.
     pub fn seal(&self, session: &Session) -> Result<String, SealError> {
         let mut s = session.clone();
         s.bound_fields();
         loop {
             let value = self.seal_exact(&s)?;
-            if value.len() <= MAX_COOKIE_VALUE || s.courses.len() <= 1 {
+            if value.len() <= MAX_COOKIE_VALUE {
                 return Ok(value);
             }
-            s.courses.remove(0);
+            if s.courses.len() > 1 {
+                // Sealing adds a fixed overhead and base64's 4/3: drop as
+                // many of the oldest courses as the excess needs at once.
+                let excess = (value.len() - MAX_COOKIE_VALUE) * 3 / 4;
+                let mut freed = 0;
+                let mut drop = 0;
+                while drop < s.courses.len() - 1 && freed < excess {
+                    freed += course_size(&s.courses[drop]);
+                    drop += 1;
+                }
+                s.courses.drain(..drop.max(1));
+            } else if s.given_name.is_some() || s.family_name.is_some() || s.email.is_some() {
+                s.given_name = None;
+                s.family_name = None;
+                s.email = None;
+            } else {
+                return Err(SealError(format!(
+                    "the session needs {} bytes, more than a cookie can hold",
+                    value.len()
+                )));
+            }
         }
     }
 
@@ -352,6 +401,317 @@ pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> 
     None
 }
 
+/// The session gate for proxied paths: a request needs a valid session
+/// unless its path is one of `server.public_paths`; a session whose
+/// last-seen is a minute old gets a refreshed cookie on the response.
+/// Rejections are answered here (401, HTML or JSON) and counted by reason.
+#[derive(Clone)]
+pub struct SessionGateLayer {
+    shared: Arc<GateShared>,
+}
+
+struct GateShared {
+    app: Arc<AppState>,
+    rejections: Rejections,
+}
+
+/// `ltigate_session_rejections_total` resolved once per reason.
+#[derive(Clone)]
+struct Rejections([prometheus::IntCounter; 6]);
+
+impl Rejections {
+    fn new(metrics: &crate::metrics::Metrics) -> Self {
+        Rejections(
+            SessionRejection::ALL
+                .map(|r| metrics.session_rejections.with_label_values(&[r.label()])),
+        )
+    }
+
+    fn count(&self, reason: SessionRejection) {
+        self.0[reason as usize].inc();
+    }
+}
+
+impl SessionGateLayer {
+    /// The gate over the application's sealer, lifetime and settings.
+    pub fn new(app: Arc<AppState>) -> Self {
+        SessionGateLayer {
+            shared: Arc::new(GateShared {
+                rejections: Rejections::new(&app.metrics),
+                app,
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for SessionGateLayer {
+    type Service = SessionGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionGate {
+            shared: self.shared.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`SessionGateLayer`].
+#[derive(Clone)]
+pub struct SessionGate<S> {
+    shared: Arc<GateShared>,
+    inner: S,
+}
+
+/// Is `path` below one of the public prefixes? Paths with dot segments or
+/// encoded slashes never are: an upstream that normalises them could serve
+/// a private page under a public prefix.
+pub fn is_public_path(public_paths: &[String], path: &str) -> bool {
+    if public_paths.is_empty() || !public_paths.iter().any(|p| path.starts_with(p.as_str())) {
+        return false;
+    }
+    let bytes = path.as_bytes();
+    let encoded_separator = bytes
+        .windows(3)
+        .any(|w| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f') | (b'5', b'c')));
+    !(encoded_separator
+        || bytes.contains(&b'\\')
+        || bytes.split(|b| *b == b'/').any(is_dot_segment))
+}
+
+/// `.` or `..`, dots possibly percent-encoded.
+fn is_dot_segment(seg: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut rest = seg;
+    while !rest.is_empty() {
+        match rest {
+            [b'.', tail @ ..] => rest = tail,
+            [b'%', b'2', e, tail @ ..] if *e | 0x20 == b'e' => rest = tail,
+            _ => return false,
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
+}
+
+impl GateShared {
+    /// The session of a request, checked against the lifetime policy and
+    /// the configured consumers (a removed consumer's sessions end).
+    fn session(&self, headers: &http::HeaderMap, now: u64) -> Result<Session, SessionRejection> {
+        let s = self.app.session_from(headers, now)?;
+        if self.app.settings.consumer_by_name(&s.consumer).is_none() {
+            return Err(SessionRejection::Invalid);
+        }
+        Ok(s)
+    }
+
+    /// The cookie with last-seen moved to `now`, when it is due.
+    fn refreshed(&self, s: &Session, now: u64) -> Option<HeaderValue> {
+        if !Lifetime::needs_touch(s, now) {
+            return None;
+        }
+        let mut t = s.clone();
+        t.last_seen = now;
+        match self.app.sealer.seal(&t) {
+            Ok(v) => HeaderValue::from_str(&self.app.session_cookie(&v)).ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot refresh the session");
+                None
+            }
+        }
+    }
+}
+
+/// The response of a refused request: counted, then a page.
+fn rejection(reason: SessionRejection, json: bool) -> Response<Body> {
+    match reason {
+        SessionRejection::Csrf => respond::error(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "This request came from another site and was refused.",
+            json,
+        ),
+        _ => respond::error(
+            StatusCode::UNAUTHORIZED,
+            "no_session",
+            "Your session has ended or was not started. Open the course again from your LMS.",
+            json,
+        ),
+    }
+}
+
+type Ready = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+impl<S, B> tower::Service<ProxyRequest<B>> for SessionGate<S>
+where
+    S: tower::Service<ProxyRequest<B>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready, WithCookie<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: ProxyRequest<B>) -> Self::Future {
+        let shared = &self.shared;
+        let now = unix_now();
+        let mut cookie = None;
+        match shared.session(req.http.headers(), now) {
+            Ok(s) => {
+                let public = is_public_path(
+                    &shared.app.settings.server.public_paths,
+                    req.http.uri().path(),
+                );
+                // Public paths (static assets) may be cached: no cookie there.
+                if !public {
+                    cookie = shared.refreshed(&s, now);
+                }
+                req.session = Some(s);
+            }
+            Err(reason) => {
+                if !is_public_path(
+                    &shared.app.settings.server.public_paths,
+                    req.http.uri().path(),
+                ) {
+                    shared.rejections.count(reason);
+                    return Either::Left(std::future::ready(Ok(rejection(reason, req.json))));
+                }
+            }
+        }
+        Either::Right(WithCookie {
+            inner: self.inner.call(req),
+            cookie,
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that appends a `Set-Cookie` to the response.
+    pub struct WithCookie<F> {
+        #[pin]
+        inner: F,
+        cookie: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for WithCookie<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(c) = this.cookie.take() {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+/// Is this request an unsafe cross-site one? Unsafe: any method but GET,
+/// HEAD, OPTIONS and TRACE, and every WebSocket handshake (the browser
+/// sends the cookie with it whoever opens it). Cross-site:
+/// `Sec-Fetch-Site: cross-site`, or an `Origin` (`null` included) other
+/// than the public origin.
+pub fn is_cross_site(method: &Method, headers: &http::HeaderMap, public_origin: &str) -> bool {
+    let unsafe_method = !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    if !unsafe_method && !super::headers::is_websocket_upgrade(headers) {
+        return false;
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return true;
+    }
+    headers
+        .get(header::ORIGIN)
+        .is_some_and(|o| !o.as_bytes().eq_ignore_ascii_case(public_origin.as_bytes()))
+}
+
+/// The CSRF guard (`session.csrf`): refuses unsafe cross-site requests
+/// with 403 before they reach the upstream with the learner's identity.
+#[derive(Clone)]
+pub struct CsrfLayer {
+    shared: Arc<CsrfShared>,
+}
+
+struct CsrfShared {
+    enabled: bool,
+    public_origin: String,
+    rejected: prometheus::IntCounter,
+}
+
+impl CsrfLayer {
+    /// The guard for the configured public origin.
+    pub fn new(app: &AppState) -> Self {
+        CsrfLayer {
+            shared: Arc::new(CsrfShared {
+                enabled: app.settings.session.csrf,
+                public_origin: app.settings.server.public_url.origin(),
+                rejected: app
+                    .metrics
+                    .session_rejections
+                    .with_label_values(&[SessionRejection::Csrf.label()]),
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for CsrfLayer {
+    type Service = CsrfGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CsrfGuard {
+            shared: self.shared.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`CsrfLayer`].
+#[derive(Clone)]
+pub struct CsrfGuard<S> {
+    shared: Arc<CsrfShared>,
+    inner: S,
+}
+
+impl<S, B> tower::Service<ProxyRequest<B>> for CsrfGuard<S>
+where
+    S: tower::Service<ProxyRequest<B>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ProxyRequest<B>) -> Self::Future {
+        let s = &self.shared;
+        if s.enabled && is_cross_site(req.http.method(), req.http.headers(), &s.public_origin) {
+            s.rejected.inc();
+            tracing::info!(
+                method = %req.http.method(),
+                path = req.http.uri().path(),
+                "refused a cross-site request"
+            );
+            return Either::Left(std::future::ready(Ok(rejection(
+                SessionRejection::Csrf,
+                req.json,
+            ))));
+        }
+        Either::Right(self.inner.call(req))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +816,114 @@ mod tests {
             "__Host-ltigate_session={v}; Path=/; Max-Age=28800; HttpOnly; Secure; SameSite=None; Partitioned"
         );
         assert!(header.len() < 4096);
+    }
+
+    #[test]
+    fn oversized_names_are_dropped_before_the_cookie_outgrows_4kb() {
+        let sealer = Sealer::new(&key(1), &[]);
+        let mut s = session();
+        // Control characters would grow sixfold as JSON escapes.
+        s.given_name = Some("\u{1}".repeat(64) + "Ada");
+        s.family_name = Some("\"".repeat(64));
+        s.email = Some("\\".repeat(128));
+        s.consumer = "c".repeat(2400);
+        let v = sealer.seal(&s).unwrap();
+        assert!(v.len() <= MAX_COOKIE_VALUE, "{}", v.len());
+        let opened = sealer.open(&v).unwrap();
+        assert_eq!(opened.given_name, None);
+        assert_eq!(opened.latest_course().unwrap().id, "C-1");
+
+        s.consumer = "c".repeat(4000);
+        assert!(sealer.seal(&s).is_err());
+
+        let mut t = session();
+        t.given_name = Some("A\u{0}d\u{7f}a".into());
+        let opened = sealer.open(&sealer.seal(&t).unwrap()).unwrap();
+        assert_eq!(opened.given_name.as_deref(), Some("Ada"));
+    }
+
+    #[test]
+    fn rejection_counters_follow_the_label_order() {
+        for (i, r) in SessionRejection::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.label());
+        }
+    }
+
+    #[test]
+    fn public_paths_never_match_dot_segments_or_encoded_slashes() {
+        let public = vec!["/static/".to_string(), "/favicon.ico".to_string()];
+        assert!(is_public_path(&public, "/static/app.js"));
+        assert!(is_public_path(&public, "/static/a..b/x.js"));
+        assert!(is_public_path(&public, "/favicon.ico"));
+        assert!(!is_public_path(&public, "/courses/C-1"));
+        assert!(!is_public_path(&public, "/static/../admin"));
+        assert!(!is_public_path(&public, "/static/%2e%2E/admin"));
+        assert!(!is_public_path(&public, "/static/.%2e/admin"));
+        assert!(!is_public_path(&public, "/static/./x"));
+        assert!(!is_public_path(&public, "/static/..%2Fadmin"));
+        assert!(!is_public_path(&public, "/static/..%5cadmin"));
+        assert!(!is_public_path(&public, "/static/..\\admin"));
+        assert!(!is_public_path(&[], "/static/app.js"));
+    }
+
+    #[test]
+    fn cross_site_rules() {
+        let origin = "https://learn.example.com";
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = http::HeaderMap::new();
+            for (n, v) in pairs {
+                m.insert(*n, HeaderValue::from_static(v));
+            }
+            m
+        };
+        let post = Method::POST;
+        assert!(is_cross_site(
+            &post,
+            &h(&[("sec-fetch-site", "cross-site")]),
+            origin
+        ));
+        assert!(is_cross_site(
+            &post,
+            &h(&[("origin", "https://evil.example")]),
+            origin
+        ));
+        assert!(is_cross_site(&post, &h(&[("origin", "null")]), origin));
+        assert!(!is_cross_site(&post, &h(&[("origin", origin)]), origin));
+        assert!(!is_cross_site(
+            &post,
+            &h(&[("sec-fetch-site", "same-origin")]),
+            origin
+        ));
+        // A server-to-server POST carries neither header.
+        assert!(!is_cross_site(&post, &h(&[]), origin));
+        assert!(is_cross_site(
+            &Method::DELETE,
+            &h(&[("origin", "https://evil.example")]),
+            origin
+        ));
+        assert!(is_cross_site(
+            &Method::from_bytes(b"PROPPATCH").unwrap(),
+            &h(&[("origin", "https://evil.example")]),
+            origin
+        ));
+        // Safe methods pass, except a WebSocket handshake from elsewhere.
+        assert!(!is_cross_site(
+            &Method::GET,
+            &h(&[("sec-fetch-site", "cross-site")]),
+            origin
+        ));
+        let ws = [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("origin", "https://evil.example"),
+        ];
+        assert!(is_cross_site(&Method::GET, &h(&ws), origin));
+        let ws = [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("origin", origin),
+        ];
+        assert!(!is_cross_site(&Method::GET, &h(&ws), origin));
     }
 
     #[test]

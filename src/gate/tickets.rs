@@ -7,6 +7,7 @@ use http::{Request, Response, StatusCode};
 
 use super::launch::Ticket;
 use super::respond;
+use super::session::SessionRejection;
 use super::{query_pairs, unix_now, with_header, AppState, Body};
 
 /// Handles `/lti/continue`.
@@ -33,10 +34,9 @@ pub async fn handle_continue<B>(state: &AppState, req: Request<B>) -> Response<B
     // the cookie set by the launch: spend the ticket and go on.
     let now = unix_now();
     let session = state.session_from(req.headers(), now).ok();
-    let in_frame = req
-        .headers()
-        .get("sec-fetch-dest")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"iframe"));
+    let in_frame = req.headers().get("sec-fetch-dest").is_some_and(|v| {
+        v.as_bytes().eq_ignore_ascii_case(b"iframe") || v.as_bytes().eq_ignore_ascii_case(b"frame")
+    });
 
     let taken = match state.store.take_ticket(&ticket).await {
         Ok(t) => {
@@ -108,9 +108,29 @@ fn new_window_page(state: &AppState, ticket: &str) -> Response<Body> {
     resp
 }
 
-/// Handles `POST /lti/logout`: clears the cookie.
+/// Handles `POST /lti/logout`: clears the cookie. Another site cannot sign
+/// the learner out (the CSRF guard applies, when on).
 pub async fn handle_logout<B>(state: &AppState, req: Request<B>) -> Response<Body> {
     let json = respond::prefers_json(req.headers());
+    if state.settings.session.csrf
+        && super::session::is_cross_site(
+            req.method(),
+            req.headers(),
+            &state.settings.server.public_url.origin(),
+        )
+    {
+        state
+            .metrics
+            .session_rejections
+            .with_label_values(&[SessionRejection::Csrf.label()])
+            .inc();
+        return respond::error(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "This request came from another site and was refused.",
+            json,
+        );
+    }
     let resp = if json {
         respond::json(StatusCode::OK, &serde_json::json!({"status": "signed_out"}))
     } else {
