@@ -1,13 +1,16 @@
 //! The store conformance suite: one set of cases, run against every backend
 //! (the embedded store, a standalone Redis server, a three-node Redis
-//! Cluster), plus backend-specific tests (embedded reopen and locking, Redis
-//! outage and recovery, several replicas sharing one Redis).
+//! Cluster), plus backend-specific tests: for the embedded store reopening,
+//! locking and what survives a crash; for Redis outages (killed and frozen
+//! servers, Cluster nodes) and recovery of the same store instance, several
+//! replicas sharing one Redis, and the server-settings warnings.
 //!
 //! Every test gets its own database file or its own Redis processes, so the
 //! tests run in parallel without sharing state.
 
 mod support;
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +19,6 @@ use std::time::{Duration, Instant};
 use ltigate::store::embedded::EmbeddedStore;
 use ltigate::store::redis::RedisStore;
 use ltigate::store::{LicenceClaim, NonceCheck, SharedStore, Store, StoreError};
-use tempfile::TempDir;
 use tokio::sync::Barrier;
 
 use support::redis::{RedisCluster, RedisServer};
@@ -24,19 +26,13 @@ use support::redis::{RedisCluster, RedisServer};
 /// The operation timeout given to every `RedisStore`.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keeps a backend's resources alive for as long as its store is used.
-enum Guard {
-    Dir(#[allow(dead_code)] TempDir),
-    Server(#[allow(dead_code)] RedisServer),
-    Cluster(#[allow(dead_code)] RedisCluster),
-}
-
-/// A store under test. The store is dropped before its guard, so the
+/// A store under test and what it runs on (a temporary directory, a server,
+/// a cluster). Fields drop in order: the store before its resources, so the
 /// database closes before its directory is removed and the connections
 /// close before the servers are killed.
 struct Backend {
     store: SharedStore,
-    _guard: Guard,
+    _resources: Box<dyn Any>,
 }
 
 impl Backend {
@@ -47,7 +43,7 @@ impl Backend {
         assert_eq!(store.backend(), "embedded");
         Backend {
             store,
-            _guard: Guard::Dir(dir),
+            _resources: Box::new(dir),
         }
     }
 
@@ -59,7 +55,7 @@ impl Backend {
         assert_eq!(store.backend(), "redis");
         Backend {
             store,
-            _guard: Guard::Server(server),
+            _resources: Box::new(server),
         }
     }
 
@@ -72,7 +68,7 @@ impl Backend {
         assert_eq!(store.backend(), "redis-cluster");
         Backend {
             store,
-            _guard: Guard::Cluster(cluster),
+            _resources: Box::new(cluster),
         }
     }
 }
@@ -112,6 +108,16 @@ conformance! {
         ticket_expires,
         ticket_take_is_atomic,
         odd_inputs_do_not_collide,
+        enrolments_keep_their_target,
+        enqueue_lease_complete,
+        duplicates_and_waiting,
+        event_ids_expire,
+        newer_event_while_leased,
+        retries_dead_letters_and_retry,
+        expired_leases_come_back,
+        release_hands_back,
+        concurrent_leases_are_disjoint,
+        stats_count_depth_dead_and_age,
     ],
 }
 
@@ -174,6 +180,7 @@ mod ops {
 
 /// The conformance cases; each takes a fresh, empty store.
 mod cases {
+    pub use super::outbox_cases::*;
     use super::ops::*;
     use super::*;
     use LicenceClaim::{Exhausted, Existing, New};
@@ -611,6 +618,24 @@ mod cases {
 // ---------------------------------------------------------------------------
 // Embedded store: durability and locking.
 
+/// Opens `path` again after its previous store was dropped. A dropped
+/// `EmbeddedStore` can keep its database open for a moment while its
+/// background maintenance still holds it (see
+/// `embedded_drop_releases_the_database_at_once`), so "already open" is
+/// retried for up to two seconds; any other error fails at once.
+async fn reopen_embedded(path: &Path) -> SharedStore {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match EmbeddedStore::open(path) {
+            Ok(store) => return Arc::new(store),
+            Err(e) if format!("{e:#}").contains("already open") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("reopen {}: {e:#}", path.display()),
+        }
+    }
+}
+
 fn open_embedded(path: &Path) -> SharedStore {
     Arc::new(EmbeddedStore::open(path).unwrap_or_else(|e| panic!("open {}: {e:#}", path.display())))
 }
@@ -627,7 +652,7 @@ async fn embedded_nonces_survive_reopen() {
     store.flush().await.expect("flush");
     drop(store);
 
-    let store = open_embedded(&path);
+    let store = reopen_embedded(&path).await;
     assert_eq!(
         ops::nonce(&*store, "acme", "n-1", Duration::from_secs(600)).await,
         NonceCheck::Replayed
@@ -656,7 +681,7 @@ async fn embedded_licences_and_tickets_survive_reopen() {
     store.flush().await.expect("flush");
     drop(store);
 
-    let store = open_embedded(&path);
+    let store = reopen_embedded(&path).await;
     let s = &*store;
     assert_eq!(ops::used(s, "acme").await, 2);
     assert_eq!(
@@ -690,6 +715,61 @@ async fn embedded_second_open_of_one_path_is_an_error() {
         NonceCheck::Fresh
     );
     first.ping().await.expect("ping");
+}
+
+/// Dropping the store must release the database file at once, so the same
+/// process can open it again (an in-process restart, as the integration
+/// tests do), even when the drop lands on a maintenance tick: each round
+/// drops the store one second after `open`, with a nonce making the
+/// background flush do work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_drop_releases_the_database_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for round in 0..10 {
+        let path = dir.path().join(format!("{round}.db"));
+        let store = open_embedded(&path);
+        let opened = tokio::time::Instant::now();
+        assert_eq!(
+            ops::nonce(&*store, "acme", "n", Duration::from_secs(60)).await,
+            NonceCheck::Fresh
+        );
+        tokio::time::sleep_until(opened + Duration::from_secs(1)).await;
+        drop(store);
+        if let Err(e) = EmbeddedStore::open(&path) {
+            failures.push(format!("{e:#}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 10 reopens right after a drop failed; first: {}",
+        failures.len(),
+        failures[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_open_errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a database.
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 10_000]).unwrap();
+    // A directory that cannot be created: a file is in the way.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let below_a_file = blocker.join("store.db");
+    for (path, names) in [(&garbage, &garbage), (&below_a_file, &blocker)] {
+        let err = match EmbeddedStore::open(path) {
+            Ok(_) => panic!("opening {} succeeded", path.display()),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains(&names.display().to_string()),
+            "the error for {} names {}: {err}",
+            path.display(),
+            names.display()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1118,5 +1198,216 @@ async fn embedded_flushed_nonces_survive_a_crash() {
             NonceCheck::Replayed,
             "{mode}"
         );
+    }
+}
+
+/// Outbox cases: enrolments and targets, enqueue with dedupe and
+/// replacement, leases, completion, retries, dead letters, statistics.
+mod outbox_cases {
+    use super::*;
+    use ltigate::store::{EnqueueOutcome, Enrolment, Failure, JobState, Lease};
+
+    const TTL: Duration = Duration::from_secs(60);
+    const LEASE: Duration = Duration::from_secs(30);
+
+    fn who(n: &str) -> Enrolment {
+        Enrolment::new("Acme", "C-1", &format!("acme:{n}"))
+    }
+
+    async fn with_target(store: &dyn Store, e: &Enrolment) {
+        store.put_enrolment(e, Some(b"{\"kind\":\"t\"}")).await.expect("put_enrolment");
+    }
+
+    async fn lease(store: &dyn Store, lease: Duration, max: usize) -> Vec<Lease> {
+        store.lease_due(lease, max).await.expect("lease_due")
+    }
+
+    pub async fn enrolments_keep_their_target(store: SharedStore) {
+        let e = who("t");
+        assert_eq!(store.get_enrolment(&e).await.unwrap(), None);
+        assert!(!store.put_enrolment(&e, None).await.unwrap());
+        assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(None));
+        store.put_enrolment(&e, Some(b"one")).await.unwrap();
+        assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(Some(b"one".to_vec())));
+        // A launch without a target keeps the earlier one; a new target replaces it.
+        store.put_enrolment(&e, None).await.unwrap();
+        assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(Some(b"one".to_vec())));
+        store.put_enrolment(&e, Some(b"two")).await.unwrap();
+        assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(Some(b"two".to_vec())));
+        assert_eq!(store.get_enrolment(&who("other")).await.unwrap(), None);
+    }
+
+    pub async fn enqueue_lease_complete(store: SharedStore) {
+        let e = who("a");
+        with_target(&*store, &e).await;
+        assert_eq!(store.enqueue(&e, "e-1", 0.8, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        let leased = lease(&*store, LEASE, 10).await;
+        assert_eq!(leased.len(), 1);
+        assert_eq!(leased[0].job.enrolment, e);
+        assert_eq!(leased[0].job.score, 0.8);
+        assert_eq!(leased[0].job.event_id, "e-1");
+        assert_eq!(leased[0].job.state, JobState::Pending);
+        // Leased: not handed out again.
+        assert!(lease(&*store, LEASE, 10).await.is_empty());
+        assert!(store.complete(&leased[0]).await.unwrap());
+        assert!(store.outbox_jobs().await.unwrap().is_empty());
+        assert!(lease(&*store, LEASE, 10).await.is_empty());
+    }
+
+    pub async fn duplicates_and_waiting(store: SharedStore) {
+        let e = who("w");
+        store.put_enrolment(&e, None).await.unwrap();
+        assert_eq!(store.enqueue(&e, "e-1", 0.4, TTL).await.unwrap(), EnqueueOutcome::Waiting);
+        assert_eq!(store.enqueue(&e, "e-1", 0.4, TTL).await.unwrap(), EnqueueOutcome::Duplicate);
+        assert_eq!(store.enqueue(&e, "e-2", 0.7, TTL).await.unwrap(), EnqueueOutcome::Waiting);
+        assert!(lease(&*store, LEASE, 10).await.is_empty(), "waiting jobs are not due");
+        let jobs = store.outbox_jobs().await.unwrap();
+        assert_eq!(jobs.len(), 1, "the newer event replaced the waiting one");
+        assert_eq!((jobs[0].score, jobs[0].state), (0.7, JobState::Waiting));
+        // The same event id for another learner is another event.
+        let other = who("x");
+        with_target(&*store, &other).await;
+        assert_eq!(store.enqueue(&other, "e-1", 0.1, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        // A target activates the waiting job.
+        assert!(store.put_enrolment(&e, Some(b"t")).await.unwrap());
+        let leased = lease(&*store, LEASE, 10).await;
+        let mut scores: Vec<f64> = leased.iter().map(|l| l.job.score).collect();
+        scores.sort_by(f64::total_cmp);
+        assert_eq!(scores, vec![0.1, 0.7]);
+        // Remembered ignored events.
+        assert!(store.remember_event(&e, "ignored-1", TTL).await.unwrap());
+        assert!(!store.remember_event(&e, "ignored-1", TTL).await.unwrap());
+        assert_eq!(store.enqueue(&e, "ignored-1", 0.2, TTL).await.unwrap(), EnqueueOutcome::Duplicate);
+    }
+
+    pub async fn event_ids_expire(store: SharedStore) {
+        let e = who("exp");
+        with_target(&*store, &e).await;
+        let short = Duration::from_millis(300);
+        assert_eq!(store.enqueue(&e, "e-1", 0.5, short).await.unwrap(), EnqueueOutcome::Queued);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(store.enqueue(&e, "e-1", 0.5, short).await.unwrap(), EnqueueOutcome::Queued);
+    }
+
+    pub async fn newer_event_while_leased(store: SharedStore) {
+        let e = who("r");
+        with_target(&*store, &e).await;
+        store.enqueue(&e, "e-1", 0.2, TTL).await.unwrap();
+        let first = lease(&*store, LEASE, 10).await.remove(0);
+        assert_eq!(store.enqueue(&e, "e-2", 0.9, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        // Still leased: nobody else may deliver it meanwhile.
+        assert!(lease(&*store, LEASE, 10).await.is_empty());
+        // The old version was delivered; the newer one stays and is due.
+        assert!(store.complete(&first).await.unwrap());
+        let second = lease(&*store, LEASE, 10).await;
+        assert_eq!(second.len(), 1);
+        assert_eq!((second[0].job.score, second[0].job.event_id.as_str()), (0.9, "e-2"));
+        assert!(second[0].job.version > first.job.version);
+        assert!(store.complete(&second[0]).await.unwrap());
+        assert!(store.outbox_jobs().await.unwrap().is_empty());
+    }
+
+    pub async fn retries_dead_letters_and_retry(store: SharedStore) {
+        let e = who("f");
+        with_target(&*store, &e).await;
+        store.enqueue(&e, "e-1", 0.3, TTL).await.unwrap();
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        let at = ltigate::store::now_millis() + 300;
+        assert!(store.fail(&l, Failure::RetryAt(at), "HTTP 503").await.unwrap());
+        assert!(lease(&*store, LEASE, 10).await.is_empty(), "not due before its time");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        assert_eq!(l.job.attempts, 1);
+        assert_eq!(l.job.last_error.as_deref(), Some("HTTP 503"));
+        assert!(store.fail(&l, Failure::Dead, "failure: HTTP 422: locked").await.unwrap());
+        assert!(lease(&*store, LEASE, 10).await.is_empty(), "dead letters are not retried");
+        let jobs = store.outbox_jobs().await.unwrap();
+        assert_eq!(jobs[0].state, JobState::Dead);
+        assert_eq!(jobs[0].attempts, 2);
+        assert_eq!(jobs[0].last_error.as_deref(), Some("failure: HTTP 422: locked"));
+        let stats = store.outbox_stats().await.unwrap();
+        assert_eq!((stats.depth, stats.dead), (0, 1));
+        assert_eq!(store.retry_dead(Some("not-an-id")).await.unwrap(), 0);
+        assert_eq!(store.retry_dead(Some(&e.id())).await.unwrap(), 1);
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        assert_eq!((l.job.attempts, l.job.last_error.clone()), (0, None));
+        assert!(store.fail(&l, Failure::Dead, "again").await.unwrap());
+        assert_eq!(store.retry_dead(None).await.unwrap(), 1);
+        // A new event replaces a dead letter.
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        store.fail(&l, Failure::Dead, "dead").await.unwrap();
+        assert_eq!(store.enqueue(&e, "e-9", 1.0, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        assert_eq!((l.job.score, l.job.attempts), (1.0, 0));
+    }
+
+    pub async fn expired_leases_come_back(store: SharedStore) {
+        let e = who("l");
+        with_target(&*store, &e).await;
+        store.enqueue(&e, "e-1", 0.5, TTL).await.unwrap();
+        let first = lease(&*store, Duration::from_millis(300), 10).await.remove(0);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let second = lease(&*store, LEASE, 10).await.remove(0);
+        assert_ne!(first.token, second.token);
+        // The first holder lost its lease: its results are not recorded.
+        assert!(!store.complete(&first).await.unwrap());
+        assert!(!store.fail(&first, Failure::Dead, "x").await.unwrap());
+        assert_eq!(store.outbox_jobs().await.unwrap()[0].state, JobState::Pending);
+        assert!(store.complete(&second).await.unwrap());
+    }
+
+    pub async fn release_hands_back(store: SharedStore) {
+        let e = who("h");
+        with_target(&*store, &e).await;
+        store.enqueue(&e, "e-1", 0.5, TTL).await.unwrap();
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        store.release(&l).await.unwrap();
+        let again = lease(&*store, LEASE, 10).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].job.attempts, 0);
+    }
+
+    pub async fn concurrent_leases_are_disjoint(store: SharedStore) {
+        for i in 0..30 {
+            let e = who(&format!("c{i}"));
+            with_target(&*store, &e).await;
+            store.enqueue(&e, "e", 0.5, TTL).await.unwrap();
+        }
+        let barrier = Arc::new(Barrier::new(8));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let mut mine = Vec::new();
+                for _ in 0..4 {
+                    for l in store.lease_due(LEASE, 3).await.unwrap() {
+                        mine.push(l.job.enrolment.learner);
+                    }
+                }
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let unique: HashSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "a job was leased twice: {all:?}");
+        assert_eq!(all.len(), 30);
+    }
+
+    pub async fn stats_count_depth_dead_and_age(store: SharedStore) {
+        assert_eq!(store.outbox_stats().await.unwrap(), Default::default());
+        let a = who("s1");
+        with_target(&*store, &a).await;
+        store.enqueue(&a, "e", 0.5, TTL).await.unwrap();
+        let b = who("s2");
+        store.put_enrolment(&b, None).await.unwrap();
+        store.enqueue(&b, "e", 0.5, TTL).await.unwrap();
+        let s = store.outbox_stats().await.unwrap();
+        assert_eq!((s.depth, s.dead), (2, 0));
+        let oldest = s.oldest_created_ms.unwrap();
+        assert!(ltigate::store::now_millis() - oldest < 5_000);
     }
 }

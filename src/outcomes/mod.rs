@@ -109,7 +109,7 @@ pub fn check_target_url(
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("URL carries credentials".into());
     }
-    if !allowlist.is_empty() && !allowlist.iter().any(|h| *h == host) {
+    if !allowlist.is_empty() && !allowlist.contains(&host) {
         return Err(format!(
             "host {host} is not in the consumer's outcome_hosts"
         ));

@@ -58,7 +58,20 @@ impl EmbeddedStore {
                 anyhow::anyhow!("store.path: cannot create directory {}: {e}", dir.display())
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // A store of this process dropped a moment ago may still be
+        // finishing a background flush: give it a moment before calling the
+        // database busy.
+        let mut attempt = 0;
+        let created = loop {
+            match Database::create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        };
+        let db = created.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
                 "store.path: {} is already open in another ltigate process (the embedded store serves one replica; use Redis for several)",
                 path.display()
@@ -187,17 +200,24 @@ impl Inner {
 }
 
 async fn maintenance(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let period = Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        let Some(strong) = inner.upgrade() else {
+        if inner.strong_count() == 0 {
             return;
-        };
+        }
         n += 1;
         let sweep = n % 30 == 0;
+        // The strong handle lives only inside the blocking job, so a store
+        // dropped meanwhile closes its database as soon as the job ends.
+        let weak = inner.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let Some(strong) = weak.upgrade() else {
+                return Ok(());
+            };
             if sweep {
                 strong.sweep()?;
             }
@@ -696,13 +716,12 @@ impl Store for EmbeddedStore {
 /// When a job is due in the index: pending jobs at their lease expiry
 /// while leased, else at `next_at`.
 fn due_of(job: &Job) -> Option<u64> {
-    (job.state == JobState::Pending).then(|| {
-        if job.lease_until_ms > 0 {
-            job.lease_until_ms
-        } else {
-            job.next_at_ms
-        }
-    })
+    let at = if job.lease_until_ms > 0 {
+        job.lease_until_ms
+    } else {
+        job.next_at_ms
+    };
+    (job.state == JobState::Pending).then_some(at)
 }
 
 fn load_job(jobs: &redb::Table<&str, &[u8]>, key: &str) -> Result<Option<Job>, StoreError> {

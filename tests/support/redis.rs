@@ -19,7 +19,7 @@ use tempfile::TempDir;
 const SERVER_BIN: &str = "redis-server";
 const CLI_BIN: &str = "redis-cli";
 
-/// How long a freshly spawned server may take to answer `PING`.
+/// How long a freshly spawned server may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new Cluster may take to reach `cluster_state:ok` everywhere.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,7 +77,7 @@ impl Node {
         self.dir.path().join("redis.log")
     }
 
-    /// Spawns the server on `self.port` and waits until it answers `PING`.
+    /// Spawns the server on `self.port` and waits until it answers.
     fn spawn(&mut self) -> Result<(), StartFailure> {
         assert!(self.child.is_none(), "redis-server is already running");
         let log = File::options()
@@ -132,7 +132,7 @@ impl Node {
             if Instant::now() >= deadline {
                 self.kill();
                 return Err(StartFailure::Other(format!(
-                    "redis-server on port {} did not answer PING within {START_TIMEOUT:?}; log tail:\n{}",
+                    "redis-server on port {} did not answer within {START_TIMEOUT:?}; log tail:\n{}",
                     self.port,
                     tail(&read_to_string(&self.log_path()), 30)
                 )));
@@ -191,8 +191,8 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server and waits until it answers `PING`; panics (with the
-    /// log's tail) when it does not come up.
+    /// Starts a server and waits until it answers; panics (with the log's
+    /// tail) when it does not come up.
     pub fn start() -> RedisServer {
         RedisServer::start_with_args(&[])
     }
@@ -328,7 +328,7 @@ impl RedisCluster {
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
         let mut pending: Vec<u16> = self.ports();
         loop {
-            pending.retain(|port| !cluster_info(*port).contains("cluster_state:ok"));
+            pending.retain(|port| cluster_state(*port).as_deref() != Some("ok"));
             if pending.is_empty() {
                 return;
             }
@@ -336,9 +336,9 @@ impl RedisCluster {
                 let mut report = String::new();
                 for n in &self.nodes {
                     report.push_str(&format!(
-                        "--- node {} cluster info:\n{}\n--- log tail:\n{}\n",
+                        "--- node {}: cluster_state {:?}; log tail:\n{}\n",
                         n.port,
-                        cluster_info(n.port),
+                        cluster_state(n.port),
                         n.log_tail(15)
                     ));
                 }
@@ -412,9 +412,21 @@ fn cluster_port() -> u16 {
     }
 }
 
-/// The `process_id` of the server answering on `port` (inline
-/// `INFO server` over raw TCP), or `None` when nothing answers yet.
+/// The `process_id` of the server answering on `port`, or `None` when
+/// nothing answers yet.
 fn server_pid(port: u16) -> Option<u32> {
+    info_field(port, "INFO server", "process_id")?.parse().ok()
+}
+
+/// `cluster_state` as the node on `port` sees it (`None`: no answer).
+fn cluster_state(port: u16) -> Option<String> {
+    info_field(port, "CLUSTER INFO", "cluster_state")
+}
+
+/// Sends an inline command whose reply is `INFO`-style text over raw TCP
+/// (every step bounded, so a frozen server cannot hang the caller) and
+/// returns the value of `field`.
+fn info_field(port: u16, command: &str, field: &str) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     stream
@@ -423,42 +435,24 @@ fn server_pid(port: u16) -> Option<u32> {
     stream
         .set_write_timeout(Some(Duration::from_millis(500)))
         .ok()?;
-    stream.write_all(b"INFO server\r\n").ok()?;
+    stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let needle = format!("{field}:");
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
-    loop {
+    while reply.len() < 64 * 1024 {
         let n = stream.read(&mut buf).ok()?;
         if n == 0 {
             return None;
         }
         reply.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&reply);
-        if let Some(rest) = text.split("process_id:").nth(1) {
-            if let Some((pid, _)) = rest.split_once("\r\n") {
-                return pid.trim().parse().ok();
+        if let Some(rest) = text.split(needle.as_str()).nth(1) {
+            if let Some((value, _)) = rest.split_once("\r\n") {
+                return Some(value.trim().to_string());
             }
         }
-        if reply.len() > 64 * 1024 {
-            return None;
-        }
     }
-}
-
-/// `CLUSTER INFO` of one node as text (empty when it cannot be asked).
-fn cluster_info(port: u16) -> String {
-    Command::new(CLI_BIN)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "cluster",
-            "info",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+    None
 }
 
 fn read_to_string(path: &Path) -> String {
