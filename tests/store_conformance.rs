@@ -180,8 +180,8 @@ mod ops {
 
 /// The conformance cases; each takes a fresh, empty store.
 mod cases {
-    pub use super::outbox_cases::*;
     use super::ops::*;
+    pub use super::outbox_cases::*;
     use super::*;
     use LicenceClaim::{Exhausted, Existing, New};
     use NonceCheck::{Fresh, Replayed};
@@ -1215,7 +1215,10 @@ mod outbox_cases {
     }
 
     async fn with_target(store: &dyn Store, e: &Enrolment) {
-        store.put_enrolment(e, Some(b"{\"kind\":\"t\"}")).await.expect("put_enrolment");
+        store
+            .put_enrolment(e, Some(b"{\"kind\":\"t\"}"))
+            .await
+            .expect("put_enrolment");
     }
 
     async fn lease(store: &dyn Store, lease: Duration, max: usize) -> Vec<Lease> {
@@ -1228,19 +1231,31 @@ mod outbox_cases {
         assert!(!store.put_enrolment(&e, None).await.unwrap());
         assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(None));
         store.put_enrolment(&e, Some(b"one")).await.unwrap();
-        assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(Some(b"one".to_vec())));
+        assert_eq!(
+            store.get_enrolment(&e).await.unwrap(),
+            Some(Some(b"one".to_vec()))
+        );
         // A launch without a target keeps the earlier one; a new target replaces it.
         store.put_enrolment(&e, None).await.unwrap();
-        assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(Some(b"one".to_vec())));
+        assert_eq!(
+            store.get_enrolment(&e).await.unwrap(),
+            Some(Some(b"one".to_vec()))
+        );
         store.put_enrolment(&e, Some(b"two")).await.unwrap();
-        assert_eq!(store.get_enrolment(&e).await.unwrap(), Some(Some(b"two".to_vec())));
+        assert_eq!(
+            store.get_enrolment(&e).await.unwrap(),
+            Some(Some(b"two".to_vec()))
+        );
         assert_eq!(store.get_enrolment(&who("other")).await.unwrap(), None);
     }
 
     pub async fn enqueue_lease_complete(store: SharedStore) {
         let e = who("a");
         with_target(&*store, &e).await;
-        assert_eq!(store.enqueue(&e, "e-1", 0.8, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.8, TTL).await.unwrap(),
+            EnqueueOutcome::Queued
+        );
         let leased = lease(&*store, LEASE, 10).await;
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].job.enrolment, e);
@@ -1257,17 +1272,32 @@ mod outbox_cases {
     pub async fn duplicates_and_waiting(store: SharedStore) {
         let e = who("w");
         store.put_enrolment(&e, None).await.unwrap();
-        assert_eq!(store.enqueue(&e, "e-1", 0.4, TTL).await.unwrap(), EnqueueOutcome::Waiting);
-        assert_eq!(store.enqueue(&e, "e-1", 0.4, TTL).await.unwrap(), EnqueueOutcome::Duplicate);
-        assert_eq!(store.enqueue(&e, "e-2", 0.7, TTL).await.unwrap(), EnqueueOutcome::Waiting);
-        assert!(lease(&*store, LEASE, 10).await.is_empty(), "waiting jobs are not due");
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.4, TTL).await.unwrap(),
+            EnqueueOutcome::Waiting
+        );
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.4, TTL).await.unwrap(),
+            EnqueueOutcome::Duplicate
+        );
+        assert_eq!(
+            store.enqueue(&e, "e-2", 0.7, TTL).await.unwrap(),
+            EnqueueOutcome::Waiting
+        );
+        assert!(
+            lease(&*store, LEASE, 10).await.is_empty(),
+            "waiting jobs are not due"
+        );
         let jobs = store.outbox_jobs().await.unwrap();
         assert_eq!(jobs.len(), 1, "the newer event replaced the waiting one");
         assert_eq!((jobs[0].score, jobs[0].state), (0.7, JobState::Waiting));
         // The same event id for another learner is another event.
         let other = who("x");
         with_target(&*store, &other).await;
-        assert_eq!(store.enqueue(&other, "e-1", 0.1, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        assert_eq!(
+            store.enqueue(&other, "e-1", 0.1, TTL).await.unwrap(),
+            EnqueueOutcome::Queued
+        );
         // A target activates the waiting job.
         assert!(store.put_enrolment(&e, Some(b"t")).await.unwrap());
         let leased = lease(&*store, LEASE, 10).await;
@@ -1277,16 +1307,25 @@ mod outbox_cases {
         // Remembered ignored events.
         assert!(store.remember_event(&e, "ignored-1", TTL).await.unwrap());
         assert!(!store.remember_event(&e, "ignored-1", TTL).await.unwrap());
-        assert_eq!(store.enqueue(&e, "ignored-1", 0.2, TTL).await.unwrap(), EnqueueOutcome::Duplicate);
+        assert_eq!(
+            store.enqueue(&e, "ignored-1", 0.2, TTL).await.unwrap(),
+            EnqueueOutcome::Duplicate
+        );
     }
 
     pub async fn event_ids_expire(store: SharedStore) {
         let e = who("exp");
         with_target(&*store, &e).await;
         let short = Duration::from_millis(300);
-        assert_eq!(store.enqueue(&e, "e-1", 0.5, short).await.unwrap(), EnqueueOutcome::Queued);
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.5, short).await.unwrap(),
+            EnqueueOutcome::Queued
+        );
         tokio::time::sleep(Duration::from_millis(450)).await;
-        assert_eq!(store.enqueue(&e, "e-1", 0.5, short).await.unwrap(), EnqueueOutcome::Queued);
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.5, short).await.unwrap(),
+            EnqueueOutcome::Queued
+        );
     }
 
     pub async fn newer_event_while_leased(store: SharedStore) {
@@ -1294,14 +1333,20 @@ mod outbox_cases {
         with_target(&*store, &e).await;
         store.enqueue(&e, "e-1", 0.2, TTL).await.unwrap();
         let first = lease(&*store, LEASE, 10).await.remove(0);
-        assert_eq!(store.enqueue(&e, "e-2", 0.9, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        assert_eq!(
+            store.enqueue(&e, "e-2", 0.9, TTL).await.unwrap(),
+            EnqueueOutcome::Queued
+        );
         // Still leased: nobody else may deliver it meanwhile.
         assert!(lease(&*store, LEASE, 10).await.is_empty());
         // The old version was delivered; the newer one stays and is due.
         assert!(store.complete(&first).await.unwrap());
         let second = lease(&*store, LEASE, 10).await;
         assert_eq!(second.len(), 1);
-        assert_eq!((second[0].job.score, second[0].job.event_id.as_str()), (0.9, "e-2"));
+        assert_eq!(
+            (second[0].job.score, second[0].job.event_id.as_str()),
+            (0.9, "e-2")
+        );
         assert!(second[0].job.version > first.job.version);
         assert!(store.complete(&second[0]).await.unwrap());
         assert!(store.outbox_jobs().await.unwrap().is_empty());
@@ -1313,18 +1358,33 @@ mod outbox_cases {
         store.enqueue(&e, "e-1", 0.3, TTL).await.unwrap();
         let l = lease(&*store, LEASE, 10).await.remove(0);
         let at = ltigate::store::now_millis() + 300;
-        assert!(store.fail(&l, Failure::RetryAt(at), "HTTP 503").await.unwrap());
-        assert!(lease(&*store, LEASE, 10).await.is_empty(), "not due before its time");
+        assert!(store
+            .fail(&l, Failure::RetryAt(at), "HTTP 503")
+            .await
+            .unwrap());
+        assert!(
+            lease(&*store, LEASE, 10).await.is_empty(),
+            "not due before its time"
+        );
         tokio::time::sleep(Duration::from_millis(450)).await;
         let l = lease(&*store, LEASE, 10).await.remove(0);
         assert_eq!(l.job.attempts, 1);
         assert_eq!(l.job.last_error.as_deref(), Some("HTTP 503"));
-        assert!(store.fail(&l, Failure::Dead, "failure: HTTP 422: locked").await.unwrap());
-        assert!(lease(&*store, LEASE, 10).await.is_empty(), "dead letters are not retried");
+        assert!(store
+            .fail(&l, Failure::Dead, "failure: HTTP 422: locked")
+            .await
+            .unwrap());
+        assert!(
+            lease(&*store, LEASE, 10).await.is_empty(),
+            "dead letters are not retried"
+        );
         let jobs = store.outbox_jobs().await.unwrap();
         assert_eq!(jobs[0].state, JobState::Dead);
         assert_eq!(jobs[0].attempts, 2);
-        assert_eq!(jobs[0].last_error.as_deref(), Some("failure: HTTP 422: locked"));
+        assert_eq!(
+            jobs[0].last_error.as_deref(),
+            Some("failure: HTTP 422: locked")
+        );
         let stats = store.outbox_stats().await.unwrap();
         assert_eq!((stats.depth, stats.dead), (0, 1));
         assert_eq!(store.retry_dead(Some("not-an-id")).await.unwrap(), 0);
@@ -1336,7 +1396,10 @@ mod outbox_cases {
         // A new event replaces a dead letter.
         let l = lease(&*store, LEASE, 10).await.remove(0);
         store.fail(&l, Failure::Dead, "dead").await.unwrap();
-        assert_eq!(store.enqueue(&e, "e-9", 1.0, TTL).await.unwrap(), EnqueueOutcome::Queued);
+        assert_eq!(
+            store.enqueue(&e, "e-9", 1.0, TTL).await.unwrap(),
+            EnqueueOutcome::Queued
+        );
         let l = lease(&*store, LEASE, 10).await.remove(0);
         assert_eq!((l.job.score, l.job.attempts), (1.0, 0));
     }
@@ -1345,14 +1408,19 @@ mod outbox_cases {
         let e = who("l");
         with_target(&*store, &e).await;
         store.enqueue(&e, "e-1", 0.5, TTL).await.unwrap();
-        let first = lease(&*store, Duration::from_millis(300), 10).await.remove(0);
+        let first = lease(&*store, Duration::from_millis(300), 10)
+            .await
+            .remove(0);
         tokio::time::sleep(Duration::from_millis(450)).await;
         let second = lease(&*store, LEASE, 10).await.remove(0);
         assert_ne!(first.token, second.token);
         // The first holder lost its lease: its results are not recorded.
         assert!(!store.complete(&first).await.unwrap());
         assert!(!store.fail(&first, Failure::Dead, "x").await.unwrap());
-        assert_eq!(store.outbox_jobs().await.unwrap()[0].state, JobState::Pending);
+        assert_eq!(
+            store.outbox_jobs().await.unwrap()[0].state,
+            JobState::Pending
+        );
         assert!(store.complete(&second).await.unwrap());
     }
 
