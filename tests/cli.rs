@@ -1,0 +1,229 @@
+//! The `ltigate` binary: `check-config` output and errors, and `serve` with
+//! the shipped `config/ltigate.toml` (what the README's run command does).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ltigate");
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ltigate.toml");
+
+fn check_config(toml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check-config").arg("--config").arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("session-key");
+    std::fs::write(&key, "k-file-secret-0123456789abcdef0123456789\n").unwrap();
+    let toml = format!(
+        r#"
+[server]
+public_url = "https://learn.example.com"
+[session]
+secret_file = "{}"
+[store]
+url = "redis://user:redis-password@127.0.0.1:6379"
+[webhook]
+secret = "webhook-inline-secret-123"
+[upstream]
+api_token = "api-token-secret"
+[[consumers]]
+name = "Acme"
+key = "acme"
+secrets = ["consumer-secret-new", "consumer-secret-old"]
+lms_id = "acme"
+"#,
+        key.display()
+    );
+    let (code, out, err) = check_config(&toml, &[]);
+    assert_eq!(code, 0, "{err}");
+    for secret in [
+        "k-file-secret",
+        "redis-password",
+        "webhook-inline-secret",
+        "api-token-secret",
+        "consumer-secret-new",
+        "consumer-secret-old",
+    ] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} leaked:\n{out}\n{err}"
+        );
+    }
+    assert!(out.contains("[redacted]"));
+    assert!(out.contains("public_url = \"https://learn.example.com\""));
+    // Defaults are shown as effective values.
+    assert!(out.contains("idle_ttl = \"2h\""), "{out}");
+    let reparsed: toml::Table = out.parse().expect("the output is TOML");
+    assert!(reparsed.contains_key("outcomes"));
+}
+
+#[test]
+fn check_config_reports_every_problem_on_its_own_line() {
+    let toml = r#"
+[server]
+listen = "nowhere"
+[session]
+ttl = "forever"
+tll = "1h"
+[[consumers]]
+name = "A"
+key = "k"
+lms_id = "a"
+"#;
+    let (code, out, err) = check_config(toml, &[]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    // Unknown keys stop before validation, with their path.
+    assert!(err.contains("session.tll: unknown key"), "{err}");
+
+    let toml = toml.replace("tll = \"1h\"\n", "");
+    let (code, _, err) = check_config(&toml, &[("LTIGATE_STORE__URL", "mysql://x")]);
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = err.lines().collect();
+    for needle in [
+        "server.listen:",
+        "server.public_url: required",
+        "session.ttl:",
+        "consumers[0]: a secret is required",
+        "store.url:",
+    ] {
+        assert!(
+            lines.iter().filter(|l| l.contains(needle)).count() == 1,
+            "{needle} not on exactly one line:\n{err}"
+        );
+    }
+    assert!(lines.iter().all(|l| l.starts_with("config: ")), "{err}");
+}
+
+#[test]
+fn check_config_rejects_a_missing_file_and_bad_types_cleanly() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "/nonexistent/ltigate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/ltigate.toml: not found"),
+        "{err}"
+    );
+
+    let (code, _, err) = check_config(
+        "[server]\npublic_url = \"https://x.example\"\nmax_connections = \"many\"\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("server.max_connections"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", SHIPPED])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("demo-secret-change-me"));
+}
+
+/// `ltigate serve` on the shipped configuration starts, generates its
+/// session key beside the embedded database, answers health checks and
+/// stops cleanly on SIGTERM.
+#[test]
+fn serve_runs_on_the_shipped_config_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", SHIPPED])
+        .current_dir(dir.path())
+        .env("LTIGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("LTIGATE_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("LTIGATE_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut admin = None;
+    let mut log = Vec::new();
+    while admin.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["fields"]["message"] == "ltigate is serving" {
+                    admin = v["fields"]["admin"].as_str().map(str::to_string);
+                }
+            }
+            log.push(line);
+        }
+    }
+    let admin = admin.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("ltigate did not start:\n{}", log.join("\n"))
+    });
+    let health = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/{}/{}; printf 'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3",
+            admin.split(':').next().unwrap(),
+            admin.split(':').nth(1).unwrap()
+        ))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&health.stdout).starts_with("HTTP/1.1 200"));
+    assert!(dir.path().join("data/session.key").exists());
+    assert!(dir.path().join("data/ltigate.db").exists());
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit {status:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while let Ok(line) = rx.try_recv() {
+        log.push(line);
+    }
+    // The demo consumer's secret never reaches the logs.
+    assert!(!log.join("\n").contains("demo-secret-change-me"));
+}
