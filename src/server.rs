@@ -7,7 +7,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,7 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::gate::Body;
+use crate::gate::{Body, BoxError};
 
 /// Per-listener connection settings.
 #[derive(Debug, Clone, Copy)]
@@ -113,4 +119,71 @@ async fn protocol_known(stream: &TcpStream, timeout: Duration) -> bool {
         }
     };
     tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+}
+
+/// The response with `guard` kept alive until its body has been sent (or
+/// dropped): a concurrency permit then covers a streaming download too,
+/// not just the wait for its first byte.
+pub fn hold_until_sent<G: Send + Sync + Unpin + 'static>(
+    resp: Response<Body>,
+    guard: G,
+) -> Response<Body> {
+    resp.map(|inner| {
+        GuardedBody {
+            inner,
+            _guard: guard,
+        }
+        .boxed()
+    })
+}
+
+/// A body that owns a guard.
+struct GuardedBody<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G> http_body::Body for GuardedBody<G>
+where
+    G: Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+
+    use super::hold_until_sent;
+    use crate::gate::respond;
+
+    #[tokio::test]
+    async fn the_guard_lives_until_the_body_is_sent() {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = permits.clone().try_acquire_owned().unwrap();
+        let resp = hold_until_sent(respond::text(http::StatusCode::OK, "body"), permit);
+        assert_eq!(permits.available_permits(), 0);
+        let (parts, body) = resp.into_parts();
+        assert_eq!(parts.status, 200);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "body");
+        assert_eq!(permits.available_permits(), 1);
+    }
 }
