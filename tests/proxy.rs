@@ -771,3 +771,35 @@ async fn clients_that_send_their_headers_too_slowly_are_cut_off() {
     let r = raw(gate.public, "GET /x HTTP/1.1\r\nHost: x").await;
     assert_eq!(r.status, 401);
 }
+
+#[tokio::test]
+async fn http2_clients_are_proxied_to_the_http1_upstream() {
+    let (up, gate) = setup().await;
+    let cookie = session(&gate, &Launch::acme("u-13", "C-1"), None).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    up.clear();
+    let r = h2
+        .get(gate.url("/courses/C-1?x=1"))
+        .header("cookie", "a=1")
+        .header("cookie", &cookie)
+        .header("cookie", "b=2")
+        .header("x-lti-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let rec = &up.records()[0];
+    assert_eq!(rec.path, "/courses/C-1");
+    // The :authority becomes Host; the cookie fields become one header.
+    assert_eq!(rec.headers["host"], gate.public.to_string());
+    assert_eq!(
+        rec.headers.get_all("cookie").iter().collect::<Vec<_>>(),
+        ["a=1; b=2"]
+    );
+    assert_eq!(rec.headers["x-lti-user"], "acme:u-13");
+    assert_eq!(rec.headers.get_all("x-lti-user").iter().count(), 1);
+}

@@ -561,7 +561,19 @@ impl HeaderPolicy {
             .map(String::as_str);
         let mut id_buf = [0u8; 32];
         let request_id = new_request_id(&mut id_buf);
+        // HTTP/2 carries the host in the URI (`:authority`), not in `Host`.
+        let authority = match req.http.headers().contains_key(header::HOST) {
+            true => None,
+            false => req
+                .http
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         let headers = req.http.headers_mut();
+        if let Some(host) = authority {
+            headers.insert(header::HOST, host);
+        }
         let forged = self.strip(headers);
         if !forged.is_empty() {
             tracing::info!(
