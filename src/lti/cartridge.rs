@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::lti::oauth1::split_url;
-use crate::lti::outcomes::xml_escape;
+use crate::lti::outcomes::{xml_escape, xml_escape_attr};
 
 /// Default namespace of the link (`imslticc_v1p0`).
 pub const NS_CC: &str = "http://www.imsglobal.org/xsd/imslticc_v1p0";
@@ -60,7 +60,8 @@ fn url_host(url: &str) -> Option<String> {
 /// when there are entries), `blti:extensions platform="canvas.instructure.com"`
 /// with `privacy_level` = `public` and `domain` = the launch URL's host (left out
 /// when the URL has no parsable host), then `cartridge_bundle` and
-/// `cartridge_icon`. Every value is XML-escaped.
+/// `cartridge_icon`. Every value is XML-escaped (carriage returns, and tabs
+/// and newlines in attribute values, as character references).
 pub fn build(c: &Cartridge<'_>) -> String {
     let mut out = String::with_capacity(2048);
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -99,7 +100,7 @@ pub fn build(c: &Cartridge<'_>) -> String {
             let _ = writeln!(
                 out,
                 "    <lticm:property name=\"{}\">{}</lticm:property>",
-                xml_escape(name),
+                xml_escape_attr(name),
                 xml_escape(value)
             );
         }
@@ -446,6 +447,33 @@ mod tests {
         assert_eq!(
             ext.map(properties),
             Some(vec![("privacy_level", "public"), ("domain", "h.example")])
+        );
+    }
+
+    #[test]
+    fn line_ends_and_tabs_survive_xml_processors() {
+        // An XML processor reads a literal CR as LF (XML 1.0 §2.11) and a
+        // literal tab or newline in an attribute value as a space (§3.3.3).
+        let custom = [("a\tb\nc\rd", "x\r\ny")];
+        let xml = build(&Cartridge {
+            title: "T\r\n2",
+            description: "one\rtwo\nthree",
+            launch_url: "https://h.example/l",
+            custom: &custom,
+            icon_url: None,
+        });
+        assert!(!xml.contains('\r'), "{xml:?}");
+        assert!(xml.contains("<blti:title>T&#13;\n2</blti:title>"), "{xml}");
+        assert!(
+            xml.contains("<lticm:property name=\"a&#9;b&#10;c&#13;d\">x&#13;\ny</lticm:property>"),
+            "{xml}"
+        );
+        let root = parse(&xml);
+        assert_eq!(text_of(&root, "title"), Some("T\r\n2"));
+        assert_eq!(text_of(&root, "description"), Some("one\rtwo\nthree"));
+        assert_eq!(
+            root.child(NS_BLTI, "custom").map(properties),
+            Some(vec![("a\tb\nc\rd", "x\r\ny")])
         );
     }
 

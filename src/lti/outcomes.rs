@@ -76,22 +76,40 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
-/// Escapes `&`, `<`, `>`, `"` and `'` for XML text and attribute values.
-/// Characters XML 1.0 cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are
-/// dropped, so the output is always well-formed.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+/// Escapes `value` into `out`; `attribute` also escapes tab and newline.
+fn escape_into(value: &str, attribute: bool, out: &mut String) {
+    for c in value.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' if attribute => out.push_str("&#9;"),
+            '\n' if attribute => out.push_str("&#10;"),
             c if is_xml_char(c) => out.push(c),
             _ => {}
         }
     }
+}
+
+/// Escapes `&`, `<`, `>`, `"` and `'` for XML character data, and a carriage
+/// return as `&#13;` (an XML processor turns a literal one into a newline).
+/// Characters XML 1.0 cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are
+/// dropped, so the output is always well-formed.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_into(s, false, &mut out);
+    out
+}
+
+/// Like [`xml_escape`], for attribute values: tab and newline are written as
+/// `&#9;` and `&#10;` too, since an XML processor turns literal ones into
+/// spaces there.
+pub fn xml_escape_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_into(s, true, &mut out);
     out
 }
 
@@ -585,6 +603,25 @@ mod tests {
         );
         assert_eq!(xml_escape("plain ü\t\n"), "plain ü\t\n");
         assert_eq!(xml_escape("a\u{0}b\u{1b}c\u{FFFE}"), "abc");
+        assert_eq!(
+            xml_escape_attr("a\tb\nc\rd<\u{0}"),
+            "a&#9;b&#10;c&#13;d&lt;"
+        );
+    }
+
+    #[test]
+    fn carriage_return_survives_xml_processors() {
+        // XML 1.0 §2.11: a processor reads a literal CR (alone or before LF) as
+        // LF, so a CR in a value must go out as a character reference.
+        assert_eq!(xml_escape("a\rb\r\nc"), "a&#13;b&#13;\nc");
+        let id = "line1\r\nline2\rend";
+        let xml = build_request("m\r1", id, &Operation::Read).unwrap_or_default();
+        assert!(!xml.contains('\r'), "{xml:?}");
+        let parsed = parse_request(xml.as_bytes());
+        assert_eq!(parsed.as_ref().map(|r| r.sourced_id.as_str()), Ok(id));
+        assert_eq!(parsed.as_ref().map(|r| r.message_id.as_str()), Ok("m\r1"));
+        let response = build_response("m", "r\r", "readResult", &CodeMajor::Success, "d\re", None);
+        assert!(!response.contains('\r'), "{response:?}");
     }
 
     #[test]
