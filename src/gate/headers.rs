@@ -165,7 +165,13 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// Removes `Connection`, every header it names and the hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
+        // `close`, `keep-alive` and `upgrade` are the usual tokens: options
+        // or names removed below anyway, so they cost no allocation here.
         let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
+            })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
