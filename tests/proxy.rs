@@ -566,12 +566,13 @@ async fn a_hanging_upstream_is_a_504_within_the_timeout_and_starves_no_one() {
         let req = client().get(gate.url("/hang")).header("cookie", &cookie);
         tokio::spawn(async move { req.send().await.unwrap() })
     };
-    // Meanwhile other requests are answered at once.
+    // Meanwhile other requests are answered at once, well before the
+    // hanging one's 800 ms timeout.
     for _ in 0..5 {
         let t = Instant::now();
         echo(&gate, "/courses/C-1", Some(&cookie)).await;
         assert!(
-            t.elapsed() < Duration::from_millis(300),
+            t.elapsed() < Duration::from_millis(600),
             "{:?}",
             t.elapsed()
         );
@@ -725,7 +726,7 @@ async fn requests_beyond_max_connections_get_a_fast_503() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     assert!(
-        t.elapsed() < Duration::from_millis(300),
+        t.elapsed() < Duration::from_millis(500),
         "{:?}",
         t.elapsed()
     );
