@@ -4,20 +4,15 @@
 //! Outcomes service verifies signed POX requests, and the "complete" button
 //! brings the grade into the LMS gradebook.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use ltigate::demo::{self, lms::sourced_id, Demo, Options, Ports};
 use ltigate::lti::encode::form_encode;
 use ltigate::lti::oauth1::{authorization_header, OutboundRequest, SignatureMethod};
 use ltigate::lti::outcomes::{build_request, parse_response, CodeMajor, Operation};
-
-/// An HTTP client that follows no redirects and keeps no cookies.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
+use support::gate::client;
 
 async fn start() -> (Demo, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

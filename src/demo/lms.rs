@@ -19,7 +19,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::web::{self, error_page, html, page, Site};
+use super::web::{self, error_page, page, Site};
 use super::{learner, Learner, CONSUMER_KEY, CONSUMER_SECRET, COURSE_ID, COURSE_TITLE, LEARNERS};
 use crate::gate::launch::random_token;
 use crate::gate::respond::{self, html_escape};
@@ -303,7 +303,7 @@ impl Lms {
             outcomes = html_escape(&self.outcome_url()),
             launch = html_escape(&self.launch_url),
         );
-        html(
+        respond::html(
             StatusCode::OK,
             page(Site::Lms, "My courses", "learner view", &body),
         )
@@ -319,7 +319,7 @@ impl Lms {
             user = html_escape(l.user_id),
             gradebook = self.gradebook_html(),
         );
-        html(
+        respond::html(
             StatusCode::OK,
             page(Site::Lms, COURSE_TITLE, &who(l), &body),
         )
@@ -355,7 +355,7 @@ impl Lms {
              <script>document.getElementById('ltiLaunch').submit();</script></body></html>\n",
             action = html_escape(&self.launch_url),
         );
-        html(StatusCode::OK, body)
+        respond::html(StatusCode::OK, body)
     }
 
     async fn outcomes<B>(&self, req: Request<B>) -> Response<Body>

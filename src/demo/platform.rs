@@ -15,16 +15,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use sha2::Sha256;
 
-use super::web::{self, error_page, html, page, Site};
+use super::web::{self, error_page, page, Site};
 use super::{API_TOKEN, COURSE_ID, COURSE_TITLE, GRADE_ACTIVITY, WEBHOOK_SECRET};
 use crate::gate::launch::random_token;
 use crate::gate::respond::{self, html_escape};
 use crate::gate::{decode_path_segment, unix_now, Body};
 use crate::lti::encode::{parse_form, percent_decode};
+use crate::outcomes::sign_webhook;
+use crate::secret::Secret;
 
 /// Largest API or form body.
 const MAX_BODY: usize = 16 * 1024;
@@ -67,6 +67,7 @@ struct State {
 /// The demo platform.
 pub struct Platform {
     webhook_url: String,
+    webhook_secret: Secret,
     client: reqwest::Client,
     state: Mutex<State>,
 }
@@ -105,17 +106,6 @@ impl Identity {
     }
 }
 
-/// `t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>`: the webhook signature.
-pub fn webhook_signature(secret: &[u8], t: u64, body: &[u8]) -> String {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t},v1={}", web::hex(&mac.finalize().into_bytes()))
-}
-
 fn api_reply(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     respond::json(status, &value)
 }
@@ -125,6 +115,7 @@ impl Platform {
     pub fn new(webhook_url: &str) -> anyhow::Result<Platform> {
         Ok(Platform {
             webhook_url: webhook_url.to_string(),
+            webhook_secret: Secret::new(WEBHOOK_SECRET),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())
@@ -314,7 +305,7 @@ impl Platform {
              <a href=\"/courses/{COURSE_ID}\">{COURSE_TITLE} ({COURSE_ID})</a></p></div>",
             name = html_escape(&id.name)
         );
-        html(
+        respond::html(
             StatusCode::OK,
             page(Site::Platform, "Home", &html_escape(&id.name), &body),
         )
@@ -390,7 +381,7 @@ impl Platform {
              <p><button id=\"complete\" type=\"submit\">Complete the assessment</button></p></form>\
              {result}</div></div>"
         );
-        html(
+        respond::html(
             StatusCode::OK,
             page(
                 Site::Platform,
@@ -458,7 +449,7 @@ impl Platform {
             "score": score,
         })
         .to_string();
-        let signature = webhook_signature(WEBHOOK_SECRET.as_bytes(), unix_now(), body.as_bytes());
+        let signature = sign_webhook(body.as_bytes(), &self.webhook_secret, unix_now());
         let sent = self
             .client
             .post(&self.webhook_url)
@@ -484,18 +475,6 @@ impl Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_matches_the_contract() {
-        // HMAC-SHA256("secret", "1700000000.{}"), computed independently.
-        let sig = webhook_signature(b"secret", 1_700_000_000, b"{}");
-        let expected = {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"secret").unwrap();
-            mac.update(b"1700000000.{}");
-            web::hex(&mac.finalize().into_bytes())
-        };
-        assert_eq!(sig, format!("t=1700000000,v1={expected}"));
-    }
 
     #[test]
     fn identity_is_decoded_for_display() {

@@ -74,15 +74,10 @@ pub fn page(site: Site, title: &str, who: &str, body: &str) -> String {
     )
 }
 
-/// An HTML page response.
-pub fn html(status: StatusCode, html: String) -> Response<Body> {
-    respond::html(status, html)
-}
-
 /// A small error page of `site`.
 pub fn error_page(site: Site, status: StatusCode, message: &str) -> Response<Body> {
     let title = status.canonical_reason().unwrap_or("Error");
-    html(
+    respond::html(
         status,
         page(
             site,
@@ -134,16 +129,6 @@ pub fn percent(score: f64) -> String {
     format!("{}%", percent_value(score))
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +140,6 @@ mod tests {
         assert_eq!(percent(0.855), "85.5%");
         assert_eq!(percent(1.0), "100%");
         assert_eq!(percent(0.0), "0%");
-        assert_eq!(hex(&[0, 15, 255]), "000fff");
     }
 
     #[test]
