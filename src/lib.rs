@@ -210,7 +210,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         let public = public.clone();
         let permit = limit.clone().try_acquire_owned();
         async move {
-            let Ok(_permit) = permit else {
+            let Ok(permit) = permit else {
                 let mut resp = respond::error(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
@@ -223,7 +223,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 );
                 return resp;
             };
-            gate::router::route(&public, req, peer).await
+            // Released once the response body has been sent, so streaming
+            // downloads count against server.max_connections too.
+            server::hold_until_sent(gate::router::route(&public, req, peer).await, permit)
         }
     };
     let admin_for_service = admin.clone();

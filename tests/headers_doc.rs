@@ -1,5 +1,4 @@
-//! The platform developers' headers contract (docs/headers.md, or the same
-//! section of the README) against the real thing: its example request is
+//! The platform developers' headers contract (the README's section) against the real thing: its example request is
 //! what ltigate sends for the launches it describes, its table names the
 //! headers ltigate sends, and its Django and Express examples decode them.
 
@@ -15,10 +14,10 @@ use support::upstream::Upstream;
 
 const HEADING: &str = "## Identity headers for platform developers";
 
-/// The section, from docs/headers.md or, once merged, the README.
+/// The section, from the README.
 fn section() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
-    for file in ["docs/headers.md", "README.md"] {
+    for file in ["README.md"] {
         let Ok(text) = std::fs::read_to_string(format!("{root}/{file}")) else {
             continue;
         };
@@ -28,7 +27,7 @@ fn section() -> String {
             return format!("{HEADING}{}", &rest[..end]);
         }
     }
-    panic!("no section {HEADING:?} in docs/headers.md or README.md");
+    panic!("no section {HEADING:?} in README.md");
 }
 
 /// The fenced code blocks of `lang`.
