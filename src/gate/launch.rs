@@ -329,20 +329,84 @@ where
         }
     }
 
-    accept(state, consumer, &launch, secret_index, existing, now)
+    let verified = VerifiedLaunch {
+        consumer,
+        outcome_target: outcome_target(state, consumer, &launch, secret_index),
+        user_id: launch.user_id,
+        course: launch.course,
+        roles: launch.roles,
+        given_name: launch.given_name,
+        family_name: launch.family_name,
+        email: launch.email,
+    };
+    accept(state, &verified, existing, now)
         .await
         .map_err(|f| fail(f.reason, f.detail))
+}
+
+/// A launch whose protocol checks passed, in protocol-neutral terms: what
+/// licences, provisioning, grade passback and the session consume. LTI 1.1
+/// builds it from a verified OAuth launch; LTI 1.3 will build it from a
+/// verified id_token.
+pub struct VerifiedLaunch<'a> {
+    /// The LMS configuration it came through.
+    pub consumer: &'a Consumer,
+    /// The LMS's user id.
+    pub user_id: String,
+    /// Course external ID.
+    pub course: String,
+    /// Normalised roles in the course.
+    pub roles: Vec<String>,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// Family name.
+    pub family_name: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Where grades go back, when the launch allows it.
+    pub outcome_target: Option<OutcomeTarget>,
+}
+
+/// The Basic Outcomes target of an LTI 1.1 launch: both outcome parameters
+/// present and the URL acceptable. An unsafe URL is logged and ignored; the
+/// launch still succeeds.
+fn outcome_target(
+    state: &AppState,
+    consumer: &Consumer,
+    launch: &LaunchParams,
+    secret_index: usize,
+) -> Option<OutcomeTarget> {
+    let (Some(url), Some(sourced_id)) = (&launch.outcome_service_url, &launch.result_sourcedid)
+    else {
+        return None;
+    };
+    if let Err(why) = check_target_url(
+        url,
+        state.settings.outcomes.allow_insecure_targets,
+        &consumer.outcome_hosts,
+    ) {
+        tracing::warn!(consumer = %consumer.name, reason = %why, "outcome URL refused; no grade passback for this launch");
+        return None;
+    }
+    consumer
+        .secrets
+        .get(secret_index)
+        .map(|secret| OutcomeTarget::BasicOutcomes {
+            url: url.clone(),
+            sourced_id: sourced_id.clone(),
+            method: launch.signature_method.as_str().to_string(),
+            secret: secret_fingerprint(secret),
+        })
 }
 
 /// Licence, provisioning, session and ticket for a verified launch.
 async fn accept(
     state: &AppState,
-    consumer: &Consumer,
-    launch: &LaunchParams,
-    secret_index: usize,
+    launch: &VerifiedLaunch<'_>,
     existing: Option<Session>,
     now: u64,
 ) -> Result<Response<Body>, Failure> {
+    let consumer = launch.consumer;
     let settings = &state.settings;
     let external_id = format!(
         "{}{}{}",
@@ -413,38 +477,17 @@ async fn accept(
         }
     };
 
-    // Enrolment and outcome target (grade passback). An unsafe outcome URL
-    // is not stored; the launch still succeeds.
-    let target = match (&launch.outcome_service_url, &launch.result_sourcedid) {
-        (Some(url), Some(sourced_id)) => match check_target_url(
-            url,
-            settings.outcomes.allow_insecure_targets,
-            &consumer.outcome_hosts,
-        ) {
-            Ok(()) => {
-                consumer
-                    .secrets
-                    .get(secret_index)
-                    .map(|secret| OutcomeTarget::BasicOutcomes {
-                        url: url.clone(),
-                        sourced_id: sourced_id.clone(),
-                        method: launch.signature_method.as_str().to_string(),
-                        secret: secret_fingerprint(secret),
-                    })
-            }
-            Err(why) => {
-                tracing::warn!(consumer = %consumer.name, reason = %why, "outcome URL refused; no grade passback for this launch");
-                None
-            }
-        },
-        _ => None,
-    };
+    // Enrolment and outcome target (grade passback).
     let enrolment = Enrolment::new(&consumer.name, &launch.course, &external_id);
     match state
         .store
         .put_enrolment(
             &enrolment,
-            target.as_ref().map(OutcomeTarget::to_bytes).as_deref(),
+            launch
+                .outcome_target
+                .as_ref()
+                .map(OutcomeTarget::to_bytes)
+                .as_deref(),
         )
         .await
     {
