@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::lti::outcomes::{parse_response, CodeMajor};
 use crate::secret::Secret;
 
+pub mod basic;
 pub mod webhook;
 pub mod worker;
 

@@ -10,49 +10,32 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use super::{
-    backoff, check_target_url, classify, is_internal, parse_retry_after, secret_fingerprint,
-    OutcomeTarget, Verdict,
-};
-use crate::gate::launch::random_token;
+use super::basic::{BasicOutcomes, Deliver};
+use super::{backoff, OutcomeTarget, Verdict};
 use crate::gate::AppState;
-use crate::lti::oauth1::{authorization_header, OutboundRequest, SignatureMethod};
-use crate::lti::outcomes::{build_request, Operation};
 use crate::store::{now_millis, Failure, Lease};
 
 /// Deliveries in flight per process.
 const CONCURRENCY: usize = 8;
-/// Largest LMS answer read.
-const MAX_ANSWER: usize = 64 * 1024;
 
 /// The worker.
 pub struct Worker {
     app: Arc<AppState>,
-    client: reqwest::Client,
+    basic: BasicOutcomes,
     notify: Arc<Notify>,
 }
 
 impl Worker {
-    /// Builds the worker and its HTTP client (no redirects followed).
+    /// Builds the worker and its delivery clients.
     pub fn new(app: Arc<AppState>, notify: Arc<Notify>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(app.settings.outcomes.timeout)
-            .connect_timeout(app.settings.outcomes.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ltigate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Worker {
-            app,
-            client,
-            notify,
-        })
+        let basic = BasicOutcomes::new(&app.settings.outcomes)?;
+        Ok(Worker { app, basic, notify })
     }
 
     /// Runs until `shutdown` flips.
@@ -213,146 +196,12 @@ impl Worker {
                 }
             }
         };
-        let OutcomeTarget::BasicOutcomes {
-            url,
-            sourced_id,
-            method,
-            secret,
-        } = target;
         let Some(consumer) = settings.consumer_by_name(&job.enrolment.consumer) else {
             return Verdict::Dead(format!(
                 "consumer {} is no longer configured",
                 job.enrolment.consumer
             ));
         };
-        if let Err(why) = check_target_url(
-            &url,
-            settings.outcomes.allow_insecure_targets,
-            &consumer.outcome_hosts,
-        ) {
-            return Verdict::Dead(format!("outcome URL refused: {why}"));
-        }
-        if !settings.outcomes.allow_insecure_targets {
-            match resolves_publicly(&url).await {
-                Ok(()) => {}
-                Err(Resolve::Internal(why)) => {
-                    return Verdict::Dead(format!("outcome URL refused: {why}"))
-                }
-                Err(Resolve::Failed(why)) => return Verdict::Retry { after: None, why },
-            }
-        }
-        // The secret that verified the launch, else the current one.
-        let key_secret = consumer
-            .secrets
-            .iter()
-            .find(|s| secret_fingerprint(s) == secret)
-            .or_else(|| consumer.secrets.first());
-        let Some(key_secret) = key_secret else {
-            return Verdict::Dead("the consumer has no secret".into());
-        };
-        let method = SignatureMethod::parse(&method).unwrap_or(SignatureMethod::HmacSha1);
-        let body = match build_request(
-            &random_token(),
-            &sourced_id,
-            &Operation::Replace { score: job.score },
-        ) {
-            Ok(b) => b,
-            Err(e) => return Verdict::Dead(format!("cannot build the request: {e}")),
-        };
-        let now_s = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let auth = match authorization_header(&OutboundRequest {
-            http_method: "POST",
-            url: &url,
-            consumer_key: &consumer.key,
-            consumer_secret: key_secret.expose(),
-            method,
-            nonce: &random_token(),
-            timestamp: now_s,
-            body: body.as_bytes(),
-        }) {
-            Ok(a) => a,
-            Err(e) => return Verdict::Dead(format!("cannot sign for {url}: {e}")),
-        };
-        let sent = self
-            .client
-            .post(&url)
-            .header(CONTENT_TYPE, "application/xml")
-            .header(AUTHORIZATION, auth)
-            .body(body)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Verdict::Retry {
-                    after: None,
-                    why: format!("timed out after {:?}", settings.outcomes.timeout),
-                }
-            }
-            Err(e) => {
-                return Verdict::Retry {
-                    after: None,
-                    why: format!("network error: {e}"),
-                }
-            }
-        };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = read_limited(resp).await;
-        classify(status, retry_after, location.as_deref(), &body)
+        self.basic.deliver(consumer, &target, job).await
     }
-}
-
-async fn read_limited(mut resp: reqwest::Response) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = MAX_ANSWER.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= MAX_ANSWER {
-            break;
-        }
-    }
-    out
-}
-
-enum Resolve {
-    /// The name points inside: never deliver there.
-    Internal(String),
-    /// Resolution failed: try again later.
-    Failed(String),
-}
-
-/// Resolves the URL's host and refuses internal addresses (a public name
-/// pointing inside).
-async fn resolves_publicly(url: &str) -> Result<(), Resolve> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| Resolve::Internal(e.to_string()))?;
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| Resolve::Internal("no host".into()))?
-        .to_string();
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs = tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
-        .await
-        .map_err(|e| Resolve::Failed(format!("cannot resolve {host}: {e}")))?;
-    for a in addrs {
-        if is_internal(a.ip()) {
-            return Err(Resolve::Internal(format!(
-                "{host} resolves to internal address {}",
-                a.ip()
-            )));
-        }
-    }
-    Ok(())
 }
