@@ -291,8 +291,10 @@ pub fn normalized_parameters<'a>(params: impl IntoIterator<Item = (&'a str, &'a 
 /// The RFC 5849 §3.4.1 signature base string:
 /// `UPPER(method)&enc(base_uri)&enc(normalized parameters)`.
 ///
-/// Parameters named `oauth_signature` or `realm` are left out; everything else,
-/// duplicates included, is signed.
+/// Parameters named `oauth_signature` are left out; everything else,
+/// duplicates included, is signed. (`realm` is excluded only as a parameter of
+/// the `Authorization` header, which [`parse_authorization_header`] drops; a
+/// query or body parameter named `realm` is signed like any other.)
 pub fn signature_base_string<'a>(
     http_method: &str,
     base_uri: &str,
@@ -301,7 +303,7 @@ pub fn signature_base_string<'a>(
     let normalized = normalized_parameters(
         params
             .into_iter()
-            .filter(|(name, _)| *name != "oauth_signature" && *name != "realm"),
+            .filter(|(name, _)| *name != "oauth_signature"),
     );
     let mut out = http_method.to_ascii_uppercase();
     out.push('&');
@@ -1216,7 +1218,7 @@ mod tests {
     }
 
     #[test]
-    fn base_string_excludes_only_signature_and_realm() {
+    fn base_string_excludes_only_signature() {
         let params = owned(&[
             ("b", "2"),
             ("oauth_signature", "x"),
@@ -1226,13 +1228,50 @@ mod tests {
         ]);
         assert_eq!(
             signature_base_string("POST", "http://h/", refs(&params)),
-            "POST&http%3A%2F%2Fh%2F&a%3D1%26a%3D1%26b%3D2"
+            "POST&http%3A%2F%2Fh%2F&a%3D1%26a%3D1%26b%3D2%26realm%3Dr"
         );
         // normalized_parameters itself excludes nothing.
         assert_eq!(
             normalized_parameters(refs(&params)),
             "a=1&a=1&b=2&oauth_signature=x&realm=r"
         );
+    }
+
+    #[test]
+    fn realm_query_parameter_is_signed() {
+        // RFC 5849 §3.4.1.3.1 leaves out `realm` only from the Authorization
+        // header. Signature computed with oauthlib 3 (SIGNATURE_TYPE_BODY,
+        // nonce "n", timestamp "1") for a launch URL with `?realm=eu`.
+        let url = "https://tool.example/launch?realm=eu";
+        let base_uri = base_string_uri_from_url(url).unwrap_or_default();
+        let query = owned(&[("realm", "eu")]);
+        let body = owned(&[
+            ("a", "1"),
+            ("oauth_nonce", "n"),
+            ("oauth_timestamp", "1"),
+            ("oauth_version", "1.0"),
+            ("oauth_signature_method", "HMAC-SHA1"),
+            ("oauth_consumer_key", "key"),
+            ("oauth_signature", "EMD0q0DkPluedXVpwxE14RZsbR4="),
+        ]);
+        let req = VerifyRequest {
+            http_method: "POST",
+            base_uri: &base_uri,
+            query: &query,
+            body: &body,
+            method: SignatureMethod::HmacSha1,
+            signature: "EMD0q0DkPluedXVpwxE14RZsbR4=",
+        };
+        assert_eq!(verify(&req, &[b"secret"]), Some(0));
+        // Signed without the realm parameter: not this request.
+        let without = VerifyRequest {
+            signature: "aaw+6dEAWcDRcsqFstf7dojy2gI=",
+            ..req
+        };
+        assert_eq!(verify(&without, &[b"secret"]), None);
+        // In a header, realm is not a parameter.
+        let header = parse_authorization_header("OAuth realm=\"eu\",oauth_nonce=\"n\"");
+        assert_eq!(header, Some(owned(&[("oauth_nonce", "n")])));
     }
 
     #[test]
