@@ -61,14 +61,14 @@ impl Deliver for BasicOutcomes {
             secret,
         } = target;
         if let Err(why) = check_target_url(
-            &url,
+            url,
             self.settings.allow_insecure_targets,
             &consumer.outcome_hosts,
         ) {
             return Verdict::Dead(format!("outcome URL refused: {why}"));
         }
         if !self.settings.allow_insecure_targets {
-            match resolves_publicly(&url).await {
+            match resolves_publicly(url).await {
                 Ok(()) => {}
                 Err(Resolve::Internal(why)) => {
                     return Verdict::Dead(format!("outcome URL refused: {why}"))
@@ -85,10 +85,10 @@ impl Deliver for BasicOutcomes {
         let Some(key_secret) = key_secret else {
             return Verdict::Dead("the consumer has no secret".into());
         };
-        let method = SignatureMethod::parse(&method).unwrap_or(SignatureMethod::HmacSha1);
+        let method = SignatureMethod::parse(method).unwrap_or(SignatureMethod::HmacSha1);
         let body = match build_request(
             &random_token(),
-            &sourced_id,
+            sourced_id,
             &Operation::Replace { score: job.score },
         ) {
             Ok(b) => b,
@@ -100,7 +100,7 @@ impl Deliver for BasicOutcomes {
             .unwrap_or(0);
         let auth = match authorization_header(&OutboundRequest {
             http_method: "POST",
-            url: &url,
+            url,
             consumer_key: &consumer.key,
             consumer_secret: key_secret.expose(),
             method,
