@@ -24,6 +24,9 @@ enum Command {
     /// Print what an LMS admin needs to connect a course: launch URLs, key,
     /// cartridge URL and XML.
     Export(ExportArgs),
+    /// Inspect and re-queue grade deliveries (through the running server's
+    /// admin listener, which holds the store).
+    Outbox(OutboxArgs),
     /// Run ltigate with a demo platform and a demo LMS on this machine, and
     /// print the URL to open. Uses its own configuration, not --config.
     Demo(DemoArgs),
@@ -51,6 +54,35 @@ enum Format {
     Text,
     /// One JSON object, for scripts.
     Json,
+}
+
+#[derive(Args)]
+struct OutboxArgs {
+    /// Base URL of the running server's admin listener (default: from
+    /// `server.admin_listen` in the configuration).
+    #[arg(long)]
+    admin: Option<String>,
+    #[command(subcommand)]
+    action: OutboxAction,
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// List pending, waiting and dead grade jobs.
+    List {
+        /// Print the admin listener's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue a dead letter by its id, or every dead letter.
+    Retry {
+        /// The job id shown by `outbox list`.
+        #[arg(required_unless_present = "all_dead")]
+        id: Option<String>,
+        /// Re-queue every dead letter.
+        #[arg(long, conflicts_with = "id")]
+        all_dead: bool,
+    },
 }
 
 #[derive(Args)]
@@ -112,6 +144,40 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(config),
         Command::Export(args) => export(config, &args),
         Command::Demo(args) => demo(&args),
+        Command::Outbox(args) => outbox(config, &args),
+    }
+}
+
+fn outbox(config: Option<&Path>, args: &OutboxArgs) -> ExitCode {
+    let base = match &args.admin {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => match load(config) {
+            Ok((_, s)) => ltigate::admin::client::base_url(s.server.admin_listen),
+            Err(code) => return code,
+        },
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        match &args.action {
+            OutboxAction::List { json } => ltigate::admin::client::list(&base, *json).await,
+            OutboxAction::Retry { id, all_dead } => {
+                let id = if *all_dead { None } else { id.as_deref() };
+                ltigate::admin::client::retry(&base, id).await
+            }
+        }
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("outbox: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -408,14 +408,63 @@ async fn pox_failure_is_a_dead_letter_that_an_operator_can_retry() {
         .unwrap();
     assert_eq!(status["outbox"]["dead"], 1);
 
-    // The operator re-queues it (as `ltigate outbox retry ID` does).
-    let r = client()
-        .post(gate.admin_url("/outbox/retry"))
-        .json(&serde_json::json!({"id": dead["id"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    // The operator sees it and re-queues it with the CLI.
+    let cli = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ltigate"))
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let admin = format!("http://{}", gate.admin);
+    let (ok, list, err) = cli(vec![
+        "outbox".into(),
+        "--admin".into(),
+        admin.clone(),
+        "list".into(),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        list.contains("dead") && list.contains("Assignment is locked"),
+        "{list}"
+    );
+    assert!(list.contains(dead["id"].as_str().unwrap()), "{list}");
+    let (ok, _, err) = cli(vec![
+        "outbox".into(),
+        "--admin".into(),
+        admin.clone(),
+        "retry".into(),
+        "no-such-id".into(),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(err.contains("no dead letter with this id"), "{err}");
+    let (ok, out, err) = cli(vec![
+        "outbox".into(),
+        "--admin".into(),
+        admin,
+        "retry".into(),
+        dead["id"].as_str().unwrap().to_string(),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "re-queued 1 job(s)");
+    let (ok, out, _) = cli(vec![
+        "outbox".into(),
+        "--admin".into(),
+        format!("http://{}", gate.admin),
+        "retry".into(),
+        "--all-dead".into(),
+    ])
+    .await;
+    assert!(ok);
+    assert_eq!(out.trim(), "re-queued 0 job(s)");
     assert_eq!(
         lms.wait_accepted(1, Duration::from_secs(5)).await,
         vec![("sid-10".to_string(), 0.5)]
