@@ -1,7 +1,7 @@
 //! `ltigate export`, run as the binary: the text an LMS admin reads, the JSON
 //! scripts read, the secret only on request, a clear error for an unknown
 //! consumer; the XML is what the cartridge route serves; and the output for
-//! the demo course is the one docs/connecting-an-lms.md shows.
+//! the demo course is the one the README shows.
 
 mod support;
 
@@ -174,9 +174,8 @@ async fn exported_xml_is_the_served_cartridge() {
     assert_eq!(json["cartridge_xml"].as_str().unwrap(), served);
 }
 
-/// The "Connecting an LMS" guide shows the export of the demo course
-/// verbatim: docs/connecting-an-lms.md, and README.md once the section is
-/// there.
+/// The README's "Connecting an LMS" guide shows the export of the demo
+/// course verbatim.
 #[test]
 fn the_guide_shows_the_demo_export() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,7 +195,7 @@ fn the_guide_shows_the_demo_export() {
     ]));
     let block = format!("```text\n{out}```\n");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let guides: Vec<(&str, String)> = ["docs/connecting-an-lms.md", "README.md"]
+    let guides: Vec<(&str, String)> = ["README.md"]
         .into_iter()
         .filter_map(|f| Some((f, std::fs::read_to_string(root.join(f)).ok()?)))
         .filter(|(_, text)| text.contains("## Connecting an LMS"))
