@@ -225,7 +225,19 @@ where
             "content-length over 64 KiB",
         ));
     }
-    let body = match Limited::new(body, MAX_LAUNCH_BODY).collect().await {
+    // A launch form is small: it gets as long as the headers did. A client
+    // that sends its headers and then stalls would otherwise hold a
+    // request slot (server.max_connections) for as long as it likes.
+    let limit = state.settings.server.header_read_timeout;
+    let collected =
+        tokio::time::timeout(limit, Limited::new(body, MAX_LAUNCH_BODY).collect()).await;
+    let Ok(collected) = collected else {
+        return Err(Failure::new(
+            Rejection::InvalidRequest,
+            format!("the body did not arrive within {limit:?} (server.header_read_timeout)"),
+        ));
+    };
+    let body = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()

