@@ -52,7 +52,12 @@ pub async fn serve<S, F>(
         .header_read_timeout(conn.header_read_timeout)
         .max_buf_size(conn.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // The same header bound for HTTP/2 (hyper's own default is 16 KiB):
+    // larger header lists get 431 there too.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(conn.max_header_bytes).unwrap_or(u32::MAX));
     let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
 

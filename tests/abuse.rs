@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proxykit::{echo, gate_with, metric, read_head, session};
-use support::gate::client;
+use support::gate::{client, Gate};
 use support::lms::Launch;
 use support::upstream::Upstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -220,4 +220,91 @@ async fn a_launch_body_that_never_arrives_gives_its_slot_back() {
     // Both slots are free again.
     let cookie = session(&gate, &Launch::acme("s-2", "C-1"), None).await;
     echo(&gate, "/courses/C-1", Some(&cookie)).await;
+}
+
+// ---------------------------------------------------------------------------
+// Oversized requests
+
+/// `server.max_header_bytes` (default 32 KiB) is the bound on HTTP/1.1 and
+/// HTTP/2 alike: a 24 KiB header passes, a 40 KiB one gets 431 on a
+/// proxied path and on the launch route, before any of ltigate's code
+/// runs; so do more than 100 header fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431_on_http1_and_http2() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "").await;
+    let cookie = session(&gate, &Launch::acme("h-1", "C-1"), None).await;
+    up.clear();
+    let pad = |n: usize| "a".repeat(n);
+
+    let h1 = |path: &str, extra: String| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n{extra}\r\nConnection: close\r\n\r\n")
+    };
+    let wire = exchange(
+        gate.public,
+        h1("/courses/C-1", format!("X-Pad: {}", pad(24 * 1024))).as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(statuses(&wire), [200]);
+    let wire = exchange(
+        gate.public,
+        h1("/courses/C-1", format!("X-Pad: {}", pad(40 * 1024))).as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(statuses(&wire), [431]);
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let wire = exchange(
+        gate.public,
+        h1("/courses/C-1", many.trim_end().to_string()).as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(statuses(&wire), [431]);
+    let launch_head = format!(
+        "POST /lti/launch HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 0\r\nX-Pad: {}\r\n\r\n",
+        pad(40 * 1024)
+    );
+    let wire = exchange(gate.public, launch_head.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(statuses(&wire), [431]);
+
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let get = |n: usize| {
+        h2.get(gate.url("/courses/C-1"))
+            .header("cookie", &cookie)
+            .header("x-pad", pad(n))
+            .send()
+    };
+    let r = get(24 * 1024).await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let r = get(40 * 1024).await.unwrap();
+    assert_eq!(r.status(), 431);
+
+    // Only the two requests within the bound reached the upstream, and no
+    // launch was counted.
+    assert_eq!(up.records().len(), 2);
+    assert!(up.api_calls().is_empty());
+    let text = client()
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("ltigate_launches_total{"))
+            .filter(|l| !l.contains("result=\"accepted\""))
+            .filter(|l| !l.ends_with(" 0"))
+            .count(),
+        0,
+        "{text}"
+    );
 }
