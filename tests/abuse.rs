@@ -10,6 +10,7 @@
 //! `cookies_that_do_not_open_a_session_get_a_401_counted_by_reason`),
 //! `check-config` redaction (`tests/cli.rs`).
 
+mod procs;
 mod proxykit;
 mod support;
 
@@ -54,6 +55,12 @@ fn statuses(wire: &[u8]) -> Vec<u16> {
         .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
         .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
         .collect()
+}
+
+async fn setup() -> (Upstream, Gate) {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "").await;
+    (up, gate)
 }
 
 // ---------------------------------------------------------------------------
@@ -307,4 +314,198 @@ async fn oversized_headers_get_431_on_http1_and_http2() {
         0,
         "{text}"
     );
+}
+
+/// A signed launch padded to exactly `len` body bytes.
+fn launch_of_length(user: &str, len: usize) -> (Launch, String) {
+    let mut pad = len.saturating_sub(1000);
+    for _ in 0..50 {
+        // Each attempt has a fresh nonce, so a different signature whose
+        // encoded length varies by a few bytes: step towards the target.
+        let l = Launch::acme(user, "C-1").set("custom_padding", &"p".repeat(pad));
+        let body = l.body();
+        if body.len() == len {
+            return (l, body);
+        }
+        pad = (pad + len).saturating_sub(body.len());
+    }
+    panic!("no launch of exactly {len} bytes");
+}
+
+/// Launch bodies: 64 KiB exactly is accepted; one byte more is 413, also
+/// when chunked without a length; a declared `Content-Length` of 10 GB is
+/// refused at once, without waiting for the body.
+#[tokio::test]
+async fn oversized_launch_bodies_get_413_at_the_exact_bound() {
+    let (up, gate) = setup().await;
+    let (_, body) = launch_of_length("b-1", 64 * 1024);
+    let r = client()
+        .post(gate.url("/lti/launch"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let (_, body) = launch_of_length("b-2", 64 * 1024 + 1);
+    let r = client()
+        .post(gate.url("/lti/launch"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Chunked, no length: cut off once the 64 KiB are passed.
+    let mut chunked = String::new();
+    for piece in body.as_bytes().chunks(4096) {
+        chunked.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            std::str::from_utf8(piece).unwrap()
+        ));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let req = format!(
+        "POST /lti/launch HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunked}"
+    );
+    let wire = exchange(gate.public, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(statuses(&wire), [413]);
+
+    // 10 GB declared, nothing sent: answered before any body byte.
+    let t = Instant::now();
+    let req = "POST /lti/launch HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+               Content-Length: 10000000000\r\n\r\n";
+    let mut stream = TcpStream::connect(gate.public).await.unwrap();
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let (status, _) = tokio::time::timeout(Duration::from_secs(2), read_head(&mut stream))
+        .await
+        .expect("answered without the body");
+    assert_eq!(status, 413);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    assert_eq!(
+        metric(
+            &gate,
+            "ltigate_launches_total{consumer=\"unknown\",result=\"body_too_large\"}"
+        )
+        .await,
+        3.0
+    );
+    // Only the launch within the bound was provisioned.
+    assert_eq!(up.api_calls().len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// A burst of nonces
+
+/// 10,000 launches with distinct nonces from one key, each sent twice at
+/// once, 64 requests in flight, against the real binary. Consumer `Beta`
+/// has two licences, so two launches are accepted and the rest pass the
+/// nonce check only to be refused a licence (403): every nonce passes
+/// exactly once, every second copy is a replay (401). The process's peak
+/// memory grows by less than 64 MiB over the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_nonces_from_one_key_pass_once_each_in_bounded_memory() {
+    const N: usize = 10_000;
+    let up = Upstream::start(Some("upstream-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = procs::write_config(
+        dir.path(),
+        &support::gate::base_config(&up.url(), dir.path()),
+    );
+    let gate = procs::Ltigate::spawn(&config, "warn,ltigate=info,ltigate::gate=warn");
+
+    let bodies: Vec<String> = (0..N)
+        .map(|i| Launch::new("beta-key", "beta-new", &format!("n-{i}"), Some("C-1")).body())
+        .collect();
+    let bodies = std::sync::Arc::new(bodies);
+    // Warm up the connection pool and the allocator before measuring.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let rss_before = gate.status_kib("VmRSS:");
+
+    let started = Instant::now();
+    let mut order: Vec<usize> = (0..2 * N).map(|k| k / 2).collect();
+    // Each pair adjacent: the two copies of a nonce race each other.
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let order = std::sync::Arc::new(std::mem::take(&mut order));
+    let url = gate.url("/lti/launch");
+    let workers: Vec<_> = (0..64)
+        .map(|_| {
+            let (http, bodies, order, next, url) = (
+                http.clone(),
+                bodies.clone(),
+                order.clone(),
+                next.clone(),
+                url.clone(),
+            );
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { return seen };
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(bodies[i].clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    seen.push((i, r.status().as_u16()));
+                }
+            })
+        })
+        .collect();
+    let mut by_nonce = vec![Vec::new(); N];
+    for w in workers {
+        for (i, status) in w.await.unwrap() {
+            by_nonce[i].push(status);
+        }
+    }
+    let elapsed = started.elapsed();
+    let peak = gate.status_kib("VmHWM:");
+    let rss_after = gate.status_kib("VmRSS:");
+    eprintln!(
+        "{} launches in {elapsed:?}; RSS {rss_before} → {rss_after} KiB, peak {peak} KiB",
+        2 * N
+    );
+
+    let mut accepted = 0;
+    for (i, statuses) in by_nonce.iter_mut().enumerate() {
+        statuses.sort();
+        match statuses.as_slice() {
+            [303, 401] => accepted += 1,
+            [401, 403] => {}
+            other => panic!("nonce {i}: {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 2);
+    let metrics = client()
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (result, n) in [
+        ("accepted", 2),
+        ("licence_exhausted", N - 2),
+        ("replayed_nonce", N),
+    ] {
+        let series = format!("ltigate_launches_total{{consumer=\"Beta\",result=\"{result}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == series), "{series}");
+    }
+    let grew_mib = peak.saturating_sub(rss_before) / 1024;
+    assert!(grew_mib < 64, "the peak grew by {grew_mib} MiB");
 }
