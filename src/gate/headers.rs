@@ -396,37 +396,35 @@ impl HeaderPolicy {
     }
 
     /// Removes ltigate's cookie from `Cookie`, keeping the others (several
-    /// `Cookie` fields, as HTTP/2 sends them, become one).
+    /// `Cookie` fields, as HTTP/2 sends them, become one). Works on bytes:
+    /// another cookie's value may hold bytes outside ASCII, and must pass
+    /// as it came.
     fn strip_cookie(&self, headers: &mut HeaderMap) {
         let mut values = headers.get_all(header::COOKIE).iter();
         let Some(first) = values.next() else {
             return;
         };
         let single = values.next().is_none();
-        let ours = |v: &HeaderValue| {
-            v.to_str()
-                .map(|t| cookie_pairs(t).any(|(n, _)| n == self.cookie_name))
-                .unwrap_or(true)
-        };
-        if single && !ours(first) {
+        let name = self.cookie_name.as_bytes();
+        if single && !cookie_pairs(first.as_bytes()).any(|(n, _)| n == name) {
             return;
         }
-        let mut kept = String::new();
+        let mut kept: Vec<u8> = Vec::new();
         for v in headers.get_all(header::COOKIE).iter() {
-            let Ok(text) = v.to_str() else { continue };
-            for (name, pair) in cookie_pairs(text) {
-                if name == self.cookie_name {
+            for (n, pair) in cookie_pairs(v.as_bytes()) {
+                if n == name {
                     continue;
                 }
                 if !kept.is_empty() {
-                    kept.push_str("; ");
+                    kept.extend_from_slice(b"; ");
                 }
-                kept.push_str(pair);
+                kept.extend_from_slice(pair);
             }
         }
         headers.remove(header::COOKIE);
         if !kept.is_empty() {
-            if let Some(v) = owned_value(kept) {
+            // The pieces come from valid header values, joined by "; ".
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(kept)) {
                 headers.insert(header::COOKIE, v);
             }
         }
@@ -603,11 +601,14 @@ impl HeaderPolicy {
 }
 
 /// `(name, "name=value")` of each pair in a `Cookie` header value.
-fn cookie_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    text.split(';')
-        .map(str::trim)
+fn cookie_pairs(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    raw.split(|b| *b == b';')
+        .map(<[u8]>::trim_ascii)
         .filter(|p| !p.is_empty())
-        .map(|p| (p.split('=').next().unwrap_or("").trim(), p))
+        .map(|p| {
+            let name = p.split(|b| *b == b'=').next().unwrap_or_default();
+            (name.trim_ascii(), p)
+        })
 }
 
 fn push_roles(roles: &[String], out: &mut String) {
@@ -1015,6 +1016,14 @@ mod tests {
         ]);
         p.strip(&mut h);
         assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        // Bytes outside ASCII in another cookie pass unchanged.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=Zo\xC3\xAB; __Host-ltigate_session=x; l=\xEB").unwrap(),
+        );
+        p.strip(&mut h);
+        assert_eq!(h["cookie"].as_bytes(), b"pref=Zo\xC3\xAB; l=\xEB");
     }
 
     #[test]

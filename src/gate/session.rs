@@ -384,17 +384,18 @@ impl Lifetime {
     }
 }
 
-/// Finds the value of cookie `name` in `Cookie` header values.
+/// Finds the value of cookie `name` in `Cookie` header values. Other
+/// cookies may hold any bytes; only the value found must be UTF-8.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
     for h in headers {
-        let Ok(text) = std::str::from_utf8(h) else {
-            continue;
-        };
-        for pair in text.split(';') {
-            if let Some((n, v)) = pair.trim().split_once('=') {
-                if n.trim() == name {
-                    return Some(v.trim().trim_matches('"'));
-                }
+        for pair in h.split(|b| *b == b';') {
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            let (n, v) = pair.split_at(eq);
+            if n.trim_ascii() == name.as_bytes() {
+                let v = std::str::from_utf8(v.get(1..)?).ok()?;
+                return Some(v.trim().trim_matches('"'));
             }
         }
     }
@@ -930,5 +931,10 @@ mod tests {
     fn finds_cookie() {
         let h: Vec<&[u8]> = vec![b"a=1; __Host-s=abc; b=2"];
         assert_eq!(cookie_value(h.into_iter(), "__Host-s"), Some("abc"));
+        // Another cookie's bytes outside UTF-8 do not hide ours.
+        let h: Vec<&[u8]> = vec![b"pref=Zo\xEB; __Host-s=\"abc\""];
+        assert_eq!(cookie_value(h.into_iter(), "__Host-s"), Some("abc"));
+        let h: Vec<&[u8]> = vec![b"a", b"__Host-s=\xFF"];
+        assert_eq!(cookie_value(h.into_iter(), "__Host-s"), None);
     }
 }
