@@ -17,7 +17,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proxykit::{echo, gate_with, metric, read_head, session};
+use proxykit::{echo, gate_with, metric, read_head, session, session_cookie};
 use support::gate::{client, Gate};
 use support::lms::Launch;
 use support::upstream::Upstream;
@@ -508,4 +508,248 @@ async fn ten_thousand_nonces_from_one_key_pass_once_each_in_bounded_memory() {
     }
     let grew_mib = peak.saturating_sub(rss_before) / 1024;
     assert!(grew_mib < 64, "the peak grew by {grew_mib} MiB");
+}
+
+// ---------------------------------------------------------------------------
+// Malformed encodings and parameter pollution
+
+/// POSTs `body` (raw bytes) to `path` as a form.
+async fn post_raw(gate: &Gate, path: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(gate.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Invalid UTF-8 (raw, percent-encoded, overlong, surrogates, truncated)
+/// and broken percent sequences, in the body, the query and the path
+/// course, are each a 400 `invalid_request` — before the signature, so
+/// none of them spends the nonce: the same launch sent intact afterwards
+/// is accepted. The page never echoes the raw bytes.
+#[tokio::test]
+async fn invalid_utf8_and_percent_sequences_are_400_and_spend_no_nonce() {
+    let (up, gate) = setup().await;
+    let l = Launch::acme("e-1", "C-1");
+    let good = l.body();
+    let with = |extra: &[u8]| {
+        let mut b = good.clone().into_bytes();
+        b.extend_from_slice(extra);
+        b
+    };
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("raw 0xFF", with(b"&custom_x=\xFF")),
+        ("raw latin-1", with(b"&lis_person_name_given=Zo\xEB")),
+        ("%FF", with(b"&custom_x=%FF")),
+        ("%C3%28", with(b"&custom_x=%C3%28")),
+        ("truncated %E2%82", with(b"&custom_x=%E2%82")),
+        ("surrogate %ED%A0%80", with(b"&custom_x=%ED%A0%80")),
+        ("overlong %C0%AF", with(b"&custom_x=%C0%AF")),
+        ("lone %", with(b"&custom_x=%")),
+        ("short %4", with(b"&custom_x=%4")),
+        ("not hex %G1", with(b"&custom_x=%G1")),
+        ("bad name", with(b"&%FF=1")),
+        (
+            "NUL in user_id",
+            good.replace("user_id=e-1", "user_id=e%00-1").into_bytes(),
+        ),
+    ];
+    let mut refused = 0;
+    for (case, body) in bodies {
+        let r = post_raw(&gate, "/lti/launch", body).await;
+        assert_eq!(r.status(), 400, "{case}");
+        let page = r.bytes().await.unwrap();
+        assert!(
+            std::str::from_utf8(&page).is_ok(),
+            "{case}: the page is UTF-8"
+        );
+        assert!(!page.windows(2).any(|w| w == b"%F"), "{case}");
+        refused += 1;
+    }
+    for path in [
+        "/lti/launch?custom_x=%FF",
+        "/lti/launch?custom_x=%",
+        "/lti/launch/%FF",
+        "/lti/launch/%C3%28",
+        "/lti/launch/%ZZ",
+    ] {
+        let r = post_raw(&gate, path, good.clone().into_bytes()).await;
+        assert_eq!(r.status(), 400, "{path}");
+        refused += 1;
+    }
+    assert_eq!(
+        metric(
+            &gate,
+            "ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}"
+        )
+        .await,
+        refused as f64
+    );
+    assert!(up.api_calls().is_empty());
+    // The nonce is still unspent.
+    let r = post_raw(&gate, "/lti/launch", good.into_bytes()).await;
+    assert_eq!(r.status(), 303);
+    let cookie = session_cookie(&r).unwrap();
+
+    // A ticket that is not UTF-8 is an expired link.
+    let r = client()
+        .get(gate.url("/lti/continue?ticket=%FF%FE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Proxied paths pass as sent, still encoded; raw bytes in the request
+    // target are refused by the HTTP parser.
+    up.clear();
+    let e = echo(&gate, "/courses/%FF%C3%28%/x", Some(&cookie)).await;
+    assert_eq!(e["path"], "/courses/%FF%C3%28%/x");
+    let mut req =
+        b"GET /courses/\xFF HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: ".to_vec();
+    req.extend_from_slice(cookie.as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    let wire = exchange(gate.public, &req, Duration::from_secs(5)).await;
+    assert_eq!(statuses(&wire), [400]);
+    assert_eq!(up.records().len(), 1);
+
+    // Bytes outside ASCII in other headers: an identity header is still
+    // replaced, the session is still found, and the platform's other
+    // cookies in the same header pass byte for byte — UTF-8 and Latin-1.
+    for (other, lang) in [
+        (&b"pref=Zo\xC3\xAB"[..], &b"lang=fr"[..]),
+        (b"pref=Zo\xEB", b"l=\xE9"),
+    ] {
+        up.clear();
+        let mut req = b"GET /courses/C-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-LTI-User: \xC3\xA9vil\r\nCookie: ".to_vec();
+        for (i, part) in [other, cookie.as_bytes(), lang].iter().enumerate() {
+            if i > 0 {
+                req.extend_from_slice(b"; ");
+            }
+            req.extend_from_slice(part);
+        }
+        req.extend_from_slice(b"\r\n\r\n");
+        let wire = exchange(gate.public, &req, Duration::from_secs(5)).await;
+        assert_eq!(statuses(&wire), [200], "{}", String::from_utf8_lossy(&wire));
+        let rec = &up.records()[0];
+        assert_eq!(rec.headers["x-lti-user"], "acme:e-1");
+        assert_eq!(rec.headers.get_all("x-lti-user").iter().count(), 1);
+        assert_eq!(
+            rec.headers["cookie"].as_bytes(),
+            [other, b"; ", lang].concat()
+        );
+    }
+}
+
+/// Every `oauth_*` parameter given twice — in the body, or in the query
+/// and the body, same value or not — is a 400 naming it; so is any other
+/// parameter given twice with different values. None spends the nonce.
+#[tokio::test]
+async fn duplicated_oauth_parameters_are_refused() {
+    let (up, gate) = setup().await;
+    let l = Launch::acme("d-1", "C-1");
+    let signed = l.signed_params();
+    let value = |name: &str| {
+        signed
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let body_with = |extra: &[(&str, &str)]| {
+        let mut p = signed.clone();
+        p.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        support::lms::encode(&p)
+    };
+    let nonce = value("oauth_nonce");
+    let signature = value("oauth_signature");
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "oauth_nonce",
+            "/lti/launch".into(),
+            body_with(&[("oauth_nonce", &nonce)]),
+        ),
+        (
+            "oauth_nonce",
+            "/lti/launch".into(),
+            body_with(&[("oauth_nonce", "other")]),
+        ),
+        (
+            "oauth_consumer_key",
+            "/lti/launch".into(),
+            body_with(&[("oauth_consumer_key", "beta-key")]),
+        ),
+        (
+            "oauth_signature",
+            "/lti/launch".into(),
+            body_with(&[("oauth_signature", "Zm9yZ2Vk")]),
+        ),
+        (
+            "oauth_signature",
+            "/lti/launch".into(),
+            body_with(&[("oauth_signature", &signature)]),
+        ),
+        (
+            "oauth_timestamp",
+            "/lti/launch".into(),
+            body_with(&[("oauth_timestamp", "1")]),
+        ),
+        (
+            "oauth_version",
+            "/lti/launch".into(),
+            body_with(&[("oauth_version", "1.0"), ("oauth_version", "1.0")]),
+        ),
+        (
+            "oauth_callback",
+            "/lti/launch".into(),
+            body_with(&[
+                ("oauth_callback", "about:blank"),
+                ("oauth_callback", "about:blank"),
+            ]),
+        ),
+        (
+            "oauth_signature_method",
+            "/lti/launch?oauth_signature_method=HMAC-SHA256".into(),
+            l.body(),
+        ),
+        (
+            "oauth_consumer_key",
+            "/lti/launch?oauth_consumer_key=acme-key".into(),
+            l.body(),
+        ),
+    ];
+    for (name, path, body) in &cases {
+        let r = post_raw(&gate, path, body.clone().into_bytes()).await;
+        assert_eq!(r.status(), 400, "{name} {path}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains(&format!("{name} is given more than once")),
+            "{text}"
+        );
+    }
+    let polluted = [
+        ("user_id", body_with(&[("user_id", "admin")])),
+        ("custom_course", body_with(&[("custom_course", "C-2")])),
+    ];
+    for (name, body) in &polluted {
+        let r = post_raw(&gate, "/lti/launch", body.clone().into_bytes()).await;
+        assert_eq!(r.status(), 400, "{name}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains(&format!("{name} is given twice with different values")),
+            "{text}"
+        );
+    }
+    assert!(up.api_calls().is_empty());
+    assert_eq!(
+        metric(
+            &gate,
+            "ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}"
+        )
+        .await,
+        (cases.len() + polluted.len()) as f64
+    );
+    let r = post_raw(&gate, "/lti/launch", l.body().into_bytes()).await;
+    assert_eq!(r.status(), 303);
 }
