@@ -48,13 +48,47 @@ async fn read_all(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
     out
 }
 
-/// The status codes of every HTTP/1.1 response in `wire`, in order.
+/// The status codes of the HTTP/1.1 responses in `wire`, in order: each
+/// head, then its body skipped by `Content-Length` or chunked framing.
 fn statuses(wire: &[u8]) -> Vec<u16> {
-    let text = String::from_utf8_lossy(wire);
-    text.match_indices("HTTP/1.1 ")
-        .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
-        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
-        .collect()
+    let mut out = Vec::new();
+    let mut rest = wire;
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        let Some(status) = head
+            .strip_prefix("http/1.1 ")
+            .and_then(|h| h.get(..3))
+            .and_then(|s| s.parse().ok())
+        else {
+            break;
+        };
+        out.push(status);
+        rest = &rest[end + 4..];
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        if header("transfer-encoding") == Some("chunked") {
+            loop {
+                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    return out;
+                };
+                let size =
+                    usize::from_str_radix(&String::from_utf8_lossy(&rest[..eol]), 16).unwrap_or(0);
+                rest = rest.get(eol + 2 + size + 2..).unwrap_or_default();
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            let len: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            rest = rest.get(len..).unwrap_or_default();
+        }
+    }
+    out
 }
 
 async fn setup() -> (Upstream, Gate) {
@@ -752,4 +786,132 @@ async fn duplicated_oauth_parameters_are_refused() {
     );
     let r = post_raw(&gate, "/lti/launch", l.body().into_bytes()).await;
     assert_eq!(r.status(), 303);
+}
+
+// ---------------------------------------------------------------------------
+// Request smuggling
+
+/// Framing tricks over a raw connection, on a public path so that no
+/// session is needed to reach the upstream. Each request the upstream sees
+/// is one ltigate framed itself; nothing hidden in a body becomes a request
+/// of its own; ambiguous framing is refused.
+#[tokio::test]
+async fn smuggling_attempts_never_reach_the_upstream_as_requests() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(&up.url(), &[("server", "public_paths", r#"["/static/"]"#)]).await;
+    let addr = gate.public;
+    let send = move |wire: &'static str| exchange(addr, wire.as_bytes(), Duration::from_secs(5));
+
+    // CL.TE: Transfer-Encoding wins, the request ends at the empty chunk,
+    // and the connection is closed after the answer: the request hidden
+    // behind it is never read.
+    let wire = send(
+        "POST /static/a HTTP/1.1\r\nHost: x\r\nContent-Length: 47\r\nTransfer-Encoding: chunked\r\n\r\n\
+         0\r\n\r\nGET /static/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&wire), [200], "{}", String::from_utf8_lossy(&wire));
+    // TE.CL: the chunked body is the body, whatever the length says.
+    let wire = send(
+        "POST /static/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+         8\r\nSMUGGLED\r\n0\r\n\r\nGET /static/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&wire), [200], "{}", String::from_utf8_lossy(&wire));
+    let text = String::from_utf8_lossy(&wire);
+    assert!(text.contains(r#""body_len":8"#), "{text}");
+    let recs = up.records();
+    assert_eq!(
+        recs.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        ["/static/a", "/static/b"]
+    );
+    for r in &recs {
+        // One framing only, of ltigate's choosing.
+        assert!(
+            !(r.headers.contains_key("content-length")
+                && r.headers.contains_key("transfer-encoding")),
+            "{:?}",
+            r.headers
+        );
+    }
+
+    // Ambiguous or invalid framing and header syntax: 400, nothing sent on.
+    up.clear();
+    for (case, wire) in [
+        ("TE not ending in chunked", "POST /static/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        ("unknown TE", "POST /static/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        ("space before colon", "POST /static/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+        ("two lengths", "POST /static/c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        ("signed length", "POST /static/c HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello"),
+        ("TE in HTTP/1.0", "POST /static/c HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("obs-fold", "GET /static/c HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n X-LTI-User: admin\r\n\r\n"),
+    ] {
+        let wire = send(wire).await;
+        assert_eq!(statuses(&wire), [400], "{case}: {}", String::from_utf8_lossy(&wire));
+    }
+    assert!(up.records().is_empty(), "{:?}", up.records());
+
+    // A bare LF ends a header line: what follows is a header of its own,
+    // and an identity header is removed like any other.
+    let wire = send("GET /static/d HTTP/1.1\r\nHost: x\r\nX-Note: a\nX-LTI-User: admin\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(statuses(&wire), [200]);
+    let rec = &up.records()[0];
+    assert_eq!(rec.headers["x-note"], "a");
+    assert!(!rec.headers.contains_key("x-lti-user"), "{:?}", rec.headers);
+}
+
+/// Identity headers on a kept-alive connection: the learner's request
+/// carries the identity; the next request on the same connection, without
+/// the cookie but with forged `X-LTI-*` / `X_LTI_*` headers, carries none;
+/// `Connection` naming identity or forwarding headers cannot remove what
+/// ltigate sets; CONNECT and asterisk-form targets go nowhere.
+#[tokio::test]
+async fn identity_is_per_request_on_a_kept_alive_connection() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(&up.url(), &[("server", "public_paths", r#"["/static/"]"#)]).await;
+    let cookie = session(&gate, &Launch::acme("k-1", "C-1"), None).await;
+    up.clear();
+    let wire = format!(
+        "GET /static/one HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: keep-alive, X-LTI-User, X-Forwarded-For\r\n\r\n\
+         GET /static/two HTTP/1.1\r\nHost: x\r\nX-LTI-User: acme:k-1\r\nX_LTI_Roles: Administrator\r\n\
+         x-lti-course-roles: C-1=Administrator\r\nX-Lti_Consumer: Acme\r\n\r\n\
+         GET /courses/C-1 HTTP/1.1\r\nHost: x\r\nX-LTI-User: acme:k-1\r\nConnection: close\r\n\r\n"
+    );
+    let wire = exchange(gate.public, wire.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(
+        statuses(&wire),
+        [200, 200, 401],
+        "{}",
+        String::from_utf8_lossy(&wire)
+    );
+    let recs = up.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].headers["x-lti-user"], "acme:k-1");
+    assert_eq!(recs[0].headers["x-forwarded-for"], "127.0.0.1");
+    let identity: Vec<_> = recs[1]
+        .headers
+        .keys()
+        .filter(|k| k.as_str().replace('_', "-").starts_with("x-lti-"))
+        .collect();
+    assert!(identity.is_empty(), "{identity:?}");
+
+    up.clear();
+    for target in ["CONNECT evil.example:443", "OPTIONS *"] {
+        let wire = format!("{target} HTTP/1.1\r\nHost: evil.example:443\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n");
+        let wire = exchange(gate.public, wire.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(
+            statuses(&wire),
+            [400],
+            "{target}: {}",
+            String::from_utf8_lossy(&wire)
+        );
+    }
+    // An absolute-form target naming another host still goes to the
+    // upstream, and only its path is used.
+    let wire = format!("GET http://evil.example/courses/C-1?x=1 HTTP/1.1\r\nHost: evil.example\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n");
+    let wire = exchange(gate.public, wire.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(statuses(&wire), [200]);
+    let recs = up.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].path, "/courses/C-1");
 }
