@@ -875,7 +875,7 @@ impl ResponsePolicy {
         } else if loc.starts_with('/') && !loc.starts_with("//") && !self.upstream_prefix.is_empty()
         {
             let rest = strip_path_prefix(loc, &self.upstream_prefix)?;
-            return Some(format!(
+            let path = format!(
                 "{}{}",
                 self.public_prefix,
                 if rest.is_empty() && self.public_prefix.is_empty() {
@@ -883,7 +883,14 @@ impl ResponsePolicy {
                 } else {
                     rest
                 }
-            ));
+            );
+            // `/app//evil.example` is a path on the platform, but
+            // `//evil.example` would send the browser to another site: such
+            // a path goes out absolute.
+            if protocol_relative(&path) {
+                return Some(format!("{}{path}", self.public_origin));
+            }
+            return Some(path);
         } else {
             return None;
         };
@@ -893,6 +900,17 @@ impl ResponsePolicy {
             self.public_origin, self.public_prefix
         ))
     }
+}
+
+/// Would a browser read this relative reference as another host's
+/// (`//host`, or `/\host`, with tabs and line breaks removed as browsers
+/// remove them)?
+fn protocol_relative(path: &str) -> bool {
+    let mut chars = path.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r'));
+    matches!(
+        (chars.next(), chars.next()),
+        (Some('/' | '\\'), Some('/' | '\\'))
+    )
 }
 
 /// `(name, value)` of a cookie attribute (`value` empty for flags).
@@ -1220,5 +1238,21 @@ mod tests {
         );
         assert_eq!(p.public_location("/app/x").as_deref(), Some("/lms/x"));
         assert_eq!(p.public_location("/application"), None);
+
+        // Never protocol-relative: the browser would leave the origin.
+        let p = response_policy("/app", "");
+        assert_eq!(
+            p.public_location("/app//evil.example/x").as_deref(),
+            Some("https://learn.example.com//evil.example/x")
+        );
+        assert_eq!(
+            p.public_location("/app/\\evil.example/x").as_deref(),
+            Some("https://learn.example.com/\\evil.example/x")
+        );
+        assert_eq!(
+            p.public_location("/app/\t/evil.example/x").as_deref(),
+            Some("https://learn.example.com/\t/evil.example/x")
+        );
+        assert_eq!(p.public_location("/app/x").as_deref(), Some("/x"));
     }
 }
