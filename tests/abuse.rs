@@ -17,8 +17,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proxykit::{echo, gate_with, metric, read_head, session, session_cookie};
-use support::gate::{client, Gate};
+use proxykit::{echo, gate_with, launch, location, metric, read_head, session, session_cookie};
+use support::gate::{client, Gate, PUBLIC_URL};
 use support::lms::Launch;
 use support::upstream::Upstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -914,4 +914,160 @@ async fn identity_is_per_request_on_a_kept_alive_connection() {
     let recs = up.records();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].path, "/courses/C-1");
+}
+
+// ---------------------------------------------------------------------------
+// Open redirects
+
+/// `launch_presentation_return_url` is followed only when the launch's
+/// signature verified and the URL is an absolute http(s) URL. A refused
+/// launch (here: a replay, a stale timestamp, an unknown key) otherwise
+/// gets the error page and no `Location`; an accepted launch always goes
+/// to `/lti/continue`.
+#[tokio::test]
+async fn the_return_url_is_no_open_redirect() {
+    let (_up, gate) = setup().await;
+    let with_return = |user: &str, url: &str| {
+        Launch::acme(user, "C-1").set("launch_presentation_return_url", url)
+    };
+    for (i, url) in [
+        "javascript:alert(document.cookie)",
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "https:/\\evil.example/x",
+        "/relative/path",
+        "data:text/html,<script>alert(1)</script>",
+        "evil.example",
+        "https://evil.example/\r\nSet-Cookie: a=b",
+        "https://evil.example/\tx",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let l = with_return(&format!("r-{i}"), url);
+        let r = launch(&gate, &l, None).await;
+        assert_eq!(r.status(), 303, "{url}");
+        assert!(location(&r).starts_with("/lti/continue?ticket="), "{url}");
+        // Replayed: refused, and the URL is not one to follow.
+        let r = launch(&gate, &l, None).await;
+        assert_eq!(r.status(), 401, "{url}");
+        assert_eq!(location(&r), "", "{url}");
+    }
+
+    // An absolute https URL from a verified launch is followed, with the
+    // reason appended — an uppercase scheme too.
+    let l = with_return("r-ok", "HTTPS://lms.example.org/ret");
+    assert_eq!(launch(&gate, &l, None).await.status(), 303);
+    let r = launch(&gate, &l, None).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).starts_with("HTTPS://lms.example.org/ret?lti_errormsg="),
+        "{}",
+        location(&r)
+    );
+
+    // Refused before the signature decides: never followed.
+    let mut stale = with_return("r-stale", "https://evil.example/");
+    stale.timestamp -= 3600;
+    let r = launch(&gate, &stale, None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(location(&r), "");
+    let unknown = Launch::new("who-key", "x", "r-u", Some("C-1"))
+        .set("launch_presentation_return_url", "https://evil.example/");
+    let r = launch(&gate, &unknown, None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(location(&r), "");
+}
+
+/// A stand-in platform that answers every request with `302` to the
+/// (percent-decoded) `to` query parameter.
+async fn redirector() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let to = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("to="))
+                            .and_then(|v| ltigate::gate::decode_path_segment(v).ok())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(302)
+                                .header("location", to)
+                                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Upstream redirects are moved to the public origin, never to another
+/// one. With an upstream path prefix (`upstream.url = http://…/app`) a
+/// redirect to `/app//evil.example/x` is a path on the platform; it must
+/// not become the protocol-relative `//evil.example/x`, which a browser
+/// would follow to another site (nor `/\evil.example`, which browsers read
+/// the same way).
+#[tokio::test]
+async fn upstream_redirects_never_leave_the_public_origin() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let (platform, _task) = redirector().await;
+    let gate = gate_with(
+        &up.url(),
+        &[("upstream", "url", &format!("\"http://{platform}/app\""))],
+    )
+    .await;
+    let cookie = session(&gate, &Launch::acme("o-1", "C-1"), None).await;
+    let internal = format!("http://{platform}");
+    for (to, expected) in [
+        ("/app/courses/C-1".to_string(), "/courses/C-1".to_string()),
+        (
+            "/app//evil.example/x".into(),
+            format!("{PUBLIC_URL}//evil.example/x"),
+        ),
+        (
+            "/app/\\evil.example/x".into(),
+            format!("{PUBLIC_URL}/\\evil.example/x"),
+        ),
+        (
+            format!("{internal}/app//evil.example/x"),
+            format!("{PUBLIC_URL}//evil.example/x"),
+        ),
+        (format!("{internal}/app/x"), format!("{PUBLIC_URL}/x")),
+        // Not the platform's: passed on as they are.
+        (
+            "https://elsewhere.example/x".into(),
+            "https://elsewhere.example/x".into(),
+        ),
+        (
+            "//elsewhere.example/x".into(),
+            "//elsewhere.example/x".into(),
+        ),
+    ] {
+        let r = client()
+            .get(gate.url(&format!(
+                "/go?to={}",
+                ltigate::lti::encode::percent_encode(to.as_bytes())
+            )))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{to}");
+        assert_eq!(location(&r), expected, "{to}");
+    }
 }
