@@ -1071,3 +1071,243 @@ async fn upstream_redirects_never_leave_the_public_origin() {
         assert_eq!(location(&r), expected, "{to}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Another deployment's cookie
+
+/// Two deployments with the same consumers and cookie name but different
+/// session keys: A's genuine cookie opens nothing at B — no proxied
+/// request, no "double-click" pass for a replayed launch of the same
+/// learner and course, no ticket shortcut — and never reaches B's
+/// upstream.
+#[tokio::test]
+async fn a_cookie_from_another_deployment_opens_nothing() {
+    let up_a = Upstream::start(Some("upstream-token")).await;
+    let up_b = Upstream::start(Some("upstream-token")).await;
+    let a = Gate::start(&up_a.url(), "").await;
+    let b = gate_with(
+        &up_b.url(),
+        &[(
+            "session",
+            "secret",
+            r#""another-deployment-0123456789abcdef""#,
+        )],
+    )
+    .await;
+    let foreign = session(&a, &Launch::acme("x-1", "C-1"), None).await;
+    let foreign_value = foreign.split_once('=').unwrap().1.to_string();
+
+    let r = client()
+        .get(b.url("/courses/C-1"))
+        .header("cookie", &foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        metric(&b, "ltigate_session_rejections_total{reason=\"invalid\"}").await,
+        1.0
+    );
+
+    // The same learner launches at B; the launch is then replayed with
+    // A's cookie: a replay, not a double-click of an open session.
+    let l = Launch::acme("x-1", "C-1");
+    let first = launch(&b, &l, None).await;
+    assert_eq!(first.status(), 303);
+    let own = session_cookie(&first).unwrap();
+    let r = launch(&b, &l, Some(&foreign)).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(location(&r), "");
+    // With B's own cookie the double-click goes to the course.
+    let r = launch(&b, &l, Some(&own)).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/courses/C-1");
+
+    // A ticket of B with A's cookie in a frame: the cookie does not count
+    // as B's, so the new-window page, not the course.
+    let fresh = launch(&b, &Launch::acme("x-1", "C-1"), None).await;
+    let ticket_url = location(&fresh);
+    let r = client()
+        .get(b.url(&ticket_url))
+        .header("cookie", &foreign)
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ltigate-fallback"], "new-window");
+
+    for rec in up_b.records() {
+        for v in rec.headers.values() {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            assert!(!v.contains(&foreign_value), "{rec:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A hostile LMS answer
+
+const POX_NS: &str = "http://www.imsglobal.org/services/ltiv1p1/xsd/imsoms_v1p0";
+
+/// A POX answer whose `imsx_codeMajor` is `code_major` (raw XML), after
+/// the given DOCTYPE.
+fn pox_with_doctype(doctype: &str, code_major: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?>\n{doctype}\n<imsx_POXEnvelopeResponse xmlns=\"{POX_NS}\"><imsx_POXHeader>\
+         <imsx_POXResponseHeaderInfo><imsx_version>V1.0</imsx_version><imsx_messageIdentifier>1</imsx_messageIdentifier>\
+         <imsx_statusInfo><imsx_codeMajor>{code_major}</imsx_codeMajor><imsx_severity>status</imsx_severity>\
+         <imsx_description>&desc;</imsx_description></imsx_statusInfo></imsx_POXResponseHeaderInfo></imsx_POXHeader>\
+         <imsx_POXBody><replaceResultResponse/></imsx_POXBody></imsx_POXEnvelopeResponse>"
+    )
+}
+
+/// The outbox job of `learner`, once it is a dead letter (bounded wait).
+async fn dead_letter(gate: &Gate, learner: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list: serde_json::Value = client()
+            .get(gate.admin_url("/outbox"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job = list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["learner"] == learner)
+            .cloned();
+        if let Some(j) = job.filter(|j| j["state"] == "dead") {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter for {learner}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The LMS answers with XML carrying a DOCTYPE: an entity that would read
+/// `success`, a billion-laughs bomb, an external entity pointing at a
+/// listener; and with a body that never ends. None is expanded, fetched or
+/// read to the end: each attempt ends at once as "no POX answer" and the
+/// job becomes a dead letter after `outcomes.max_attempts` (2) — the
+/// `success` entity did not deliver the grade, the listener saw no
+/// connection, and the process's peak memory grew by less than 32 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xml_entities_in_an_lms_answer_are_never_expanded() {
+    use support::fake_lms::{Answer, FakeLms};
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(&up.url(), &[("outcomes", "max_attempts", "2")]).await;
+    let lms = FakeLms::start("acme-key", "acme-secret").await;
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let xxe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let xxe_addr = xxe.local_addr().unwrap();
+    {
+        let fetched = fetched.clone();
+        tokio::spawn(async move {
+            while xxe.accept().await.is_ok() {
+                fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    let laughs: String = (1..=9)
+        .map(|i| {
+            let prev = if i == 1 {
+                "lol".to_string()
+            } else {
+                format!("lol{}", i - 1)
+            };
+            format!("<!ENTITY lol{i} \"{}\">", format!("&{prev};").repeat(10))
+        })
+        .collect();
+    let cases: Vec<(&str, Answer)> = vec![
+        (
+            "entity-success",
+            Answer::Raw(
+                200,
+                pox_with_doctype(
+                    "<!DOCTYPE imsx_POXEnvelopeResponse [<!ENTITY ok \"success\"><!ENTITY desc \"fine\">]>",
+                    "&ok;",
+                ),
+            ),
+        ),
+        (
+            "billion-laughs",
+            Answer::Raw(
+                200,
+                pox_with_doctype(
+                    &format!("<!DOCTYPE lolz [<!ENTITY lol \"lol\">{laughs}<!ENTITY desc \"&lol9;\">]>"),
+                    "&lol9;",
+                ),
+            ),
+        ),
+        (
+            "external-entity",
+            Answer::Raw(
+                200,
+                pox_with_doctype(
+                    &format!("<!DOCTYPE x [<!ENTITY ok SYSTEM \"http://{xxe_addr}/xxe\"><!ENTITY desc SYSTEM \"file:///etc/hostname\">]>"),
+                    "&ok;",
+                ),
+            ),
+        ),
+        ("endless", Answer::Endless),
+    ];
+    let peak_before = procs::status_kib(std::process::id(), "VmHWM:");
+    for (i, (case, answer)) in cases.into_iter().enumerate() {
+        let learner = format!("x-{i}");
+        let l = Launch::acme(&learner, "C-1")
+            .set("lis_outcome_service_url", &lms.url())
+            .set("lis_result_sourcedid", &format!("sid-{case}"));
+        assert_eq!(launch(&gate, &l, None).await.status(), 303);
+        lms.then([answer.clone(), answer]);
+        let body =
+            serde_json::json!({"event_id": format!("e-{case}"), "user": format!("acme:{learner}"),
+            "course": "C-1", "activity": "final-assessment", "score": 0.9})
+            .to_string();
+        let t = Instant::now();
+        let r = client()
+            .post(gate.admin_url("/webhooks/completion"))
+            .header("content-type", "application/json")
+            .header(
+                "x-ltigate-signature",
+                ltigate::outcomes::sign_webhook(
+                    body.as_bytes(),
+                    &ltigate::secret::Secret::new(support::gate::WEBHOOK_SECRET),
+                    support::lms::now(),
+                ),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{case}");
+        let job = dead_letter(&gate, &format!("acme:{learner}")).await;
+        assert_eq!(
+            job["last_error"], "gave up after 2 attempts: HTTP 200 without a POX answer",
+            "{case}"
+        );
+        assert_eq!(job["attempts"], 2, "{case}");
+        // Two attempts and one retry delay (200–400 ms), nothing more.
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{case}: {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(lms.accepted().is_empty());
+    assert_eq!(lms.received().len(), 8);
+    assert!(lms.rejected().is_empty(), "{:?}", lms.rejected());
+    assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        metric(&gate, "ltigate_outcomes_total{result=\"delivered\"}").await,
+        0.0
+    );
+    let grew = procs::status_kib(std::process::id(), "VmHWM:").saturating_sub(peak_before) / 1024;
+    assert!(grew < 32, "peak memory grew by {grew} MiB");
+}

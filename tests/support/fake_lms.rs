@@ -15,7 +15,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha1::Sha1;
@@ -34,6 +35,15 @@ pub enum Answer {
     TooMany(u64),
     /// Wait this long before answering success.
     Hang(Duration),
+    /// This status and body verbatim (`application/xml`), e.g. XML with a
+    /// DOCTYPE; recorded as not accepted.
+    Raw(u16, String),
+    /// Wait this long, then answer 503 without POX: an LMS that stalls past
+    /// the delivery timeout. Recorded as not accepted.
+    Stall(Duration),
+    /// 200 and a body that never ends (64 KiB chunks for as long as the
+    /// client reads). Recorded as not accepted.
+    Endless,
 }
 
 /// A delivery the LMS accepted or refused.
@@ -55,6 +65,7 @@ struct State {
     nonces: HashSet<String>,
     in_flight: HashMap<String, usize>,
     max_in_flight: HashMap<String, usize>,
+    authorizations: Vec<String>,
 }
 
 pub struct FakeLms {
@@ -249,6 +260,11 @@ impl FakeLms {
         self.state.lock().unwrap().rejected.clone()
     }
 
+    /// The `Authorization` header of every request, in arrival order.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.state.lock().unwrap().authorizations.clone()
+    }
+
     /// The most deliveries of one sourcedId seen at the same time.
     pub fn max_concurrent(&self) -> usize {
         self.state
@@ -280,17 +296,28 @@ impl FakeLms {
 
 type Ctx = (Arc<Mutex<State>>, String, String, SocketAddr);
 
-fn reply(status: u16, body: String, extra: Option<(&str, String)>) -> Response<Full<Bytes>> {
+type Body = BoxBody<Bytes, Infallible>;
+
+/// 64 KiB chunks for as long as the receiver reads them.
+fn endless() -> Body {
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let frames = futures_util::stream::repeat_with(move || {
+        Ok::<_, Infallible>(http_body::Frame::data(chunk.clone()))
+    });
+    StreamBody::new(frames).boxed()
+}
+
+fn reply(status: u16, body: String, extra: Option<(&str, String)>) -> Response<Body> {
     let mut b = Response::builder()
         .status(StatusCode::from_u16(status).unwrap())
         .header("content-type", "application/xml");
     if let Some((k, v)) = extra {
         b = b.header(k, v);
     }
-    b.body(Full::new(Bytes::from(body))).unwrap()
+    b.body(Full::new(Bytes::from(body)).boxed()).unwrap()
 }
 
-async fn handle(req: Request<Incoming>, (state, key, secret, addr): Ctx) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, (state, key, secret, addr): Ctx) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -310,6 +337,7 @@ async fn handle(req: Request<Incoming>, (state, key, secret, addr): Ctx) -> Resp
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    state.lock().unwrap().authorizations.push(auth.clone());
     let url_base = format!("http://{addr}{}", parts.uri.path());
     let method = match verify(
         &url_base,
@@ -348,7 +376,7 @@ async fn handle(req: Request<Incoming>, (state, key, secret, addr): Ctx) -> Resp
         *max = (*max).max(now_in);
         s.answers.pop_front().unwrap_or(Answer::Success)
     };
-    if let Answer::Hang(d) = &answer {
+    if let Answer::Hang(d) | Answer::Stall(d) = &answer {
         tokio::time::sleep(*d).await;
     }
     let accepted = matches!(answer, Answer::Success | Answer::Hang(_));
@@ -374,5 +402,12 @@ async fn handle(req: Request<Incoming>, (state, key, secret, addr): Ctx) -> Resp
         }
         Answer::Status(status) => reply(status, "<html>down</html>".into(), None),
         Answer::TooMany(secs) => reply(429, String::new(), Some(("retry-after", secs.to_string()))),
+        Answer::Raw(status, body) => reply(status, body, None),
+        Answer::Stall(_) => reply(503, "<html>too late</html>".into(), None),
+        Answer::Endless => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/xml")
+            .body(endless())
+            .unwrap(),
     }
 }
