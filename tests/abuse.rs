@@ -17,12 +17,26 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proxykit::{echo, gate_with, launch, location, metric, read_head, session, session_cookie};
+use proxykit::{
+    echo, gate_with, launch, location, metric, read_head, session, session_cookie, COOKIE,
+};
 use support::gate::{client, Gate, PUBLIC_URL};
 use support::lms::Launch;
 use support::upstream::Upstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The 10,000-launch burst takes both cores for a while: it runs alone,
+/// and the tests with timing bounds wait for it (or it for them).
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+async fn shared_machine() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+async fn whole_machine() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
 
 /// Writes `bytes` (a write error is ignored: ltigate may close early),
 /// then reads until EOF, a read error or `limit`.
@@ -108,6 +122,7 @@ async fn setup() -> (Upstream, Gate) {
 /// or not; an idle keep-alive connection is closed after the same time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_hold_no_worker() {
+    let _machine = shared_machine().await;
     let up = Upstream::start(Some("upstream-token")).await;
     let gate = gate_with(
         &up.url(),
@@ -211,6 +226,7 @@ async fn slowloris_connections_hold_no_worker() {
 /// connections would shut ltigate out for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_body_that_never_arrives_gives_its_slot_back() {
+    let _machine = shared_machine().await;
     let up = Upstream::start(Some("upstream-token")).await;
     let gate = gate_with(
         &up.url(),
@@ -272,6 +288,7 @@ async fn a_launch_body_that_never_arrives_gives_its_slot_back() {
 /// runs; so do more than 100 header fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431_on_http1_and_http2() {
+    let _machine = shared_machine().await;
     let up = Upstream::start(Some("upstream-token")).await;
     let gate = Gate::start(&up.url(), "").await;
     let cookie = session(&gate, &Launch::acme("h-1", "C-1"), None).await;
@@ -371,6 +388,7 @@ fn launch_of_length(user: &str, len: usize) -> (Launch, String) {
 /// refused at once, without waiting for the body.
 #[tokio::test]
 async fn oversized_launch_bodies_get_413_at_the_exact_bound() {
+    let _machine = shared_machine().await;
     let (up, gate) = setup().await;
     let (_, body) = launch_of_length("b-1", 64 * 1024);
     let r = client()
@@ -447,6 +465,7 @@ async fn oversized_launch_bodies_get_413_at_the_exact_bound() {
 /// memory grows by less than 64 MiB over the burst.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_nonces_from_one_key_pass_once_each_in_bounded_memory() {
+    let _machine = whole_machine().await;
     const N: usize = 10_000;
     let up = Upstream::start(Some("upstream-token")).await;
     let dir = tempfile::tempdir().unwrap();
@@ -565,6 +584,7 @@ async fn post_raw(gate: &Gate, path: &str, body: Vec<u8>) -> reqwest::Response {
 /// is accepted. The page never echoes the raw bytes.
 #[tokio::test]
 async fn invalid_utf8_and_percent_sequences_are_400_and_spend_no_nonce() {
+    let _machine = shared_machine().await;
     let (up, gate) = setup().await;
     let l = Launch::acme("e-1", "C-1");
     let good = l.body();
@@ -681,6 +701,7 @@ async fn invalid_utf8_and_percent_sequences_are_400_and_spend_no_nonce() {
 /// parameter given twice with different values. None spends the nonce.
 #[tokio::test]
 async fn duplicated_oauth_parameters_are_refused() {
+    let _machine = shared_machine().await;
     let (up, gate) = setup().await;
     let l = Launch::acme("d-1", "C-1");
     let signed = l.signed_params();
@@ -797,6 +818,7 @@ async fn duplicated_oauth_parameters_are_refused() {
 /// of its own; ambiguous framing is refused.
 #[tokio::test]
 async fn smuggling_attempts_never_reach_the_upstream_as_requests() {
+    let _machine = shared_machine().await;
     let up = Upstream::start(Some("upstream-token")).await;
     let gate = gate_with(&up.url(), &[("server", "public_paths", r#"["/static/"]"#)]).await;
     let addr = gate.public;
@@ -867,6 +889,7 @@ async fn smuggling_attempts_never_reach_the_upstream_as_requests() {
 /// ltigate sets; CONNECT and asterisk-form targets go nowhere.
 #[tokio::test]
 async fn identity_is_per_request_on_a_kept_alive_connection() {
+    let _machine = shared_machine().await;
     let up = Upstream::start(Some("upstream-token")).await;
     let gate = gate_with(&up.url(), &[("server", "public_paths", r#"["/static/"]"#)]).await;
     let cookie = session(&gate, &Launch::acme("k-1", "C-1"), None).await;
@@ -926,6 +949,7 @@ async fn identity_is_per_request_on_a_kept_alive_connection() {
 /// to `/lti/continue`.
 #[tokio::test]
 async fn the_return_url_is_no_open_redirect() {
+    let _machine = shared_machine().await;
     let (_up, gate) = setup().await;
     let with_return = |user: &str, url: &str| {
         Launch::acme(user, "C-1").set("launch_presentation_return_url", url)
@@ -1024,6 +1048,7 @@ async fn redirector() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 /// the same way).
 #[tokio::test]
 async fn upstream_redirects_never_leave_the_public_origin() {
+    let _machine = shared_machine().await;
     let up = Upstream::start(Some("upstream-token")).await;
     let (platform, _task) = redirector().await;
     let gate = gate_with(
@@ -1082,6 +1107,7 @@ async fn upstream_redirects_never_leave_the_public_origin() {
 /// upstream.
 #[tokio::test]
 async fn a_cookie_from_another_deployment_opens_nothing() {
+    let _machine = shared_machine().await;
     let up_a = Upstream::start(Some("upstream-token")).await;
     let up_b = Upstream::start(Some("upstream-token")).await;
     let a = Gate::start(&up_a.url(), "").await;
@@ -1200,6 +1226,7 @@ async fn dead_letter(gate: &Gate, learner: &str) -> serde_json::Value {
 /// connection, and the process's peak memory grew by less than 32 MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xml_entities_in_an_lms_answer_are_never_expanded() {
+    let _machine = shared_machine().await;
     use support::fake_lms::{Answer, FakeLms};
     let up = Upstream::start(Some("upstream-token")).await;
     let gate = gate_with(&up.url(), &[("outcomes", "max_attempts", "2")]).await;
@@ -1310,4 +1337,304 @@ async fn xml_entities_in_an_lms_answer_are_never_expanded() {
     );
     let grew = procs::status_kib(std::process::id(), "VmHWM:").saturating_sub(peak_before) / 1024;
     assert!(grew < 32, "peak memory grew by {grew} MiB");
+}
+
+// ---------------------------------------------------------------------------
+// Secrets in logs
+
+/// Every string value of a JSON log line, unescaped (a secret with quotes
+/// or backslashes would be escaped in the raw line).
+fn json_strings(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// The real binary at `LTIGATE_LOG=debug` (every crate: hyper, reqwest,
+/// redis…) on Redis with a password, through accepted, refused and
+/// replayed launches, continues, proxied requests with the learner's and
+/// the browser's credentials, a webhook with a bad signature and a good
+/// one, and a grade delivery: its whole stderr holds none of the
+/// configured secrets (inline, from a file, `base64:`, from the
+/// environment, previous session keys, the Redis password), the session
+/// cookie, a launch ticket, the `Authorization` headers (browser and
+/// LMS-bound OAuth, with their signatures) or the webhook signature; nor
+/// does `check-config` print any secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs_at_debug() {
+    let _machine = shared_machine().await;
+    use support::fake_lms::FakeLms;
+    const REDIS_PASSWORD: &str = "redis-pw-6c1d9e0f";
+    let redis = support::redis::RedisServer::start_with_args(&[
+        "--user",
+        "ltigate",
+        "on",
+        &format!(">{REDIS_PASSWORD}"),
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    const API_TOKEN: &str = "api-token-from-env-81f2";
+    let up = Upstream::start(Some(API_TOKEN)).await;
+    let lms = FakeLms::start("acme-key", "acme-secret-new-5d7a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let beta_file = dir.path().join("beta-secret");
+    // `base64:` + "beta-secret-from-file-93e0"
+    std::fs::write(&beta_file, "base64:YmV0YS1zZWNyZXQtZnJvbS1maWxlLTkzZTA=\n").unwrap();
+    let secrets = [
+        "session-secret-0123456789abcdef-4b2c",
+        "previous-session-secret-0123456789-77aa",
+        "webhook-secret-2b9e4d",
+        "acme-secret-new-5d7a",
+        "acme-secret-old-0c3f",
+        "beta-secret-from-file-93e0",
+        "YmV0YS1zZWNyZXQtZnJvbS1maWxlLTkzZTA",
+        API_TOKEN,
+        REDIS_PASSWORD,
+    ];
+    let port = redis.port();
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+shutdown_grace = "5s"
+
+[upstream]
+url = "{up}"
+api_url = "{up}/api"
+api_timeout = "2s"
+timeout = "2s"
+
+[session]
+secret = "{session}"
+previous_secrets = ["{previous}"]
+
+[store]
+url = "redis://ltigate:{REDIS_PASSWORD}@127.0.0.1:{port}"
+
+[webhook]
+secret = "{webhook}"
+
+[outcomes]
+allow_insecure_targets = true
+retry_initial = "200ms"
+
+[[consumers]]
+name = "Acme"
+key = "acme-key"
+secrets = ["{acme_new}", "{acme_old}"]
+lms_id = "acme"
+
+[[consumers]]
+name = "Beta"
+key = "beta-key"
+secret_file = "{beta_file}"
+lms_id = "beta"
+"#,
+        up = up.url(),
+        session = secrets[0],
+        previous = secrets[1],
+        webhook = secrets[2],
+        acme_new = secrets[3],
+        acme_old = secrets[4],
+        beta_file = beta_file.display(),
+    );
+    let config = procs::write_config(dir.path(), &toml);
+    let env = [("LTIGATE_UPSTREAM__API_TOKEN", API_TOKEN)];
+    let mut gate = procs::Ltigate::spawn_with_env(&config, "debug", &env);
+
+    let post = |l: &Launch, cookie: Option<&str>| {
+        let mut req = client()
+            .post(gate.url("/lti/launch"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(l.body());
+        if let Some(c) = cookie {
+            req = req.header("cookie", c.to_string());
+        }
+        req.send()
+    };
+    let graded = Launch::new("acme-key", secrets[3], "l-1", Some("C-1"))
+        .set("lis_outcome_service_url", &lms.url())
+        .set("lis_result_sourcedid", "sid-l-1")
+        .set(
+            "launch_presentation_return_url",
+            "https://lms.example.org/ret",
+        );
+    let r = post(&graded, None).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = session_cookie(&r).unwrap();
+    let ticket_url = location(&r);
+    let ticket = ticket_url.split_once("ticket=").unwrap().1.to_string();
+    assert_eq!(
+        post(&graded, None).await.unwrap().status(),
+        303,
+        "replay to the return URL"
+    );
+    assert_eq!(
+        post(&graded, Some(&cookie)).await.unwrap().status(),
+        303,
+        "double-click"
+    );
+    let wrong = Launch::new("acme-key", "not-the-secret", "l-2", Some("C-1"));
+    assert_eq!(post(&wrong, None).await.unwrap().status(), 401);
+    let beta = Launch::new("beta-key", secrets[5], "l-3", Some("C-1"));
+    assert_eq!(post(&beta, None).await.unwrap().status(), 303);
+    let r = client().get(gate.url(&ticket_url)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        client()
+            .get(gate.url(&ticket_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    const BROWSER_AUTH: &str = "Bearer browser-credential-e4a1";
+    let r = client()
+        .get(gate.url("/courses/C-1?page=1"))
+        .header("cookie", format!("{cookie}; other=1"))
+        .header("authorization", BROWSER_AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let forged = format!("{COOKIE}={}x", cookie.split_once('=').unwrap().1);
+    let r = client()
+        .get(gate.url("/courses/C-1"))
+        .header("cookie", &forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let webhook = |body: String, signature: String| {
+        client()
+            .post(gate.admin_url("/webhooks/completion"))
+            .header("content-type", "application/json")
+            .header("x-ltigate-signature", signature)
+            .body(body)
+            .send()
+    };
+    let body = serde_json::json!({"event_id": "e-log", "user": "acme:l-1", "course": "C-1",
+        "activity": "final-assessment", "score": 0.7})
+    .to_string();
+    let signature = ltigate::outcomes::sign_webhook(
+        body.as_bytes(),
+        &ltigate::secret::Secret::new(secrets[2]),
+        support::lms::now(),
+    );
+    let bad = ltigate::outcomes::sign_webhook(
+        body.as_bytes(),
+        &ltigate::secret::Secret::new("not-the-webhook-secret"),
+        support::lms::now(),
+    );
+    assert_eq!(
+        webhook(body.clone(), bad.clone()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        webhook(body, signature.clone()).await.unwrap().status(),
+        202
+    );
+    assert_eq!(
+        lms.wait_accepted(1, Duration::from_secs(10)).await,
+        [("sid-l-1".to_string(), 0.7)]
+    );
+    gate.signal("TERM");
+    assert!(gate
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+
+    let raw = gate.log();
+    let mut text = raw.clone();
+    for line in raw.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            json_strings(&v, &mut text);
+        }
+    }
+    // The log is the debug one, with the requests in it.
+    assert!(text.contains("launch accepted") && text.contains("grade delivered"));
+    let debug = raw.lines().filter(|l| l.contains(r#""level":"DEBUG""#));
+    assert!(debug.count() >= 10, "{raw}");
+
+    let mut sensitive: Vec<(String, String)> = secrets
+        .iter()
+        .map(|s| ("a configured secret".to_string(), s.to_string()))
+        .collect();
+    sensitive.push((
+        "the session cookie".into(),
+        cookie.split_once('=').unwrap().1.into(),
+    ));
+    sensitive.push(("a launch ticket".into(), ticket));
+    sensitive.push(("the browser's Authorization".into(), BROWSER_AUTH.into()));
+    sensitive.push(("the webhook signature".into(), signature.clone()));
+    sensitive.push((
+        "the webhook signature".into(),
+        signature.split("v1=").nth(1).unwrap().into(),
+    ));
+    sensitive.push((
+        "a bad webhook signature".into(),
+        bad.split("v1=").nth(1).unwrap().into(),
+    ));
+    let auths = lms.authorizations();
+    assert_eq!(auths.len(), 1);
+    sensitive.push(("the LMS-bound Authorization".into(), auths[0].clone()));
+    let oauth_signature = auths[0]
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("oauth_signature=\""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    sensitive.push(("its oauth_signature".into(), oauth_signature.clone()));
+    sensitive.push((
+        "its oauth_signature, decoded".into(),
+        ltigate::gate::decode_path_segment(&oauth_signature).unwrap(),
+    ));
+    sensitive.push((
+        "a launch signature".into(),
+        graded
+            .signed_params()
+            .into_iter()
+            .find(|(n, _)| n == "oauth_signature")
+            .unwrap()
+            .1,
+    ));
+    for (what, value) in &sensitive {
+        assert!(
+            !text.contains(value.as_str()),
+            "{what} is in the log: {value}"
+        );
+    }
+
+    // check-config on the same configuration and environment.
+    let out = std::process::Command::new(procs::BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("[redacted]"));
+    for s in secrets {
+        assert!(!printed.contains(s), "check-config printed {s}:\n{printed}");
+    }
 }

@@ -33,9 +33,15 @@ impl Ltigate {
     /// (an `LTIGATE_LOG` filter that lets the `ltigate` target's info
     /// through) and waits for "ltigate is serving".
     pub fn spawn(config: &Path, log: &str) -> Ltigate {
+        Ltigate::spawn_with_env(config, log, &[])
+    }
+
+    /// [`Ltigate::spawn`] with extra environment variables for the child.
+    pub fn spawn_with_env(config: &Path, log: &str, env: &[(&str, &str)]) -> Ltigate {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("LTIGATE_LOG_FORMAT", "json")
             .env("LTIGATE_LOG", log)
             .stdin(Stdio::null())
