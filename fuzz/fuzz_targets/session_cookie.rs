@@ -21,7 +21,7 @@ fn fits_unchanged(json_len: usize) -> bool {
     json_len
         .checked_add(1 + 24 + 16)
         .and_then(|raw| raw.checked_mul(4))
-        .is_some_and(|bits| bits.div_ceil(3) <= MAX_COOKIE_VALUE)
+        .is_some_and(|raw_times_4| raw_times_4.div_ceil(3) <= MAX_COOKIE_VALUE)
 }
 
 fn opt_string(u: &mut Unstructured<'_>) -> ArbResult<Option<String>> {
