@@ -69,6 +69,16 @@ where
     }
 }
 
+fn store_unavailable(admin: &Admin, e: &crate::store::StoreError) -> Response<Body> {
+    admin.app.metrics.store_failed("outbox");
+    respond::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        &e.to_string(),
+        true,
+    )
+}
+
 async fn outbox_list(admin: &Admin) -> Response<Body> {
     match admin.app.store.outbox_jobs().await {
         Ok(mut jobs) => {
@@ -94,15 +104,7 @@ async fn outbox_list(admin: &Admin) -> Response<Body> {
                 .collect();
             respond::json(StatusCode::OK, &serde_json::json!({ "jobs": list }))
         }
-        Err(e) => {
-            admin.app.metrics.store_failed("outbox");
-            respond::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                &e.to_string(),
-                true,
-            )
-        }
+        Err(e) => store_unavailable(admin, &e),
     }
 }
 
@@ -151,15 +153,7 @@ where
             }
             respond::json(StatusCode::OK, &serde_json::json!({ "requeued": n }))
         }
-        Err(e) => {
-            admin.app.metrics.store_failed("outbox");
-            respond::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                &e.to_string(),
-                true,
-            )
-        }
+        Err(e) => store_unavailable(admin, &e),
     }
 }
 

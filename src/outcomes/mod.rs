@@ -166,17 +166,7 @@ pub fn verify_webhook_signature(
     if now.abs_diff(ts) > tolerance.as_secs() {
         return Err(SignatureError::Stale);
     }
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose())
-        .map_err(|_| SignatureError::Malformed)?;
-    mac.update(t_text.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let expected = webhook_mac(secret, t_text, body);
     let ok = sigs
         .iter()
         .any(|s| crate::lti::oauth1::signatures_equal(&s.to_ascii_lowercase(), &expected));
@@ -187,23 +177,24 @@ pub fn verify_webhook_signature(
     }
 }
 
-/// Signs a webhook body the way ltigate verifies it (for platforms written
-/// in Rust, the demo and tests).
-pub fn sign_webhook(body: &[u8], secret: &Secret, t: u64) -> String {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret.expose()) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(t.to_string().as_bytes());
+/// Hex HMAC-SHA256 of `"<t>." + body` (HMAC takes keys of any length).
+fn webhook_mac(secret: &Secret, t: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret.expose())
+        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
+    mac.update(t.as_bytes());
     mac.update(b".");
     mac.update(body);
-    let hex: String = mac
-        .finalize()
+    mac.finalize()
         .into_bytes()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},v1={hex}")
+        .collect()
+}
+
+/// Signs a webhook body the way ltigate verifies it (for platforms written
+/// in Rust, the demo and tests).
+pub fn sign_webhook(body: &[u8], secret: &Secret, t: u64) -> String {
+    format!("t={t},v1={}", webhook_mac(secret, &t.to_string(), body))
 }
 
 /// What to do after a delivery attempt.
