@@ -203,7 +203,12 @@ fn pox_answer(code: &str, desc: &str, msg_ref: &str) -> String {
 impl FakeLms {
     /// Starts the LMS for consumer `key` / `secret`.
     pub async fn start(key: &str, secret: &str) -> FakeLms {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeLms::start_on("127.0.0.1:0".parse().unwrap(), key, secret).await
+    }
+
+    /// Starts the LMS on `addr` (e.g. the address of an LMS that was down).
+    pub async fn start_on(addr: SocketAddr, key: &str, secret: &str) -> FakeLms {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let ctx = (state.clone(), key.to_string(), secret.to_string(), addr);
