@@ -59,40 +59,73 @@ async fn wait_for_launches(gate: &Gate, tag: &str) -> Duration {
 // ---------------------------------------------------------------------------
 // Redis restarted
 
-/// What a Redis restart can lose, shown end to end. A launch is accepted
-/// and its replay refused; Redis restarts; launches work again at once.
-/// Without persistence (`--appendonly no --save ""`) the restarted Redis has
-/// forgotten the nonce, so the replay of the launch signed before the
-/// restart — still inside its timestamp window — is **accepted**: the
-/// documented risk. It has forgotten the licence claims as well, so a
-/// consumer at its cap (`Beta`, 2 licences) gets a third learner in.
+/// What a Redis restart can lose, shown end to end. Before the restart: a
+/// launch accepted and its replay refused, `Beta` at its cap of two
+/// licences, a grade queued while the LMS is down. Redis is killed and
+/// restarted; launches work again at once. Without persistence
+/// (`--appendonly no --save ""`) everything Redis held is gone:
+///
+/// - the replay of the launch signed before the restart, still inside its
+///   window (`oauth_timestamp` + `launch.max_clock_skew`), is **accepted**
+///   and yields a session as that learner, with that launch's roles — the
+///   documented risk;
+/// - the licence claims: a third `Beta` learner gets in;
+/// - the queued grade: the LMS, back up, never receives it;
+/// - the outcome target and the enrolment: a new completion webhook for
+///   the same learner is 422 (unknown learner) until they launch again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restarted_without_persistence_forgets_nonces_and_licences() {
+async fn redis_restarted_without_persistence_forgets_nonces_licences_and_grades() {
     let _machine = MACHINE.read().await;
     let mut redis = RedisServer::start();
-    let (replay, third) = restart_and_replay(&mut redis).await;
-    assert_eq!(replay, 303, "the replay gets through: the documented risk");
-    assert_eq!(third, 303, "the licence claims were lost with the data");
+    let after = restart_redis_under_ltigate(&mut redis).await;
+    assert_eq!(
+        after.replay, 303,
+        "the replay gets through: the documented risk"
+    );
+    assert_eq!(after.replay_user.as_deref(), Some("acme:p-1"));
+    assert_eq!(after.third_licence, 303);
+    assert_eq!(after.delivered, []);
+    assert_eq!(after.webhook, 422);
 }
 
 /// The same with `appendonly yes`: the restarted Redis still knows the
-/// nonce and the licences, so the replay is refused and the cap holds.
+/// nonce, the licences, the queued grade and the enrolment — the replay is
+/// refused, the cap holds, the grade is delivered, the webhook is queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_with_appendonly_still_refuses_the_replay() {
     let _machine = MACHINE.read().await;
     let mut redis = RedisServer::start_with_args(&["--appendonly", "yes"]);
-    let (replay, third) = restart_and_replay(&mut redis).await;
-    assert_eq!(replay, 401);
-    assert_eq!(third, 403);
+    let after = restart_redis_under_ltigate(&mut redis).await;
+    assert_eq!(after.replay, 401);
+    assert_eq!(after.replay_user, None);
+    assert_eq!(after.third_licence, 403);
+    assert_eq!(after.delivered, [("sid-g-1".to_string(), 0.4)]);
+    assert_eq!(after.webhook, 202);
 }
 
-/// Launch, replay (refused), two Beta learners (the cap), Redis killed and
-/// restarted, launches back; then the statuses of the replay and of a third
-/// Beta learner.
-async fn restart_and_replay(redis: &mut RedisServer) -> (u16, u16) {
+/// What ltigate does after a Redis restart.
+struct AfterRestart {
+    /// Status of the replayed launch.
+    replay: u16,
+    /// The identity the upstream sees with the replay's cookie, if any.
+    replay_user: Option<String>,
+    /// Status of a third `Beta` learner's launch (cap 2).
+    third_licence: u16,
+    /// Grades the LMS received once back up.
+    delivered: Vec<(String, f64)>,
+    /// Status of a new completion webhook for the graded learner.
+    webhook: u16,
+}
+
+async fn restart_redis_under_ltigate(redis: &mut RedisServer) -> AfterRestart {
+    use support::fake_lms::FakeLms;
     let up = Upstream::start(Some("upstream-token")).await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = redis_config(&up, dir.path(), &redis.url(), "1s");
+    let mut toml = redis_config(&up, dir.path(), &redis.url(), "1s");
+    // A delivery whose result could not be recorded (Redis was gone) runs
+    // again once its lease expires.
+    toml = proxykit::set_key(&toml, "outcomes", "timeout", r#""1s""#);
+    toml = proxykit::set_key(&toml, "outcomes", "lease", r#""2s""#);
     let gate = Gate::start_with(&toml, dir).await;
     let l = Launch::acme("p-1", "C-1");
     assert_eq!(launch(&gate, &l, None).await.status(), 303);
@@ -101,12 +134,53 @@ async fn restart_and_replay(redis: &mut RedisServer) -> (u16, u16) {
     assert_eq!(launch(&gate, &beta("b-1"), None).await.status(), 303);
     assert_eq!(launch(&gate, &beta("b-2"), None).await.status(), 303);
     assert_eq!(launch(&gate, &beta("b-3"), None).await.status(), 403);
+    let lms_addr = lms_down();
+    let graded = Launch::acme("g-1", "C-1")
+        .set(
+            "lis_outcome_service_url",
+            &format!("http://{lms_addr}/outcomes"),
+        )
+        .set("lis_result_sourcedid", "sid-g-1");
+    assert_eq!(launch(&gate, &graded, None).await.status(), 303);
+    let hook = |body: String| {
+        client()
+            .post(gate.admin_url("/webhooks/completion"))
+            .header("content-type", "application/json")
+            .header("x-ltigate-signature", signed(&body))
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        hook(completion("e-1", "g-1", 0.4)).await.unwrap().status(),
+        202
+    );
 
     redis.restart();
     wait_for_launches(&gate, "after").await;
-    let replay = launch(&gate, &l, None).await.status().as_u16();
-    let third = launch(&gate, &beta("b-4"), None).await.status().as_u16();
-    (replay, third)
+    let r = launch(&gate, &l, None).await;
+    let replay = r.status().as_u16();
+    let replay_user = match session_cookie(&r) {
+        Some(cookie) => echo(&gate, "/courses/C-1", Some(&cookie)).await["headers"]["x-lti-user"]
+            .as_str()
+            .map(str::to_string),
+        None => None,
+    };
+    let third_licence = launch(&gate, &beta("b-4"), None).await.status().as_u16();
+    let lms = FakeLms::start_on(lms_addr, "acme-key", "acme-secret").await;
+    // Retries are at most retry_max (1 s) apart, a lost lease 2 s.
+    let delivered = lms.wait_accepted(1, Duration::from_secs(5)).await;
+    let webhook = hook(completion("e-2", "g-1", 0.8))
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    AfterRestart {
+        replay,
+        replay_user,
+        third_licence,
+        delivered,
+        webhook,
+    }
 }
 
 // ---------------------------------------------------------------------------
