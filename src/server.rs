@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -58,7 +60,7 @@ pub async fn serve<S, F>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(conn.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = std::sync::Arc::new(builder);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
 
     loop {
@@ -87,13 +89,27 @@ pub async fn serve<S, F>(
             if !protocol_known(&stream, conn.header_read_timeout).await || *stopping.borrow() {
                 return;
             }
+            let activity = Arc::new(Activity::new());
+            let requests = activity.clone();
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let busy = requests.begin();
                 let fut = svc(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
+                async move { Ok::<_, Infallible>(hold_until_sent(fut.await, busy)) }
             });
             let conn_fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
-            if let Err(e) = graceful_watcher.watch(conn_fut).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            // hyper closes an idle HTTP/1.1 connection after the header
+            // timeout, but keeps an idle HTTP/2 one open for ever: a
+            // connection with no request in flight for that long is closed
+            // here, whatever its protocol.
+            tokio::select! {
+                ended = graceful_watcher.watch(conn_fut) => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = activity.idle_for(conn.header_read_timeout) => {
+                    tracing::debug!("closed an idle connection");
+                }
             }
         });
     }
@@ -102,6 +118,63 @@ pub async fn serve<S, F>(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(conn.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+}
+
+/// Requests in flight on one connection, and since when it has had none.
+struct Activity {
+    origin: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `origin` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+/// One request in flight; ends when dropped (with the response body).
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.idle_since_ms.store(a.elapsed_ms(), Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            origin: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(limit).await;
+                continue;
+            }
+            let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+            let deadline = self.origin + since + limit;
+            if tokio::time::Instant::now() >= deadline {
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                continue;
+            }
+            tokio::time::sleep_until(deadline).await;
         }
     }
 }

@@ -218,6 +218,89 @@ async fn slowloris_connections_hold_no_worker() {
     );
 }
 
+/// HTTP/2 gets the same bound as HTTP/1.1: a connection with no request in
+/// flight for `header_read_timeout` (1 s) is closed — one that sent only
+/// the preface, one that finished its SETTINGS, one that is done with its
+/// requests — while a request that takes longer than that (a slow upstream
+/// answer) is not cut, and an upgraded WebSocket tunnel outlives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_like_http1_ones() {
+    let _machine = shared_machine().await;
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(
+        &up.url(),
+        &[
+            ("server", "header_read_timeout", r#""1s""#),
+            ("server", "public_paths", r#"["/slow"]"#),
+        ],
+    )
+    .await;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    for opening in [PREFACE.to_vec(), [PREFACE, &EMPTY_SETTINGS].concat()] {
+        let mut stream = TcpStream::connect(gate.public).await.unwrap();
+        stream.write_all(&opening).await.unwrap();
+        let t = Instant::now();
+        read_all(&mut stream, Duration::from_secs(5)).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    // A request slower than the timeout is answered on HTTP/2, and the
+    // connection is closed once it has been idle for the timeout.
+    let stream = TcpStream::connect(gate.public).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/slow?ms=1500", gate.public))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let r = h2.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("closed by ltigate")
+        .unwrap()
+        .ok();
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900)
+            && idle.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        idle.elapsed()
+    );
+
+    // A WebSocket tunnel is no idle connection.
+    let cookie = session(&gate, &Launch::acme("w-1", "C-1"), None).await;
+    let mut ws = TcpStream::connect(gate.public).await.unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Origin: {PUBLIC_URL}\r\nCookie: {cookie}\r\n\r\n"
+    );
+    ws.write_all(handshake.as_bytes()).await.unwrap();
+    assert_eq!(read_head(&mut ws).await.0, 101);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    support::upstream::ws::write_frame(&mut ws, 1, b"still here", Some([1, 2, 3, 4]))
+        .await
+        .unwrap();
+    let (opcode, payload) = tokio::time::timeout(
+        Duration::from_secs(3),
+        support::upstream::ws::read_frame(&mut ws),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((opcode, payload.as_slice()), (1, &b"still here"[..]));
+}
+
 /// A launch whose headers arrive but whose body does not: with
 /// `max_connections = 2`, two such launches take both request slots, so
 /// others get the fast 503 meanwhile — but only until
