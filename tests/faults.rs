@@ -500,28 +500,29 @@ async fn sigterm_under_load_finishes_requests_and_loses_no_grade() {
 /// process's peak memory grows by less than 64 MiB over the flood.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_past_max_connections_is_shed_fast_in_bounded_memory() {
-    overload(100).await;
+    overload(100, Duration::from_millis(500)).await;
 }
 
-/// The same with 600 connections arriving at once. The listeners are
+/// The same with 600 connections arriving at once, each answered within
+/// 900 ms — below the 1 s a dropped SYN costs. The listeners are
 /// bound with `tokio::net::TcpListener::bind`, whose listen backlog is 128
-/// (mio uses the standard library's value), so most of a burst of new
-/// connections overflows the accept queue: the kernel drops their SYNs
-/// (`TcpExtListenOverflows` grows by about 100 here) and those clients
-/// retry after the 1 s SYN timeout — their 503 comes after a second or
-/// more, not in milliseconds. The fix is in `src/lib.rs`: bind through
-/// `tokio::net::TcpSocket` and `listen(4096)` (the kernel caps it at
-/// `net.core.somaxconn`).
+/// (mio uses the standard library's value), so a burst of new connections
+/// overflows the accept queue: the kernel drops SYNs (here about 100 of
+/// the 600, counted in `TcpExtListenOverflows`) and those clients retry
+/// after the 1 s SYN timeout — their 503 comes after a second or more, not
+/// in milliseconds. Bound through `tokio::net::TcpSocket` with
+/// `listen(4096)` (the kernel caps it at `net.core.somaxconn`) the same
+/// burst is answered within 500 ms: the fix belongs in `src/lib.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "listen backlog of 128 (src/lib.rs binds with TcpListener::bind): a burst of 600 connections waits for SYN retransmits"]
 async fn a_burst_of_600_connections_is_shed_without_waiting_for_syn_retries() {
-    overload(600).await;
+    overload(600, Duration::from_millis(900)).await;
 }
 
 /// Sixteen slow requests hold every slot of `max_connections = 16`, then
-/// `flood_size` requests arrive at once on their own connections; see the
-/// tests above for what is checked.
-async fn overload(flood_size: usize) {
+/// `flood_size` requests arrive at once on their own connections, each
+/// answered within `bound`; see the tests above for the rest.
+async fn overload(flood_size: usize, bound: Duration) {
     let _machine = MACHINE.write().await;
     const LIMIT: usize = 16;
     let up = Upstream::start(Some("upstream-token")).await;
@@ -601,11 +602,8 @@ async fn overload(flood_size: usize) {
         "{flood_size} shed in {flood_took:?}, slowest answer {slowest:?}, learner {learner_waited:?}; \
          RSS {rss_before} KiB before, peak {peak} KiB"
     );
-    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
-    assert!(
-        learner_waited < Duration::from_millis(500),
-        "{learner_waited:?}"
-    );
+    assert!(slowest < bound, "{slowest:?}");
+    assert!(learner_waited < bound, "{learner_waited:?}");
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }
