@@ -118,6 +118,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Listen backlog: a burst of connections beyond what is being accepted
+/// waits in the kernel queue (capped by `net.core.somaxconn`) instead of
+/// waiting for SYN retransmits, so overload meets the fast 503s.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Starts both listeners and the background tasks.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let settings = Arc::new(settings);
@@ -184,17 +200,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ready: Default::default(),
     });
 
-    let public_listener = tokio::net::TcpListener::bind(settings.server.listen)
-        .await
+    let public_listener = bind(settings.server.listen)
         .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
-    let admin_listener = tokio::net::TcpListener::bind(settings.server.admin_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "server.admin_listen: cannot bind {}",
-                settings.server.admin_listen
-            )
-        })?;
+    let admin_listener = bind(settings.server.admin_listen).with_context(|| {
+        format!(
+            "server.admin_listen: cannot bind {}",
+            settings.server.admin_listen
+        )
+    })?;
     let public_addr = public_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
