@@ -1721,3 +1721,50 @@ lms_id = "beta"
         assert!(!printed.contains(s), "check-config printed {s}:\n{printed}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The documentation
+
+/// Every test the "Security and reliability" table names exists, in the
+/// file the table says (the README once the section is merged there,
+/// `docs/security.md` until then).
+#[test]
+fn the_security_table_names_tests_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap_or_default();
+    let text = if readme.contains("## Security and reliability") {
+        readme
+    } else {
+        std::fs::read_to_string(root.join("docs/security.md")).unwrap()
+    };
+    let section = &text[text.find("## Security and reliability").unwrap()..];
+    let section = section[2..]
+        .find("\n## ")
+        .map_or(section, |end| &section[..end + 2]);
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let mut checked = 0;
+    for row in section
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains("`tests/"))
+    {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').collect();
+        assert_eq!(cells.len(), 3, "{row}");
+        let files = ticked(cells[1]);
+        for name in ticked(cells[2]) {
+            let found = files.iter().any(|f| {
+                std::fs::read_to_string(root.join(f))
+                    .unwrap_or_else(|e| panic!("{f}: {e}"))
+                    .contains(&format!("fn {name}("))
+            });
+            assert!(found, "{name} is not in {files:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "{checked} tests named");
+}
