@@ -690,7 +690,7 @@ fn lms_down() -> std::net::SocketAddr {
 /// The embedded store on an 8 MiB tmpfs that fills up while ltigate runs.
 /// Before: a launch with an outcome target and its grade queued (the LMS is
 /// down). While the disk is full: launches fail closed (503, never
-/// accepted unchecked) and a completion webhook is 503, never acknowledged
+/// accepted unchecked) and a completion webhook is never acknowledged
 /// without being stored. Restarted once there is room again: the database
 /// opens intact — the earlier launch's nonce is still refused, the queued
 /// grade reaches the LMS, new launches are accepted.
@@ -737,8 +737,16 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
         let r = launch(&gate, &Launch::acme(&format!("full-{i}"), "C-1"), None).await;
         assert_eq!(r.status(), 503, "launch {i} on a full disk");
     }
+    // A webhook is acknowledged only when its grade is stored: 503 while
+    // writes fail, or 202 when the reopened database found room for it in
+    // pages the file already holds. Either way the answer tells the truth,
+    // checked after the restart below.
     let r = webhook(&gate, completion("e-b", "b", 0.9)).await.unwrap();
-    assert_eq!(r.status(), 503);
+    let b_stored = match r.status().as_u16() {
+        503 => false,
+        202 => true,
+        other => panic!("webhook on a full disk answered {other}"),
+    };
     assert_eq!(
         metric(
             &gate,
@@ -764,24 +772,26 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
             .status(),
         303
     );
-    assert_eq!(
-        lms.wait_accepted(1, Duration::from_secs(5)).await,
-        [("sid-a".to_string(), 0.4)]
-    );
-    // The refused webhook left nothing behind: only "a" was ever queued.
+    let mut expected = vec![("sid-a".to_string(), 0.4)];
+    if b_stored {
+        expected.push(("sid-b".to_string(), 0.9));
+    }
+    let mut got = lms
+        .wait_accepted(expected.len(), Duration::from_secs(5))
+        .await;
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(got, expected);
+    // A refused webhook left nothing behind.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(lms.accepted().len(), 1);
+    assert_eq!(lms.accepted().len(), expected.len());
 }
 
-/// Once the disk has room again the running process should recover by
-/// itself, as it does from a Redis outage. It does not: after the first
-/// failed write redb refuses every later transaction with "Previous I/O
-/// error occurred. Please close and re-open the database." until the
-/// process restarts, while `/status` keeps saying `"store": "ok"` (its
-/// probe is a read). The fix is in `src/store/embedded.rs`: reopen the
-/// database after such an error (and make the probe a write).
+/// Once the disk has room again the running process recovers by itself, as
+/// it does from a Redis outage: after a failed write redb refuses every
+/// later transaction until the database is reopened, so the store closes
+/// the file and reopens it at the next operation, and `/status` proves a
+/// write (not a read) before it says `"store": "ok"` again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "embedded store stays failed after a full disk until restart (redb PreviousIo; src/store/embedded.rs)"]
 async fn the_embedded_store_recovers_when_the_disk_has_room_again() {
     let _machine = MACHINE.read().await;
     let Some(fs) = Tmpfs::mount("8m") else {

@@ -7,9 +7,9 @@
 //! commit, by a background flush every second, and on shutdown: a crash can
 //! forget at most the last second's nonces (a replay inside that window).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox_jobs");
 const DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("outbox_due");
 const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
 const EVENT_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("event_expiry");
+const HEALTH: TableDefinition<&str, u64> = TableDefinition::new("health");
 
 /// Entries removed per sweep transaction, so a sweep never holds the writer
 /// for long.
@@ -41,13 +42,28 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    db: Database,
+    path: PathBuf,
+    /// `None` after a failed write poisoned the handle; the next operation
+    /// reopens the file.
+    db: RwLock<Option<Database>>,
     /// Set when a relaxed commit has not yet been followed by a durable one.
     dirty: AtomicBool,
+    /// Set by a failed operation; `ping` then proves a write works.
+    failing: AtomicBool,
 }
 
+/// Start of the message of an error after which redb refuses every
+/// transaction until the database is reopened (a failed write, such as a
+/// full disk).
+const POISONED: &str = "the database file failed a write";
+
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Unavailable(e.into().to_string())
+    match e.into() {
+        redb::Error::PreviousIo => StoreError::Unavailable(format!(
+            "{POISONED} (disk full or unwritable?); it is reopened at the next operation"
+        )),
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 impl EmbeddedStore {
@@ -91,11 +107,14 @@ impl EmbeddedStore {
             txn.open_table(DUE)?;
             txn.open_table(EVENTS)?;
             txn.open_table(EVENT_EXPIRY)?;
+            txn.open_table(HEALTH)?;
         }
         txn.commit()?;
         let inner = Arc::new(Inner {
-            db,
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
             dirty: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(maintenance(Arc::downgrade(&inner)));
@@ -109,16 +128,78 @@ impl EmbeddedStore {
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
+        tokio::task::spawn_blocking(move || inner.checked(f))
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 }
 
 impl Inner {
+    /// Runs `f`, noting failures: a poisoned handle is closed so that the
+    /// next operation reopens the file (recovery from a full disk without a
+    /// restart).
+    fn checked<T>(&self, f: impl FnOnce(&Inner) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = f(self);
+        if let Err(e) = &result {
+            self.failing.store(true, Ordering::Release);
+            if matches!(e, StoreError::Unavailable(m) if m.starts_with(POISONED)) {
+                let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+                if db.take().is_some() {
+                    tracing::warn!(path = %self.path.display(), "embedded store: a write failed; closing the database to reopen it");
+                }
+            }
+        }
+        result
+    }
+
+    /// Calls `f` with the open database, reopening it first when a failed
+    /// write closed it.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        {
+            let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(db) = db.as_ref() {
+                return f(db);
+            }
+        }
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if db.is_none() {
+            let reopened = Database::create(&self.path).map_err(|e| {
+                StoreError::Unavailable(format!("cannot reopen {}: {e}", self.path.display()))
+            })?;
+            tracing::info!(path = %self.path.display(), "embedded store reopened");
+            *db = Some(reopened);
+        }
+        match db.as_ref() {
+            Some(d) => f(d),
+            None => Err(StoreError::Unavailable("the database is closed".into())),
+        }
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        self.with_db(|db| db.begin_write().map_err(db_err))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.with_db(|db| db.begin_read().map_err(db_err))
+    }
+
+    /// A small durable write: proves the file takes writes again.
+    fn probe_write(&self) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut t = txn.open_table(HEALTH).map_err(db_err)?;
+            t.insert("probe", crate::store::now_millis())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            let txn = self.db.begin_write().map_err(db_err)?;
+            let txn = self.begin_write()?;
             if let Err(e) = txn.commit() {
                 self.dirty.store(true, Ordering::Release);
                 return Err(db_err(e));
@@ -130,7 +211,7 @@ impl Inner {
     /// Removes expired nonces and tickets; returns how many were removed.
     fn sweep(&self) -> Result<usize, StoreError> {
         let now = now_millis();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(Durability::None).map_err(db_err)?;
         let mut removed = 0;
         {
@@ -218,10 +299,12 @@ async fn maintenance(inner: Weak<Inner>) {
             let Some(strong) = weak.upgrade() else {
                 return Ok(());
             };
-            if sweep {
-                strong.sweep()?;
-            }
-            strong.flush()
+            strong.checked(|inner| {
+                if sweep {
+                    inner.sweep()?;
+                }
+                inner.flush()
+            })
         })
         .await;
         match result {
@@ -240,7 +323,13 @@ impl Store for EmbeddedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|inner| {
-            let txn = inner.db.begin_read().map_err(db_err)?;
+            if inner.failing.load(Ordering::Acquire) {
+                // After a failure a read is no proof: the disk may be full.
+                inner.probe_write()?;
+                inner.failing.store(false, Ordering::Release);
+                return Ok(());
+            }
+            let txn = inner.begin_read()?;
             txn.open_table(NONCES).map_err(db_err)?;
             Ok(())
         })
@@ -258,7 +347,7 @@ impl Store for EmbeddedStore {
         self.blocking(move |inner| {
             let now = now_millis();
             let expires = now.saturating_add(ttl_ms);
-            let mut txn = inner.db.begin_write().map_err(db_err)?;
+            let mut txn = inner.begin_write()?;
             txn.set_durability(Durability::None).map_err(db_err)?;
             let outcome = {
                 let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
@@ -294,7 +383,7 @@ impl Store for EmbeddedStore {
         let key = compound(&[consumer, course, learner]);
         let consumer = consumer.to_string();
         self.blocking(move |inner| {
-            let txn = inner.db.begin_write().map_err(db_err)?;
+            let txn = inner.begin_write()?;
             let claim = {
                 let mut licences = txn.open_table(LICENCES).map_err(db_err)?;
                 let mut counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
@@ -335,7 +424,7 @@ impl Store for EmbeddedStore {
         let key = compound(&[consumer, course, learner]);
         let consumer = consumer.to_string();
         self.blocking(move |inner| {
-            let txn = inner.db.begin_write().map_err(db_err)?;
+            let txn = inner.begin_write()?;
             {
                 let mut licences = txn.open_table(LICENCES).map_err(db_err)?;
                 if licences.remove(key.as_str()).map_err(db_err)?.is_some() {
@@ -359,7 +448,7 @@ impl Store for EmbeddedStore {
     async fn licences_used(&self, consumer: &str) -> Result<u64, StoreError> {
         let consumer = consumer.to_string();
         self.blocking(move |inner| {
-            let txn = inner.db.begin_read().map_err(db_err)?;
+            let txn = inner.begin_read()?;
             let counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
             Ok(counts
                 .get(consumer.as_str())
@@ -381,7 +470,7 @@ impl Store for EmbeddedStore {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.blocking(move |inner| {
             let expires = now_millis().saturating_add(ttl_ms);
-            let txn = inner.db.begin_write().map_err(db_err)?;
+            let txn = inner.begin_write()?;
             {
                 let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
                 tickets
@@ -397,7 +486,7 @@ impl Store for EmbeddedStore {
     async fn take_ticket(&self, ticket: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let ticket = ticket.to_string();
         self.blocking(move |inner| {
-            let txn = inner.db.begin_write().map_err(db_err)?;
+            let txn = inner.begin_write()?;
             let taken = {
                 let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
                 let removed = tickets.remove(ticket.as_str()).map_err(db_err)?;
@@ -456,7 +545,7 @@ impl Store for EmbeddedStore {
     ) -> Result<Option<Option<Vec<u8>>>, StoreError> {
         let key = enrolment.key();
         self.blocking(move |inner| {
-            let txn = inner.db.begin_read().map_err(db_err)?;
+            let txn = inner.begin_read()?;
             let t = txn.open_table(ENROLMENTS).map_err(db_err)?;
             Ok(t.get(key.as_str()).map_err(db_err)?.map(|v| {
                 let b = v.value();
@@ -536,7 +625,7 @@ impl Store for EmbeddedStore {
         // A read first: polling an empty outbox must not cost a durable commit.
         let any_due = self
             .blocking(|inner| {
-                let txn = inner.db.begin_read().map_err(db_err)?;
+                let txn = inner.begin_read()?;
                 let due = txn.open_table(DUE).map_err(db_err)?;
                 let first = due.first().map_err(db_err)?;
                 Ok(first.is_some_and(|(k, _)| k.value().0 <= now_millis()))
@@ -652,7 +741,7 @@ impl Store for EmbeddedStore {
 
     async fn outbox_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.blocking(|inner| {
-            let txn = inner.db.begin_read().map_err(db_err)?;
+            let txn = inner.begin_read()?;
             let t = txn.open_table(JOBS).map_err(db_err)?;
             let mut out = Vec::new();
             for entry in t.iter().map_err(db_err)? {
@@ -789,7 +878,7 @@ impl EmbeddedStore {
         F: FnOnce(&mut OutboxTables<'_>, u64) -> Result<T, StoreError> + Send + 'static,
     {
         self.blocking(move |inner| {
-            let txn = inner.db.begin_write().map_err(db_err)?;
+            let txn = inner.begin_write()?;
             let out = {
                 let mut t = OutboxTables {
                     enrolments: txn.open_table(ENROLMENTS).map_err(db_err)?,
