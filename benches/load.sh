@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# Load comparison on loopback, in one run on one machine (benches/README.md):
+#
+# 1. proxied requests with a session: the upstream reached directly, nginx as
+#    a plain keep-alive reverse proxy, and ltigate, driven by wrk at the same
+#    concurrencies, REPS alternating runs each (direct, nginx, ltigate, …);
+# 2. memory: ltigate idle and under MEMORY_CONNECTIONS keep-alive connections
+#    (nginx beside it for reference);
+# 3. launches per second (fresh nonce each, upstream API stub) with the
+#    embedded store and with Redis.
+#
+# Prints Markdown: machine facts, what was pinned, the nginx and ltigate
+# configurations, the tables and the targets met or missed. Everything it
+# starts runs on 127.0.0.1 and is stopped on exit; the measurements end
+# after MAX_SECONDS at the latest.
+#
+# Environment knobs (defaults in brackets): DURATION [5] seconds per point,
+# REPS [3], CONCURRENCY ["1 16 64 256"], LAUNCH_CONCURRENCY ["16 64"],
+# LAUNCH_SECONDS [5], LEARNERS [1000], MEMORY_CONNECTIONS [1000],
+# BUILD [1] (0: use the binaries already in target/release), MAX_SECONDS [600],
+# RAW_DIR [none] (keep the raw results there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-5}
+REPS=${REPS:-3}
+CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
+LAUNCH_CONCURRENCY=${LAUNCH_CONCURRENCY:-"16 64"}
+LAUNCH_SECONDS=${LAUNCH_SECONDS:-5}
+LEARNERS=${LEARNERS:-1000}
+MEMORY_CONNECTIONS=${MEMORY_CONNECTIONS:-1000}
+BUILD=${BUILD:-1}
+MAX_SECONDS=${MAX_SECONDS:-600}
+RAW_DIR=${RAW_DIR:-}
+
+for tool in nginx wrk redis-server redis-cli taskset python3 curl; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "load.sh: $tool is missing (apt-get install -y nginx wrk redis-server util-linux curl)" >&2
+    exit 2
+  }
+done
+
+if [[ -z ${LOAD_SH_BOUNDED:-} ]]; then
+  if [[ $BUILD == 1 ]]; then
+    echo "== cargo build --release --examples --bin ltigate" >&2
+    cargo build --release --examples --bin ltigate >&2
+  fi
+  # The measurements stop by themselves: TERM after MAX_SECONDS runs the
+  # cleanup below, KILL 30 s later if that hangs.
+  LOAD_SH_BOUNDED=1 exec timeout -s TERM -k 30 "$MAX_SECONDS" "$0" "$@"
+fi
+BIN=$ROOT/target/release
+for b in "$BIN/ltigate" "$BIN/examples/bench_upstream" "$BIN/examples/launch_load"; do
+  [[ -x $b ]] || { echo "load.sh: $b is missing (cargo build --release --examples --bin ltigate)" >&2; exit 2; }
+done
+
+TMP=$(mktemp -d /tmp/ltigate-load.XXXXXX)
+PIDS=()
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 30); do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if [[ -n $RAW_DIR ]]; then mkdir -p "$RAW_DIR" && cp "$TMP"/*.tsv "$TMP"/*.txt "$TMP"/*.log "$TMP"/*.conf "$TMP"/*.toml "$RAW_DIR"/ 2>/dev/null || true; fi
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "load.sh: interrupted or over MAX_SECONDS; stopping" >&2; exit 130' INT TERM
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# Cores: the load generator on the first, the servers (upstream, proxy,
+# Redis) on the others. The proxies get as many cores as the servers do.
+NCPU=$(nproc)
+if ((NCPU >= 2)); then
+  LOAD_CPUS=0
+  SERVER_CPUS=1-$((NCPU - 1))
+  WORKERS=$((NCPU - 1))
+  LOAD_PIN=(taskset -c "$LOAD_CPUS")
+  SERVER_PIN=(taskset -c "$SERVER_CPUS")
+  PINNING="load generators (wrk, launch_load) on CPU $LOAD_CPUS; upstream, nginx, ltigate and Redis on CPU $SERVER_CPUS"
+else
+  WORKERS=1
+  LOAD_PIN=()
+  SERVER_PIN=()
+  PINNING="nothing pinned (1 CPU)"
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # url [seconds]
+  local deadline=$((SECONDS + ${2:-15}))
+  until curl -s -o /dev/null "$1"; do
+    ((SECONDS < deadline)) || { echo "load.sh: $1 did not come up" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+cpu_ticks() { # pids… → utime+stime, clock ticks
+  local total=0 p f
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    f=$(sed 's/.*) //' "/proc/$p/stat")
+    read -r -a a <<<"$f"
+    total=$((total + a[11] + a[12]))
+  done
+  echo "$total"
+}
+
+status_kb() { # field pids… → sum of the field in kB
+  local field=$1 total=0 p v
+  shift
+  for p in "$@"; do
+    v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+nginx_pids() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true); }
+
+UP_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+GATE_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+GATE2_PORT=$(free_port)
+ADMIN2_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+PUBLIC_URL=https://learn.bench.test
+KEY=bench-key
+SECRET=bench-secret
+
+# --- upstream --------------------------------------------------------------
+"${SERVER_PIN[@]}" "$BIN/examples/bench_upstream" "127.0.0.1:$UP_PORT" >"$TMP/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$UP_PORT/"
+
+# --- nginx -----------------------------------------------------------------
+mkdir -p "$TMP/nginx/logs"
+cat >"$TMP/nginx.conf" <<EOF
+worker_processes $WORKERS;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events {
+    worker_connections 8192;
+}
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    upstream platform {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://platform;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"${SERVER_PIN[@]}" nginx -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+wait_http "http://127.0.0.1:$NGINX_PORT/"
+
+# --- ltigate ---------------------------------------------------------------
+gate_config() { # listen admin store-line
+  cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+public_url = "$PUBLIC_URL"
+
+[upstream]
+url = "http://127.0.0.1:$UP_PORT"
+api_url = "http://127.0.0.1:$UP_PORT/api"
+api_token = "bench-upstream-token"
+
+[session]
+secret = "bench-session-secret-0123456789abcdef"
+
+[store]
+$3
+
+[[consumers]]
+name = "Bench"
+key = "$KEY"
+secret = "$SECRET"
+lms_id = "bench"
+EOF
+}
+mkdir -p "$TMP/embedded"
+gate_config "$GATE_PORT" "$ADMIN_PORT" "path = \"$TMP/embedded/ltigate.db\"" >"$TMP/ltigate.toml"
+"${SERVER_PIN[@]}" "$BIN/ltigate" -c "$TMP/ltigate.toml" serve >"$TMP/ltigate.log" 2>&1 &
+GATE_PID=$!
+PIDS+=("$GATE_PID")
+wait_http "http://127.0.0.1:$ADMIN_PORT/readyz"
+sleep 1
+GATE_IDLE_KB=$(status_kb VmRSS "$GATE_PID")
+NGINX_IDLE_KB=$(status_kb VmRSS $(nginx_pids))
+
+# A session cookie from one real signed launch.
+COOKIE=$("$BIN/examples/launch_load" cookie "127.0.0.1:$GATE_PORT" "$PUBLIC_URL" "$KEY" "$SECRET")
+for port in "$UP_PORT" "$NGINX_PORT" "$GATE_PORT"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "http://127.0.0.1:$port/courses/C-1/page")
+  [[ $code == 200 ]] || { echo "load.sh: 127.0.0.1:$port answered $code with the session cookie" >&2; exit 1; }
+done
+
+declare -A PORT=([direct]=$UP_PORT [nginx]=$NGINX_PORT [ltigate]=$GATE_PORT)
+
+wrk_run() { # target connections seconds → RESULT line
+  local c=$1 threads=1
+  "${LOAD_PIN[@]}" wrk -t"$threads" -c"$c" -d"$2"s --timeout 5s -s "$ROOT/benches/wrk_report.lua" \
+    -H "Cookie: $COOKIE" "http://127.0.0.1:${PORT[$3]}/courses/C-1/page" | grep '^RESULT' || echo "RESULT failed=1"
+}
+
+server_ticks() { # target
+  case $1 in
+    direct) echo 0 ;;
+    nginx) cpu_ticks $(nginx_pids) ;;
+    ltigate) cpu_ticks "$GATE_PID" ;;
+  esac
+}
+
+# --- 1. proxied requests ---------------------------------------------------
+echo "== proxied requests: ${DURATION}s per point, $REPS alternating runs" >&2
+: >"$TMP/proxy.tsv"
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+for c in $CONCURRENCY; do
+  for target in direct nginx ltigate; do wrk_run "$c" 1 "$target" >/dev/null; done
+  for rep in $(seq "$REPS"); do
+    for target in direct nginx ltigate; do
+      before=$(server_ticks "$target")
+      line=$(wrk_run "$c" "$DURATION" "$target")
+      after=$(server_ticks "$target")
+      echo -e "$c\t$rep\t$target\t$((after - before))\t${line#RESULT }" >>"$TMP/proxy.tsv"
+      echo "   c=$c run $rep $target: ${line#RESULT }" >&2
+    done
+  done
+done
+GATE_PEAK_KB=$(status_kb VmHWM "$GATE_PID")
+NGINX_PEAK_KB=$(status_kb VmHWM $(nginx_pids))
+
+# --- 2. memory -------------------------------------------------------------
+echo "== memory at $MEMORY_CONNECTIONS keep-alive connections" >&2
+mem_run() { # target pids… → peak summed VmRSS (kB) while wrk holds the connections
+  local target=$1 peak=0 v
+  shift
+  wrk_run "$MEMORY_CONNECTIONS" 4 "$target" >"$TMP/mem-$target.log" &
+  local w=$!
+  while kill -0 "$w" 2>/dev/null; do
+    v=$(status_kb VmRSS "$@")
+    ((v > peak)) && peak=$v
+    sleep 0.2
+  done
+  wait "$w" || true
+  echo "$peak"
+}
+GATE_CONN_KB=$(mem_run ltigate "$GATE_PID")
+NGINX_CONN_KB=$(mem_run nginx $(nginx_pids))
+sleep 2
+GATE_AFTER_KB=$(status_kb VmRSS "$GATE_PID")
+{
+  echo -e "ltigate\tidle_kb=$GATE_IDLE_KB\tpeak_proxy_kb=$GATE_PEAK_KB\tconn_kb=$GATE_CONN_KB\tafter_kb=$GATE_AFTER_KB\tconn_result=$(sed 's/^RESULT //' "$TMP/mem-ltigate.log")"
+  echo -e "nginx\tidle_kb=$NGINX_IDLE_KB\tpeak_proxy_kb=$NGINX_PEAK_KB\tconn_kb=$NGINX_CONN_KB\tafter_kb=\tconn_result=$(sed 's/^RESULT //' "$TMP/mem-nginx.log")"
+} >"$TMP/memory.tsv"
+
+# --- 3. launches -----------------------------------------------------------
+echo "== launches: ${LAUNCH_SECONDS}s per point, $REPS runs" >&2
+: >"$TMP/launch.tsv"
+launch_runs() { # store gate-port gate-pid
+  local c rep line before after
+  for c in $LAUNCH_CONCURRENCY; do
+    for rep in $(seq "$REPS"); do
+      before=$(cpu_ticks "$3")
+      line=$("${LOAD_PIN[@]}" "$BIN/examples/launch_load" load "127.0.0.1:$2" "$PUBLIC_URL" "$KEY" "$SECRET" \
+        "$c" "$LAUNCH_SECONDS" "$LEARNERS" 2>>"$TMP/launch_load.log" || echo "failed=1")
+      after=$(cpu_ticks "$3")
+      echo -e "$1\t$c\t$rep\t$((after - before))\t$line" >>"$TMP/launch.tsv"
+      echo "   $1 c=$c run $rep: $line" >&2
+    done
+  done
+}
+launch_runs embedded "$GATE_PORT" "$GATE_PID"
+kill -TERM "$GATE_PID"
+wait "$GATE_PID" 2>/dev/null || true
+
+mkdir -p "$TMP/redis"
+"${SERVER_PIN[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" --save '' \
+  --appendonly yes --appendfsync everysec --maxmemory-policy noeviction --daemonize no >"$TMP/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+gate_config "$GATE2_PORT" "$ADMIN2_PORT" "url = \"redis://127.0.0.1:$REDIS_PORT\"" >"$TMP/ltigate-redis.toml"
+"${SERVER_PIN[@]}" "$BIN/ltigate" -c "$TMP/ltigate-redis.toml" serve >"$TMP/ltigate-redis.log" 2>&1 &
+GATE2_PID=$!
+PIDS+=("$GATE2_PID")
+wait_http "http://127.0.0.1:$ADMIN2_PORT/readyz"
+launch_runs redis "$GATE2_PORT" "$GATE2_PID"
+LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
+
+# --- report ----------------------------------------------------------------
+{
+  echo "cpus=$NCPU"
+  echo "cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+  echo "kernel=$(uname -r)"
+  echo "workers=$WORKERS"
+  echo "pinning=$PINNING"
+  echo "load_start=$LOAD_START"
+  echo "load_end=$LOAD_END"
+  echo "duration=$DURATION"
+  echo "reps=$REPS"
+  echo "launch_seconds=$LAUNCH_SECONDS"
+  echo "learners=$LEARNERS"
+  echo "memory_connections=$MEMORY_CONNECTIONS"
+  echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*version: //')"
+  echo "wrk_version=$(wrk --version 2>&1 | head -1 | awk '{ print $2 }')"
+  echo "redis_version=$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+  echo "ltigate_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+} >"$TMP/facts.txt"
+python3 "$ROOT/benches/report.py" "$TMP" | sed "s#$TMP#\$TMP#g"

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Turns the raw results of benches/load.sh (a directory) into Markdown:
+machine facts, configurations, the proxied-request, memory and launch tables,
+and the targets met or missed. Medians are taken per measured point over the
+repeated runs, each statistic on its own."""
+
+import statistics
+import sys
+from pathlib import Path
+
+TICKS = 100  # /proc clock ticks per second (getconf CLK_TCK)
+
+
+def kv(text):
+    out = {}
+    for part in text.split():
+        if "=" in part:
+            k, v = part.split("=", 1)
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ms(us):
+    return "–" if us is None else f"{us / 1000:.3f}"
+
+
+def mb(kb):
+    return "–" if not kb else f"{kb / 1024:.1f}"
+
+
+def verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def main(raw):
+    raw = Path(raw)
+    facts = dict(
+        line.split("=", 1) for line in (raw / "facts.txt").read_text().splitlines() if "=" in line
+    )
+    out = []
+    w = out.append
+
+    # --- proxied requests ---------------------------------------------------
+    runs = {}
+    for line in (raw / "proxy.tsv").read_text().splitlines():
+        c, rep, target, ticks, rest = line.split("\t", 4)
+        r = kv(rest)
+        runs.setdefault((int(c), target), []).append((int(ticks), r))
+    conc = sorted({c for c, _ in runs})
+    stats = {}
+    for key, rs in runs.items():
+        ok = [(t, r) for t, r in rs if "requests" in r and r["duration_us"] > 0]
+        rps = [r["requests"] / (r["duration_us"] / 1e6) for _, r in ok]
+        cpu = [t / TICKS / r["requests"] * 10_000 for t, r in ok if r["requests"] > 0]
+        stats[key] = {
+            "rps": med(rps),
+            "runs": rps,
+            "p50": med([r["p50_us"] for _, r in ok]),
+            "p99": med([r["p99_us"] for _, r in ok]),
+            "p999": med([r["p999_us"] for _, r in ok]),
+            "cpu": med(cpu) if key[1] != "direct" else None,
+            "errors": sum(int(r.get("socket_errors", 0) + r.get("status_errors", 0)) for _, r in ok)
+            + (len(rs) - len(ok)),
+        }
+
+    w("### Machine and method\n")
+    w(f"- {facts['cpus']} CPUs ({facts['cpu_model']}), Linux {facts['kernel']}; "
+      f"1-minute load average {facts['load_start']} at the start of the measurements, "
+      f"{facts['load_end']} at the end.")
+    w(f"- Pinned: {facts['pinning']}. nginx `worker_processes {facts['workers']}`; ltigate's "
+      f"runtime sizes itself to the same {facts['workers']} CPU(s) through its affinity mask.")
+    w(f"- nginx {facts['nginx_version']}, wrk {facts['wrk_version']} (1 thread), "
+      f"Redis {facts['redis_version']}, ltigate {facts['ltigate_commit']} (release profile).")
+    w(f"- Proxied requests: `GET /courses/C-1/page` with the session cookie from one real signed "
+      f"launch (sent to all three targets); the upstream answers 200 with 64 bytes. "
+      f"{facts['duration']} s per run, {facts['reps']} runs per point in the order direct, nginx, "
+      f"ltigate, after a 1 s warm-up of each; every figure is the median of the runs, each "
+      f"statistic on its own. CPU seconds per 10k requests from /proc (10 ms ticks; nginx: master "
+      f"+ workers).")
+    w(f"- Launches: `examples/launch_load`, signed 25-parameter launches, fresh nonce each, "
+      f"{facts['learners']} learners cycling (a class relaunching), {facts['launch_seconds']} s per run, "
+      f"{facts['reps']} runs per point; accepted = 303 with a session cookie. Upstream API calls go "
+      f"to the same stub upstream. Redis: `appendonly yes`, `appendfsync everysec`.\n")
+
+    w("### Proxied requests with a session\n")
+    w("| concurrency | target | req/s (median) | runs (req/s) | p50 ms | p99 ms | p99.9 ms | CPU s / 10k req | errors |")
+    w("|---:|---|---:|---|---:|---:|---:|---:|---:|")
+    for c in conc:
+        for target in ("direct", "nginx", "ltigate"):
+            s = stats.get((c, target))
+            if not s:
+                continue
+            runs_txt = ", ".join(f"{v:,.0f}" for v in s["runs"])
+            cpu = "–" if s["cpu"] is None else f"{s['cpu']:.3f}"
+            w(f"| {c} | {target} | {s['rps']:,.0f} | {runs_txt} | {ms(s['p50'])} | {ms(s['p99'])} | "
+              f"{ms(s['p999'])} | {cpu} | {s['errors']} |")
+    w("")
+
+    # --- memory -------------------------------------------------------------
+    mem = {}
+    for line in (raw / "memory.tsv").read_text().splitlines():
+        name, *fields = line.split("\t")
+        m = {}
+        for f in fields:
+            k, v = f.split("=", 1)
+            m[k] = v
+        mem[name] = m
+
+    def kbv(name, key):
+        try:
+            return float(mem[name][key])
+        except (KeyError, ValueError):
+            return None
+
+    conns = facts["memory_connections"]
+    w("### Memory (RSS, MB)\n")
+    w(f"| process | idle after start | peak over the proxied runs | peak at {conns} keep-alive connections | idle after the load |")
+    w("|---|---:|---:|---:|---:|")
+    w(f"| ltigate | {mb(kbv('ltigate', 'idle_kb'))} | {mb(kbv('ltigate', 'peak_proxy_kb'))} | "
+      f"{mb(kbv('ltigate', 'conn_kb'))} | {mb(kbv('ltigate', 'after_kb'))} |")
+    w(f"| nginx (master + workers) | {mb(kbv('nginx', 'idle_kb'))} | {mb(kbv('nginx', 'peak_proxy_kb'))} | "
+      f"{mb(kbv('nginx', 'conn_kb'))} | – |")
+    w(f"\nAt {conns} connections (wrk, 4 s): ltigate `{mem.get('ltigate', {}).get('conn_result', '')}`; "
+      f"nginx `{mem.get('nginx', {}).get('conn_result', '')}`. Peak over the proxied runs is VmHWM "
+      f"(for nginx the sum over its processes); the connection figure is the highest VmRSS "
+      f"sampled every 0.2 s.\n")
+
+    # --- launches -----------------------------------------------------------
+    lruns = {}
+    for line in (raw / "launch.tsv").read_text().splitlines():
+        store, c, rep, ticks, rest = line.split("\t", 4)
+        lruns.setdefault((store, int(c)), []).append((int(ticks), kv(rest)))
+    lstats = {}
+    w("### Launches per second\n")
+    w("| store | concurrency | launches/s (median) | runs | p50 ms | p99 ms | p99.9 ms | ltigate CPU ms / launch | load generator CPU busy | refused / failed |")
+    w("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for (store, c), rs in sorted(lruns.items()):
+        ok = [(t, r) for t, r in rs if "rate" in r]
+        rate = med([r["rate"] for _, r in ok])
+        cpu = med([t / TICKS / r["accepted"] * 1000 for t, r in ok if r["accepted"] > 0])
+        busy = med([r["loadgen_cpu"] for _, r in ok])
+        bad = sum(int(r.get("refused", 0) + r.get("failed", 0)) for _, r in rs)
+        lstats[(store, c)] = (rate, busy)
+        runs_txt = ", ".join(f"{r['rate']:,.0f}" for _, r in ok)
+        w(f"| {store} | {c} | {rate:,.0f} | {runs_txt} | "
+          f"{ms(med([r['p50_us'] for _, r in ok]))} | {ms(med([r['p99_us'] for _, r in ok]))} | "
+          f"{ms(med([r['p999_us'] for _, r in ok]))} | {cpu:.3f} | {busy * 100:.0f} % | {bad} |")
+    w("")
+
+    # --- targets ------------------------------------------------------------
+    w("### Targets\n")
+    for c in (16, 64, 256):
+        g, n = stats.get((c, "ltigate")), stats.get((c, "nginx"))
+        if not (g and n):
+            continue
+        ratio = g["rps"] / n["rps"]
+        w(f"- Throughput ≥ nginx at concurrency {c}: {g['rps']:,.0f} vs {n['rps']:,.0f} req/s "
+          f"({(ratio - 1) * 100:+.1f} %) — {verdict(ratio >= 1)}")
+    for c in conc:
+        g, n = stats.get((c, "ltigate")), stats.get((c, "nginx"))
+        if not (g and n):
+            continue
+        ratio = g["p99"] / n["p99"]
+        w(f"- p99 ≤ 1.2 × nginx at concurrency {c}: {ms(g['p99'])} vs {ms(n['p99'])} ms "
+          f"(× {ratio:.2f}) — {verdict(ratio <= 1.2)}")
+    g1, d1 = stats.get((1, "ltigate")), stats.get((1, "direct"))
+    if g1 and d1:
+        added = g1["p50"] - d1["p50"]
+        w(f"- Added latency over direct at concurrency 1 ≤ 100 µs (median): {added:.0f} µs "
+          f"({d1['p50']:.0f} → {g1['p50']:.0f} µs) — {verdict(added <= 100)}")
+    for store, goal in (("embedded", 5000), ("redis", 3000)):
+        best = max(((r, b, c) for (s, c), (r, b) in lstats.items() if s == store and r), default=None)
+        if best:
+            rate, busy, c = best
+            limit = " (load generator near its limit)" if busy > 0.9 else f" (load generator {busy * 100:.0f} % busy: not the limit)"
+            w(f"- Launches ≥ {goal:,}/s with {store}: {rate:,.0f}/s at concurrency {c}{limit} — "
+              f"{verdict(rate >= goal)}" + ("" if rate >= goal else f", {(1 - rate / goal) * 100:.0f} % short"))
+    idle, conn = kbv("ltigate", "idle_kb"), kbv("ltigate", "conn_kb")
+    if idle:
+        w(f"- ≤ 30 MB RSS idle: {mb(idle)} MB — {verdict(idle <= 30 * 1024)}")
+    if conn:
+        w(f"- ≤ 100 MB at {conns} keep-alive connections: {mb(conn)} MB — {verdict(conn <= 100 * 1024)}")
+    w("")
+
+    w("### Configurations\n")
+    w("nginx:\n\n```nginx\n" + (raw / "nginx.conf").read_text().rstrip() + "\n```\n")
+    w("ltigate (the Redis run differs only in `[store] url = \"redis://127.0.0.1:…\"`):\n\n```toml\n"
+      + (raw / "ltigate.toml").read_text().rstrip() + "\n```")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
