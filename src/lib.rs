@@ -219,7 +219,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     // Public stack: load shedding → routing (→ gate → proxy).
     let limit = Arc::new(Semaphore::new(settings.server.max_connections));
-    let public_service = move |req, peer| {
+    let public_service = move |req: http::Request<hyper::body::Incoming>, peer| {
         let public = public.clone();
         let permit = limit.clone().try_acquire_owned();
         async move {
@@ -228,7 +228,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
                     "The service is busy. Please try again in a moment.",
-                    false,
+                    respond::prefers_json(req.headers()),
                 );
                 resp.headers_mut().insert(
                     http::header::RETRY_AFTER,

@@ -91,10 +91,21 @@ where
 {
     let settings = &app.settings;
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, settings.webhook.max_body)
-        .collect()
-        .await
-    {
+    // The body gets as long as headers do: a stalled sender holds nothing.
+    let read = tokio::time::timeout(
+        settings.server.header_read_timeout,
+        Limited::new(body, settings.webhook.max_body).collect(),
+    )
+    .await;
+    let Ok(read) = read else {
+        return answer(
+            app,
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid",
+            json!({"error": "timeout", "message": "the body did not arrive within server.header_read_timeout"}),
+        );
+    };
+    let body = match read {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
