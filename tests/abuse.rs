@@ -1769,17 +1769,11 @@ lms_id = "beta"
 // The documentation
 
 /// Every test the "Security and reliability" table names exists, in the
-/// file the table says (the README once the section is merged there,
-/// `docs/security.md` until then).
+/// file the table says (the README's section).
 #[test]
 fn the_security_table_names_tests_that_exist() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap_or_default();
-    let text = if readme.contains("## Security and reliability") {
-        readme
-    } else {
-        std::fs::read_to_string(root.join("docs/security.md")).unwrap()
-    };
+    let text = std::fs::read_to_string(root.join("README.md")).unwrap();
     let section = &text[text.find("## Security and reliability").unwrap()..];
     let section = section[2..]
         .find("\n## ")
