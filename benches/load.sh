@@ -84,7 +84,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NCPU=$(nproc)
 if ((NCPU >= 2)); then
   LOAD_CPUS=0
-  SERVER_CPUS=1-$((NCPU - 1))
+  SERVER_CPUS=1
+  ((NCPU > 2)) && SERVER_CPUS=1-$((NCPU - 1))
   WORKERS=$((NCPU - 1))
   LOAD_PIN=(taskset -c "$LOAD_CPUS")
   SERVER_PIN=(taskset -c "$SERVER_CPUS")

@@ -76,7 +76,7 @@ def main(raw):
       f"1-minute load average {facts['load_start']} at the start of the measurements, "
       f"{facts['load_end']} at the end.")
     w(f"- Pinned: {facts['pinning']}. nginx `worker_processes {facts['workers']}`; ltigate's "
-      f"runtime sizes itself to the same {facts['workers']} CPU(s) through its affinity mask.")
+      f"tokio runtime sizes itself to its affinity mask ({facts['workers']} worker thread(s)).")
     w(f"- nginx {facts['nginx_version']}, wrk {facts['wrk_version']} (1 thread), "
       f"Redis {facts['redis_version']}, ltigate {facts['ltigate_commit']} (release profile).")
     w(f"- Proxied requests: `GET /courses/C-1/page` with the session cookie from one real signed "
