@@ -31,13 +31,9 @@ static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The base configuration on Redis at `url`, with `store.timeout`.
 fn redis_config(up: &Upstream, dir: &std::path::Path, url: &str, timeout: &str) -> String {
-    let base = base_config(&up.url(), dir);
-    let start = base.find("[store]").unwrap();
-    let end = start + base[start..].find("\n\n").unwrap();
-    format!(
-        "{}[store]\nurl = \"{url}\"\ntimeout = \"{timeout}\"{}",
-        &base[..start],
-        &base[end..]
+    support::gate::with_store(
+        &base_config(&up.url(), dir),
+        &format!("[store]\nurl = \"{url}\"\ntimeout = \"{timeout}\""),
     )
 }
 

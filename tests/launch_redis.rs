@@ -33,10 +33,7 @@ fn redis_extra(urls: &[String], cluster: bool) -> String {
 /// The base configuration with the `[store]` table replaced.
 async fn gate_on(up: &Upstream, store: &str) -> Gate {
     let dir = tempfile::tempdir().unwrap();
-    let base = support::gate::base_config(&up.url(), dir.path());
-    let start = base.find("[store]").unwrap();
-    let end = start + base[start..].find("\n\n").unwrap();
-    let toml = format!("{}{}{}", &base[..start], store, &base[end..]);
+    let toml = support::gate::with_store(&support::gate::base_config(&up.url(), dir.path()), store);
     Gate::start_with(&toml, dir).await
 }
 

@@ -289,11 +289,7 @@ async fn a_newer_event_replaces_one_not_yet_delivered() {
             .0,
         202
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while lms.received().is_empty() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    lms.wait_received(1, Duration::from_secs(5)).await;
     assert_eq!(
         webhook(&gate, event("e-31", "acme:g-7", "C-1", 0.95))
             .await
@@ -514,11 +510,7 @@ async fn a_queued_grade_survives_a_restart_and_an_lms_outage() {
             .0,
         202
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while lms.received().is_empty() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    lms.wait_received(1, Duration::from_secs(5)).await;
     gate.stop().await;
     let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
     let gate = Gate::start_with(&toml, dir).await;
@@ -534,10 +526,7 @@ async fn two_processes_on_one_redis_deliver_fifty_jobs_once_each() {
     let lms = Arc::new(FakeLms::start("acme-key", "acme-secret").await);
     let store = format!("[store]\nurl = \"{}\"\n", redis.url());
     let make = |dir: &std::path::Path| {
-        let base = support::gate::base_config(&up.url(), dir);
-        let start = base.find("[store]").unwrap();
-        let end = start + base[start..].find("\n\n").unwrap();
-        format!("{}{}{}", &base[..start], store, &base[end..])
+        support::gate::with_store(&support::gate::base_config(&up.url(), dir), &store)
     };
     let d1 = tempfile::tempdir().unwrap();
     let t1 = make(d1.path());
@@ -593,14 +582,9 @@ async fn grade_passback_on_redis() {
     let redis = RedisServer::start();
     let up = Upstream::start(Some("upstream-token")).await;
     let dir = tempfile::tempdir().unwrap();
-    let base = support::gate::base_config(&up.url(), dir.path());
-    let start = base.find("[store]").unwrap();
-    let end = start + base[start..].find("\n\n").unwrap();
-    let toml = format!(
-        "{}[store]\nurl = \"{}\"{}",
-        &base[..start],
-        redis.url(),
-        &base[end..]
+    let toml = support::gate::with_store(
+        &support::gate::base_config(&up.url(), dir.path()),
+        &format!("[store]\nurl = \"{}\"", redis.url()),
     );
     let gate = Gate::start_with(&toml, dir).await;
     let lms = FakeLms::start("acme-key", "acme-secret").await;

@@ -294,6 +294,19 @@ impl FakeLms {
         }
     }
 
+    /// Waits until `n` requests arrived, whatever the answer; panics past
+    /// `within`.
+    pub async fn wait_received(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.received().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the LMS received fewer than {n} requests"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn key(&self) -> &str {
         &self.key
     }

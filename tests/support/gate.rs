@@ -76,6 +76,17 @@ max_licences = 2
     )
 }
 
+/// `config` with its `[store]` table replaced by `store` (a whole table,
+/// starting with `[store]`).
+pub fn with_store(config: &str, store: &str) -> String {
+    let start = config.find("[store]").expect("a [store] table");
+    let end = start
+        + config[start..]
+            .find("\n\n")
+            .expect("a blank line after [store]");
+    format!("{}{}{}", &config[..start], store, &config[end..])
+}
+
 impl Gate {
     /// Starts ltigate with `toml` (a full configuration).
     pub async fn start_with(toml: &str, dir: tempfile::TempDir) -> Gate {
