@@ -137,6 +137,8 @@ fn bench_headers(c: &mut Criterion) {
     let mut s = Session::new_for_test("acme:292832126");
     s.given_name = Some("Zoë".into());
     s.add_course("C-1", &["Learner".into()], 20);
+    // Built once per opened session in the proxy; per request only inject.
+    let identity = policy.identity(&s);
     c.bench_function("header policy (20 headers)", |b| {
         b.iter(|| {
             let mut h = template.clone();
@@ -145,9 +147,8 @@ fn bench_headers(c: &mut Criterion) {
                 &mut h,
                 &RequestContext {
                     peer: std::net::IpAddr::from([127, 0, 0, 1]),
-                    session: Some(&s),
-                    course: Some("C-1"),
-                    environment: None,
+                    identity: Some(&identity),
+                    path_course: None,
                     request_id: "req-1",
                 },
             );

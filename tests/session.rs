@@ -81,6 +81,8 @@ async fn cookies_that_do_not_open_a_session_get_a_401_counted_by_reason() {
             "idle",
         ),
     ];
+    // Each cookie is sent twice: the second time its session comes from
+    // the gate's cache of opened cookies, and the lifetime still applies.
     for (cookie, reason) in &cases {
         let (status, body) = get(&gate, cookie, false).await;
         assert_eq!(status, 401, "{reason}: {cookie}");

@@ -162,25 +162,28 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes `Connection`, every header it names and the hop-by-hop set.
+/// Removes `Connection`, every header it names and the hop-by-hop set, in
+/// one walk over the names present (most requests carry none of them, and
+/// then nothing is allocated or looked up again).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        // `close`, `keep-alive` and `upgrade` are the usual tokens: options
-        // or names removed below anyway, so they cost no allocation here.
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
+    let connection = headers.contains_key(header::CONNECTION);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n) || (connection && named_by_connection(headers, n)))
+        .cloned()
+        .collect();
+    for n in doomed {
+        headers.remove(n);
     }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
-    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// Whether `Connection` lists `name` (as an option naming a header).
+fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_str()))
 }
 
 /// A small stack buffer for formatting header values without allocating.
@@ -252,12 +255,12 @@ pub struct IdentityNames {
 pub struct RequestContext<'a> {
     /// Client address.
     pub peer: IpAddr,
-    /// The session, when the request carries a valid one.
-    pub session: Option<&'a Session>,
-    /// The current course (from `upstream.course_path`, else the latest).
-    pub course: Option<&'a str>,
-    /// The consumer's environment.
-    pub environment: Option<&'a str>,
+    /// The identity header values of the request's session, when it
+    /// carries a valid one ([`HeaderPolicy::identity`]).
+    pub identity: Option<&'a IdentityHeaders>,
+    /// The course the request path names (`upstream.course_path`); without
+    /// one the session's latest course is the current course.
+    pub path_course: Option<&'a str>,
     /// The request id to send (unless a trusted proxy sent one).
     pub request_id: &'a str,
 }
@@ -367,18 +370,22 @@ impl HeaderPolicy {
     /// Removes what a client must not send upstream; returns the
     /// identity-prefixed names it removed (forgery attempts, for the log).
     pub fn strip(&self, headers: &mut HeaderMap) -> Removed {
-        let websocket = is_websocket_upgrade(headers);
-        let upgrade = if websocket {
+        let upgrade = if is_websocket_upgrade(headers) {
             headers.get(header::UPGRADE).cloned()
         } else {
             None
         };
-        strip_hop_by_hop(headers);
-
+        let connection = headers.contains_key(header::CONNECTION);
         let mut forged = Removed::new();
         let doomed: Vec<HeaderName> = headers
             .keys()
-            .filter(|n| self.is_identity(n.as_str()) || self.is_forwarding(n.as_str()))
+            .filter(|n| {
+                let name = n.as_str();
+                is_hop_by_hop(n)
+                    || self.is_identity(name)
+                    || self.is_forwarding(name)
+                    || (connection && named_by_connection(headers, n))
+            })
             .cloned()
             .collect();
         for n in doomed {
@@ -470,51 +477,31 @@ impl HeaderPolicy {
             headers.insert(header::HOST, self.public_host.clone());
         }
 
-        let Some(s) = ctx.session else {
+        let Some(identity) = ctx.identity else {
             return;
         };
-        let n = &self.names;
-        let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
-            if let Some(v) = value {
-                headers.insert(name.clone(), v);
-            }
+        for (name, value) in &identity.fixed {
+            headers.insert(name.clone(), value.clone());
+        }
+        let course = match ctx.path_course {
+            Some(id) => match identity.courses.iter().find(|c| c.id == id) {
+                Some(c) => Cow::Borrowed(c),
+                None => Cow::Owned(CourseHeaders {
+                    id: String::new(),
+                    course: component_value(id),
+                    roles: None,
+                }),
+            },
+            None => match identity.courses.last() {
+                Some(latest) => Cow::Borrowed(latest),
+                None => return,
+            },
         };
-        set(&n.user, component_value(&s.external_id));
-        if let Some(u) = &s.upstream_id {
-            set(&n.upstream_user, component_value(u));
+        if let Some(c) = &course.course {
+            headers.insert(self.names.course.clone(), c.clone());
         }
-        if let Some(e) = &s.email {
-            set(&n.email, component_value(e));
-        }
-        if let Some(g) = &s.given_name {
-            set(&n.given_name, component_value(g));
-        }
-        if let Some(f) = &s.family_name {
-            set(&n.family_name, component_value(f));
-        }
-        set(&n.consumer, component_value(&s.consumer));
-        if let Some(env) = ctx.environment {
-            set(&n.environment, component_value(env));
-        }
-        if let Some(course) = ctx.course {
-            set(&n.course, component_value(course));
-            if let Some(c) = s.course(course).filter(|c| !c.roles.is_empty()) {
-                let mut roles = String::new();
-                push_roles(&c.roles, &mut roles);
-                set(&n.roles, owned_value(roles));
-            }
-        }
-        if !s.courses.is_empty() {
-            let mut all = String::new();
-            for (i, c) in s.courses.iter().enumerate() {
-                if i > 0 {
-                    all.push(';');
-                }
-                encode_value_into(&c.id, &mut all);
-                all.push('=');
-                push_roles(&c.roles, &mut all);
-            }
-            set(&n.course_roles, owned_value(all));
+        if let Some(r) = &course.roles {
+            headers.insert(self.names.roles.clone(), r.clone());
         }
     }
 
@@ -537,34 +524,79 @@ impl HeaderPolicy {
         Some(chain)
     }
 
-    /// The current course of a request: named in the path by
-    /// `upstream.course_path`, else the most recently launched one.
-    pub fn current_course<'s>(&self, session: &'s Session, path: &str) -> Option<Cow<'s, str>> {
-        self.course_path
-            .as_deref()
-            .and_then(|p| course_from_path(p, path))
-            .map(Cow::Owned)
-            .or_else(|| {
-                session
-                    .latest_course()
-                    .map(|c| Cow::Borrowed(c.id.as_str()))
+    /// Every identity header value a session yields, built once per
+    /// opened session: the fixed ones (user, names, email, consumer,
+    /// environment, course roles) and `Course`/`Roles` per course.
+    pub fn identity(&self, s: &Session) -> IdentityHeaders {
+        let n = &self.names;
+        let mut fixed = Vec::with_capacity(8);
+        let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
+            if let Some(v) = value {
+                fixed.push((name.clone(), v));
+            }
+        };
+        set(&n.user, component_value(&s.external_id));
+        if let Some(u) = &s.upstream_id {
+            set(&n.upstream_user, component_value(u));
+        }
+        if let Some(e) = &s.email {
+            set(&n.email, component_value(e));
+        }
+        if let Some(g) = &s.given_name {
+            set(&n.given_name, component_value(g));
+        }
+        if let Some(f) = &s.family_name {
+            set(&n.family_name, component_value(f));
+        }
+        set(&n.consumer, component_value(&s.consumer));
+        if let Some(env) = self.environments.get(&s.consumer) {
+            set(&n.environment, component_value(env));
+        }
+        if !s.courses.is_empty() {
+            let mut all = String::new();
+            for (i, c) in s.courses.iter().enumerate() {
+                if i > 0 {
+                    all.push(';');
+                }
+                encode_value_into(&c.id, &mut all);
+                all.push('=');
+                push_roles(&c.roles, &mut all);
+            }
+            set(&n.course_roles, owned_value(all));
+        }
+        // Oldest first, as in the session: the last one is the latest.
+        let courses = s
+            .courses
+            .iter()
+            .map(|c| CourseHeaders {
+                id: c.id.clone(),
+                course: component_value(&c.id),
+                roles: (!c.roles.is_empty())
+                    .then(|| {
+                        let mut roles = String::new();
+                        push_roles(&c.roles, &mut roles);
+                        owned_value(roles)
+                    })
+                    .flatten(),
             })
+            .collect();
+        IdentityHeaders { fixed, courses }
     }
 
     /// The whole request side for one proxied request: strip, log what a
     /// client tried to forge, set forwarding and identity headers.
     pub fn apply<B>(&self, req: &mut ProxyRequest<B>) {
-        let course = req
-            .session
-            .as_ref()
-            .and_then(|s| self.current_course(s, req.http.uri().path()));
-        let environment = req
-            .session
-            .as_ref()
-            .and_then(|s| self.environments.get(&s.consumer))
-            .map(String::as_str);
         let mut id_buf = [0u8; 32];
         let request_id = new_request_id(&mut id_buf);
+        let path_course = match (&req.session, &self.course_path) {
+            (Some(_), Some(pattern)) => course_from_path(pattern, req.http.uri().path()),
+            _ => None,
+        };
+        let identity = req.session.as_ref().map(|opened| {
+            opened
+                .identity
+                .get_or_init(|| self.identity(&opened.session))
+        });
         // HTTP/2 carries the host in the URI (`:authority`), not in `Host`.
         let authority = match req.http.headers().contains_key(header::HOST) {
             true => None,
@@ -574,6 +606,7 @@ impl HeaderPolicy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
+        let peer = req.peer.ip();
         let headers = req.http.headers_mut();
         if let Some(host) = authority {
             headers.insert(header::HOST, host);
@@ -582,22 +615,41 @@ impl HeaderPolicy {
         if !forged.is_empty() {
             tracing::info!(
                 request_id,
-                peer = %req.peer.ip(),
+                %peer,
                 removed = ?forged,
                 "removed identity headers sent by the client"
             );
         }
+        // Room for the forwarding and identity headers without regrowth.
+        headers.reserve(16);
         self.inject(
             headers,
             &RequestContext {
-                peer: req.peer.ip(),
-                session: req.session.as_ref(),
-                course: course.as_deref(),
-                environment,
+                peer,
+                identity,
+                path_course: path_course.as_deref(),
                 request_id,
             },
         );
     }
+}
+
+/// Identity header values derived from one session
+/// ([`HeaderPolicy::identity`]).
+#[derive(Debug)]
+pub struct IdentityHeaders {
+    /// User, upstream user, email, names, consumer, environment, course roles.
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    /// `Course` and `Roles` of each course of the session, latest last.
+    courses: Vec<CourseHeaders>,
+}
+
+/// `Course` and `Roles` header values of one course.
+#[derive(Debug, Clone)]
+struct CourseHeaders {
+    id: String,
+    course: Option<HeaderValue>,
+    roles: Option<HeaderValue>,
 }
 
 /// `(name, "name=value")` of each pair in a `Cookie` header value.
@@ -959,12 +1011,14 @@ mod tests {
         h
     }
 
-    fn ctx<'a>(session: Option<&'a Session>, course: Option<&'a str>) -> RequestContext<'a> {
+    fn ctx<'a>(
+        identity: Option<&'a IdentityHeaders>,
+        path_course: Option<&'a str>,
+    ) -> RequestContext<'a> {
         RequestContext {
             peer: "10.0.0.9".parse().unwrap(),
-            session,
-            course,
-            environment: None,
+            identity,
+            path_course,
             request_id: "r1",
         }
     }
@@ -1110,14 +1164,10 @@ mod tests {
         s.family_name = Some("O'Brien, \"Jr\"".into());
         s.add_course("C-1", &["Learner".into()], 20);
         s.add_course("C=2", &["Instructor".into(), "inst:Faculty".into()], 20);
+        let p = policy(false).with_environments([("test", "sub env")]);
+        let identity = p.identity(&s);
         let mut h = HeaderMap::new();
-        policy(false).inject(
-            &mut h,
-            &RequestContext {
-                environment: Some("sub env"),
-                ..ctx(Some(&s), Some("C=2"))
-            },
-        );
+        p.inject(&mut h, &ctx(Some(&identity), None));
         assert_eq!(h.get("x-lti-user").unwrap(), "acme:42");
         assert_eq!(h.get("x-lti-given-name").unwrap(), "Zo%C3%AB");
         assert_eq!(h.get("x-lti-family-name").unwrap(), "O'Brien%2C%20%22Jr%22");
@@ -1137,11 +1187,38 @@ mod tests {
     fn a_course_not_launched_has_no_roles() {
         let mut s = Session::new_for_test("acme:42");
         s.add_course("C-1", &["Learner".into()], 20);
+        let p = policy(false);
+        let identity = p.identity(&s);
         let mut h = HeaderMap::new();
-        policy(false).inject(&mut h, &ctx(Some(&s), Some("C-9")));
+        p.inject(&mut h, &ctx(Some(&identity), Some("C-9")));
         assert_eq!(h.get("x-lti-course").unwrap(), "C-9");
         assert!(!h.contains_key("x-lti-roles"));
         assert_eq!(h.get("x-lti-course-roles").unwrap(), "C-1=Learner");
+    }
+
+    #[test]
+    fn the_path_course_picks_its_roles_and_the_latest_course_is_the_default() {
+        let mut s = Session::new_for_test("acme:42");
+        s.add_course("C-1", &["Learner".into()], 20);
+        s.add_course("C-2", &["Instructor".into()], 20);
+        let p = policy(false);
+        let identity = p.identity(&s);
+        for (path_course, course, roles) in [
+            (Some("C-1"), "C-1", "Learner"),
+            (Some("C-2"), "C-2", "Instructor"),
+            (None, "C-2", "Instructor"),
+        ] {
+            let mut h = HeaderMap::new();
+            p.inject(&mut h, &ctx(Some(&identity), path_course));
+            assert_eq!(h.get("x-lti-course").unwrap(), course, "{path_course:?}");
+            assert_eq!(h.get("x-lti-roles").unwrap(), roles, "{path_course:?}");
+        }
+        // A session without courses has no current course.
+        let bare = p.identity(&Session::new_for_test("acme:7"));
+        let mut h = HeaderMap::new();
+        p.inject(&mut h, &ctx(Some(&bare), None));
+        assert_eq!(h.get("x-lti-user").unwrap(), "acme:7");
+        assert!(!h.contains_key("x-lti-course") && !h.contains_key("x-lti-roles"));
     }
 
     #[test]

@@ -40,7 +40,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use super::headers::{
     is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, HeaderPolicyService, ResponsePolicy,
 };
-use super::session::{CsrfGuard, CsrfLayer, Session, SessionGate, SessionGateLayer};
+use super::session::{CsrfGuard, CsrfLayer, OpenedSession, SessionGate, SessionGateLayer};
 use super::{respond, AppState, Body};
 
 /// A request on its way through the proxy stack.
@@ -50,7 +50,7 @@ pub struct ProxyRequest<B = Incoming> {
     /// The client's address.
     pub peer: SocketAddr,
     /// The session, once the gate has checked it.
-    pub session: Option<Session>,
+    pub session: Option<Arc<OpenedSession>>,
     /// The client prefers JSON error bodies.
     pub json: bool,
 }

@@ -24,10 +24,12 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
@@ -414,6 +416,64 @@ pub struct SessionGateLayer {
 struct GateShared {
     app: Arc<AppState>,
     rejections: Rejections,
+    opened: OpenedCache,
+}
+
+/// A session opened from a cookie value, and the identity header values
+/// the header policy derives from it (built on first use).
+#[derive(Debug)]
+pub struct OpenedSession {
+    /// The session as sealed in the cookie.
+    pub session: Session,
+    /// Identity header values, built once per cookie value.
+    pub identity: OnceLock<super::headers::IdentityHeaders>,
+}
+
+/// Opened sessions by exact cookie value. A browser sends the same cookie
+/// until last-seen is refreshed (at most once a minute), so the AEAD open
+/// and the JSON parse run once per cookie instead of once per request; the
+/// lifetime policy still runs on every request. Bounded: a full shard is
+/// emptied. Only values that opened with the configured keys get in, and
+/// the keys do not change while the process runs.
+struct OpenedCache {
+    shards: Vec<Mutex<HashMap<Box<str>, Arc<OpenedSession>>>>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Shards of [`OpenedCache`] (uncontended locks on the hot path).
+const OPENED_SHARDS: usize = 16;
+/// Sessions kept opened: ~1.5 KB each with their header values.
+const OPENED_CAPACITY: usize = 4096;
+
+impl OpenedCache {
+    fn new() -> Self {
+        OpenedCache {
+            shards: (0..OPENED_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            per_shard: OPENED_CAPACITY / OPENED_SHARDS,
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, value: &str) -> &Mutex<HashMap<Box<str>, Arc<OpenedSession>>> {
+        let h = self.hasher.hash_one(value) as usize;
+        &self.shards[h % self.shards.len()]
+    }
+
+    fn get(&self, value: &str) -> Option<Arc<OpenedSession>> {
+        self.shard(value).lock().ok()?.get(value).cloned()
+    }
+
+    fn put(&self, value: &str, opened: Arc<OpenedSession>) {
+        if let Ok(mut m) = self.shard(value).lock() {
+            if m.len() >= self.per_shard {
+                m.clear();
+            }
+            m.insert(value.into(), opened);
+        }
+    }
 }
 
 /// `ltigate_session_rejections_total` resolved once per reason.
@@ -440,6 +500,7 @@ impl SessionGateLayer {
             shared: Arc::new(GateShared {
                 rejections: Rejections::new(&app.metrics),
                 app,
+                opened: OpenedCache::new(),
             }),
         }
     }
@@ -497,12 +558,36 @@ fn is_dot_segment(seg: &[u8]) -> bool {
 impl GateShared {
     /// The session of a request, checked against the lifetime policy and
     /// the configured consumers (a removed consumer's sessions end).
-    fn session(&self, headers: &http::HeaderMap, now: u64) -> Result<Session, SessionRejection> {
-        let s = self.app.session_from(headers, now)?;
-        if self.app.settings.consumer_by_name(&s.consumer).is_none() {
-            return Err(SessionRejection::Invalid);
-        }
-        Ok(s)
+    fn session(
+        &self,
+        headers: &http::HeaderMap,
+        now: u64,
+    ) -> Result<Arc<OpenedSession>, SessionRejection> {
+        let value = cookie_value(
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+            &self.app.settings.session.cookie_name,
+        )
+        .ok_or(SessionRejection::Missing)?;
+        let opened = match self.opened.get(value) {
+            Some(o) => o,
+            None => {
+                let s = self.app.sealer.open(value)?;
+                if self.app.settings.consumer_by_name(&s.consumer).is_none() {
+                    return Err(SessionRejection::Invalid);
+                }
+                let o = Arc::new(OpenedSession {
+                    session: s,
+                    identity: OnceLock::new(),
+                });
+                self.opened.put(value, o.clone());
+                o
+            }
+        };
+        self.app.lifetime.check(&opened.session, now)?;
+        Ok(opened)
     }
 
     /// The cookie with last-seen moved to `now`, when it is due.
@@ -566,7 +651,7 @@ where
                 );
                 // Public paths (static assets) may be cached: no cookie there.
                 if !public {
-                    cookie = shared.refreshed(&s, now);
+                    cookie = shared.refreshed(&s.session, now);
                 }
                 req.session = Some(s);
             }
@@ -728,6 +813,26 @@ mod tests {
         s.issued_at = 1_000;
         s.last_seen = 1_000;
         s
+    }
+
+    #[test]
+    fn opened_sessions_are_kept_by_exact_cookie_value_and_bounded() {
+        let cache = OpenedCache::new();
+        let opened = |id: &str| {
+            Arc::new(OpenedSession {
+                session: Session::new_for_test(id),
+                identity: OnceLock::new(),
+            })
+        };
+        cache.put("v1", opened("acme:1"));
+        assert_eq!(cache.get("v1").unwrap().session.external_id, "acme:1");
+        assert!(cache.get("v1 ").is_none() && cache.get("v").is_none());
+        for i in 0..3 * OPENED_CAPACITY {
+            cache.put(&format!("value-{i}"), opened("acme:2"));
+        }
+        let kept: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(kept <= OPENED_CAPACITY, "{kept} kept");
+        assert!(cache.get(&format!("value-{}", 3 * OPENED_CAPACITY - 1)).is_some());
     }
 
     #[test]
