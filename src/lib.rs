@@ -219,33 +219,42 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     // Public stack: load shedding → routing (→ gate → proxy).
     let limit = Arc::new(Semaphore::new(settings.server.max_connections));
-    let public_service = move |req: http::Request<hyper::body::Incoming>, peer| {
+    let public_service = move |peer| {
         let public = public.clone();
-        let permit = limit.clone().try_acquire_owned();
-        async move {
-            let Ok(permit) = permit else {
-                let mut resp = respond::error(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "The service is busy. Please try again in a moment.",
-                    respond::prefers_json(req.headers()),
-                );
-                resp.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                );
-                return resp;
-            };
-            // Released once the response body has been sent, so streaming
-            // downloads count against server.max_connections too.
-            server::hold_until_sent(gate::router::route(&public, req, peer).await, permit)
+        let limit = limit.clone();
+        // Per client connection: the upstream connection it keeps.
+        let client = public.proxy.connection(peer);
+        move |req: http::Request<hyper::body::Incoming>| {
+            let public = public.clone();
+            let client = client.clone();
+            let permit = limit.clone().try_acquire_owned();
+            async move {
+                let Ok(permit) = permit else {
+                    let mut resp = respond::error(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "The service is busy. Please try again in a moment.",
+                        respond::prefers_json(req.headers()),
+                    );
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
+                    return resp;
+                };
+                // Released once the response body has been sent, so
+                // streaming downloads count against server.max_connections
+                // too.
+                let resp = gate::router::route(&public, req, &client).await;
+                server::hold_until_sent(resp, permit)
+            }
         }
     };
     let admin_for_service = admin.clone();
-    let admin_service = move |req, _peer| {
+    let admin_service = server::stateless(move |req| {
         let admin = admin_for_service.clone();
         async move { admin::handle(&admin, req).await }
-    };
+    });
 
     let tasks = vec![
         tokio::spawn(server::serve(

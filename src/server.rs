@@ -36,17 +36,21 @@ pub struct ConnSettings {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `service` on `listener` until `shutdown` flips to true, then
-/// drains for at most `shutdown_grace`.
-pub async fn serve<S, F>(
+/// Serves `listener` until `shutdown` flips to true, then drains for at
+/// most `shutdown_grace`. `make_service` is called once per connection with
+/// the client's address; the service it returns answers that connection's
+/// requests (and may keep per-connection state).
+pub async fn serve<M, S, F>(
     listener: TcpListener,
-    service: S,
+    make_service: M,
     conn: ConnSettings,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    M: Fn(SocketAddr) -> S + Send + Sync + 'static,
+    S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let make_service = Arc::new(make_service);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -79,7 +83,7 @@ pub async fn serve<S, F>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let svc = service.clone();
+        let make_service = make_service.clone();
         let builder = builder.clone();
         let graceful_watcher = graceful.watcher();
         let stopping = shutdown.clone();
@@ -91,9 +95,10 @@ pub async fn serve<S, F>(
             }
             let activity = Arc::new(Activity::new());
             let requests = activity.clone();
+            let svc = make_service(peer);
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let busy = requests.begin();
-                let fut = svc(req, peer);
+                let fut = svc(req);
                 async move { Ok::<_, Infallible>(hold_until_sent(fut.await, busy)) }
             });
             let conn_fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
@@ -120,6 +125,15 @@ pub async fn serve<S, F>(
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
     }
+}
+
+/// The `make_service` of [`serve`] for a listener that keeps no state per
+/// connection: every connection gets (a clone of) `service`.
+pub fn stateless<S>(service: S) -> impl Fn(SocketAddr) -> S + Send + Sync + 'static
+where
+    S: Clone + Send + Sync + 'static,
+{
+    move |_peer| service.clone()
 }
 
 /// Requests in flight on one connection, and since when it has had none.

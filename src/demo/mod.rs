@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{validate, RawConfig, Settings};
-use crate::server::{serve, ConnSettings};
+use crate::server::{serve, stateless, ConnSettings};
 use crate::Running;
 
 pub mod lms;
@@ -332,19 +332,19 @@ pub async fn start(opts: &Options) -> anyhow::Result<Demo> {
     let tasks = vec![
         tokio::spawn(serve(
             platform_listener,
-            move |req, _peer| {
+            stateless(move |req| {
                 let platform = platform.clone();
                 async move { platform.handle(req).await }
-            },
+            }),
             conn,
             shutdown_rx.clone(),
         )),
         tokio::spawn(serve(
             lms_listener,
-            move |req, _peer| {
+            stateless(move |req| {
                 let lms = lms_for_service.clone();
                 async move { lms.handle(req).await }
-            },
+            }),
             conn,
             shutdown_rx,
         )),

@@ -20,6 +20,7 @@ pub mod respond;
 pub mod router;
 pub mod session;
 pub mod tickets;
+pub mod upstream;
 
 use session::{Lifetime, Sealer, Session, SessionRejection};
 

@@ -7,9 +7,10 @@
 //!    WebSocket rides on the cookie; else 403;
 //! 3. [`HeaderPolicyLayer`] — strip what a client may not send, set the
 //!    forwarding and identity headers;
-//! 4. [`Forward`] — the upstream over a pooled keep-alive client, bodies
-//!    streamed both ways, WebSocket tunnels, 502/504 pages, the response
-//!    policy and the proxy metrics.
+//! 4. [`Forward`] — the upstream over kept-alive connections (each client
+//!    connection keeps one, see [`super::upstream`]), bodies streamed both
+//!    ways, WebSocket tunnels, 502/504 pages, the response policy and the
+//!    proxy metrics.
 //!
 //! Each layer is always ready and answers with `Infallible`; none of them
 //! touches the store.
@@ -24,23 +25,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use prometheus::{Histogram, IntCounter};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::headers::{
     is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, HeaderPolicyService, ResponsePolicy,
 };
 use super::session::{CsrfGuard, CsrfLayer, OpenedSession, SessionGate, SessionGateLayer};
+use super::upstream::{Affinity, Upstream, UpstreamError};
 use super::{respond, AppState, Body};
 
 /// A request on its way through the proxy stack.
@@ -53,13 +53,27 @@ pub struct ProxyRequest<B = Incoming> {
     pub session: Option<Arc<OpenedSession>>,
     /// The client prefers JSON error bodies.
     pub json: bool,
+    /// The client connection the request came on.
+    pub client: Arc<ClientConn>,
 }
+
+/// What a client connection keeps between its requests.
+pub struct ClientConn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The upstream connection of its last request.
+    upstream: Affinity<UpstreamBody>,
+}
+
+/// Idle upstream connections kept for client connections that have none.
+const MAX_IDLE_UPSTREAM: usize = 1024;
 
 type Stack = SessionGate<CsrfGuard<HeaderPolicyService<Forward>>>;
 
 /// The gate + proxy.
 pub struct Proxy {
     stack: Stack,
+    upstream: Arc<Upstream<UpstreamBody>>,
 }
 
 impl Proxy {
@@ -99,7 +113,13 @@ impl Proxy {
                 .iter()
                 .filter_map(|c| Some((c.name.as_str(), c.environment.as_deref()?))),
         );
-        let forward = Forward::new(&app, authority, upstream.path())?;
+        let forward = Forward::new(&app, &authority, upstream.path())?;
+        let address = match authority.port_u16() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => format!("{}:80", authority.host()),
+        };
+        let connect_timeout = s.upstream.timeout.min(Duration::from_secs(10));
+        let upstream = Upstream::new(address, connect_timeout, MAX_IDLE_UPSTREAM);
 
         let stack = ServiceBuilder::new()
             // Who is asking: without a valid session only public paths pass.
@@ -110,17 +130,26 @@ impl Proxy {
             // headers come from the session just checked.
             .layer(HeaderPolicyLayer::new(policy))
             .service(forward);
-        Ok(Proxy { stack })
+        Ok(Proxy { stack, upstream })
     }
 
-    /// Gates and proxies one request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// State for a new client connection from `peer`.
+    pub fn connection(&self, peer: SocketAddr) -> Arc<ClientConn> {
+        Arc::new(ClientConn {
+            peer,
+            upstream: Affinity::new(self.upstream.clone()),
+        })
+    }
+
+    /// Gates and proxies one request of `client`.
+    pub async fn handle(&self, req: Request<Incoming>, client: &Arc<ClientConn>) -> Response<Body> {
         let json = respond::prefers_json(req.headers());
         let req = ProxyRequest {
             http: req,
-            peer,
+            peer: client.peer,
             session: None,
             json,
+            client: client.clone(),
         };
         match self.stack.clone().oneshot(req).await {
             Ok(resp) => resp,
@@ -137,8 +166,6 @@ pub struct Forward {
 }
 
 struct ForwardShared {
-    client: Client<HttpConnector, UpstreamBody>,
-    authority: Authority,
     /// Path prefix of `upstream.url` (no trailing slash).
     prefix: String,
     timeout: Duration,
@@ -148,22 +175,13 @@ struct ForwardShared {
     duration: Histogram,
 }
 
+/// The response future of [`Forward`].
+pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
 impl Forward {
-    /// The upstream client and response policy for `upstream.url`.
-    pub fn new(app: &AppState, authority: Authority, path: &str) -> anyhow::Result<Self> {
+    /// The response policy and metrics for `upstream.url`.
+    pub fn new(app: &AppState, authority: &Authority, path: &str) -> anyhow::Result<Self> {
         let s = &app.settings;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(s.upstream.timeout.min(Duration::from_secs(10))));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        // Idle connections are dropped after 1 s: shorter than the
-        // keep-alive timeouts of common upstream servers (gunicorn 2 s,
-        // Node and Apache 5 s), so a request never races the upstream
-        // closing an idle connection. Busy connections stay pooled.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(1))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         let prefix = path.trim_end_matches('/').to_string();
         let host = authority.host().to_string();
         let responses =
@@ -172,8 +190,6 @@ impl Forward {
             .map(|c| app.metrics.proxy_requests.with_label_values(&[c]));
         Ok(Forward {
             shared: Arc::new(ForwardShared {
-                client,
-                authority,
                 prefix,
                 timeout: s.upstream.timeout,
                 responses,
@@ -195,21 +211,30 @@ impl tower::Service<ProxyRequest<Incoming>> for Forward {
 
     fn call(&mut self, req: ProxyRequest<Incoming>) -> ForwardFuture {
         let shared = self.shared.clone();
-        let json = req.json;
-        let mut req = req.http;
+        Box::pin(async move { Ok(shared.forward(req).await) })
+    }
+}
+
+impl ForwardShared {
+    async fn forward(&self, req: ProxyRequest<Incoming>) -> Response<Body> {
+        let ProxyRequest {
+            http: mut req,
+            json,
+            client,
+            ..
+        } = req;
         let started = Instant::now();
-        let Some(uri) = shared.target(std::mem::take(req.uri_mut())) else {
-            let resp = respond::error(
+        let Some(target) = self.target(req.uri()) else {
+            return self.count(respond::error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "Bad request target.",
                 json,
-            );
-            return ForwardFuture::done(shared.count(resp));
+            ));
         };
         let upgrade = is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
+        parts.uri = target;
         parts.version = http::Version::HTTP_11;
         // A request with a body keeps the timeout from running while the
         // client is still sending it: the deadline counts from its last
@@ -224,38 +249,36 @@ impl tower::Service<ProxyRequest<Incoming>> for Forward {
             inner: body,
             progress: progress.clone(),
         };
-        ForwardFuture {
-            state: ForwardState::Waiting {
-                response: shared.client.request(Request::from_parts(parts, body)),
-                deadline: tokio::time::sleep_until(started + shared.timeout),
-                progress,
-                upgrade,
-                started,
-                json,
-                shared,
-            },
-        }
+        let response = client.upstream.send(Request::from_parts(parts, body));
+        tokio::pin!(response);
+        let deadline = tokio::time::sleep_until(started + self.timeout);
+        tokio::pin!(deadline);
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = &mut response => break result,
+                () = &mut deadline => {
+                    match progress.as_ref().map(|p| p.deadline(self.timeout)) {
+                        Some(next) if next > deadline.deadline() => deadline.as_mut().reset(next),
+                        _ => return self.timed_out(started, json),
+                    }
+                }
+            }
+        };
+        self.finish(result, upgrade, started, json)
     }
-}
 
-impl ForwardShared {
-    /// The upstream URI of a request URI.
-    fn target(&self, uri: Uri) -> Option<Uri> {
-        let mut parts = uri.into_parts();
-        let pq = parts.path_and_query.take()?;
+    /// The upstream request target (origin-form) of a request URI.
+    fn target(&self, uri: &Uri) -> Option<Uri> {
+        let pq = uri.path_and_query()?;
         if !pq.as_str().starts_with('/') {
             return None;
         }
-        let pq = if self.prefix.is_empty() {
-            pq
+        if self.prefix.is_empty() {
+            Some(Uri::from(pq.clone()))
         } else {
-            format!("{}{}", self.prefix, pq.as_str()).parse().ok()?
-        };
-        let mut target = http::uri::Parts::default();
-        target.scheme = Some(Scheme::HTTP);
-        target.authority = Some(self.authority.clone());
-        target.path_and_query = Some(pq);
-        Uri::from_parts(target).ok()
+            format!("{}{}", self.prefix, pq.as_str()).parse().ok()
+        }
     }
 
     fn count(&self, resp: Response<Body>) -> Response<Body> {
@@ -266,7 +289,7 @@ impl ForwardShared {
 
     fn finish(
         &self,
-        result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        result: Result<Response<Incoming>, UpstreamError>,
         upgrade: Option<OnUpgrade>,
         started: Instant,
         json: bool,
@@ -376,85 +399,5 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`Forward`].
-    pub struct ForwardFuture {
-        #[pin]
-        state: ForwardState,
-    }
-}
-
-impl ForwardFuture {
-    fn done(response: Response<Body>) -> Self {
-        ForwardFuture {
-            state: ForwardState::Done {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = ForwardProj]
-    enum ForwardState {
-        // Answered without the upstream.
-        Done { response: Option<Response<Body>> },
-        // Waiting for the upstream's response head; `deadline` is
-        // `upstream.timeout` after the start or the body's last progress.
-        Waiting {
-            #[pin]
-            response: ResponseFuture,
-            #[pin]
-            deadline: Sleep,
-            progress: Option<Arc<Progress>>,
-            upgrade: Option<OnUpgrade>,
-            started: Instant,
-            json: bool,
-            shared: Arc<ForwardShared>,
-        },
-    }
-}
-
-impl Future for ForwardFuture {
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            ForwardProj::Done { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    respond::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "Internal error.",
-                        false,
-                    )
-                })))
-            }
-            ForwardProj::Waiting {
-                response,
-                mut deadline,
-                progress,
-                upgrade,
-                started,
-                json,
-                shared,
-            } => {
-                if let Poll::Ready(result) = response.poll(cx) {
-                    return Poll::Ready(Ok(shared.finish(result, upgrade.take(), *started, *json)));
-                }
-                loop {
-                    if deadline.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    match progress.as_ref().map(|p| p.deadline(shared.timeout)) {
-                        Some(next) if next > deadline.deadline() => deadline.as_mut().reset(next),
-                        _ => return Poll::Ready(Ok(shared.timed_out(*started, *json))),
-                    }
-                }
-            }
-        }
     }
 }

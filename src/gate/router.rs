@@ -1,12 +1,12 @@
 //! Routing of the public listener: ltigate's own `/lti/…` routes, then the
 //! session gate in front of the proxy for everything else.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::proxy::ClientConn;
 use super::{launch, respond, tickets, AppState, Body};
 
 /// The public application behind the listener's limits.
@@ -17,8 +17,12 @@ pub struct Public {
     pub proxy: super::proxy::Proxy,
 }
 
-/// Routes one public request.
-pub async fn route(public: &Public, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// Routes one public request of `client`.
+pub async fn route(
+    public: &Public,
+    req: Request<Incoming>,
+    client: &Arc<ClientConn>,
+) -> Response<Body> {
     let app = &public.app;
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/lti/") {
@@ -55,7 +59,7 @@ pub async fn route(public: &Public, req: Request<Incoming>, peer: SocketAddr) ->
             _ => {}
         }
     }
-    public.proxy.handle(req, peer).await
+    public.proxy.handle(req, client).await
 }
 
 fn not_found<B>(req: &Request<B>) -> Response<Body> {

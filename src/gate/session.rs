@@ -832,7 +832,9 @@ mod tests {
         }
         let kept: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(kept <= OPENED_CAPACITY, "{kept} kept");
-        assert!(cache.get(&format!("value-{}", 3 * OPENED_CAPACITY - 1)).is_some());
+        assert!(cache
+            .get(&format!("value-{}", 3 * OPENED_CAPACITY - 1))
+            .is_some());
     }
 
     #[test]
