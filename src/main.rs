@@ -126,14 +126,21 @@ fn load(
     })
 }
 
+/// The tokio runtime: one worker thread per CPU this process may use (its
+/// affinity mask and cgroup CPU quota count). With a single CPU, the
+/// current-thread scheduler: the same single worker without the
+/// work-stealing machinery, which only costs there.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        })
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {

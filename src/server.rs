@@ -98,8 +98,10 @@ pub async fn serve<M, S, F>(
             let svc = make_service(peer);
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let busy = requests.begin();
-                let fut = svc(req);
-                async move { Ok::<_, Infallible>(hold_until_sent(fut.await, busy)) }
+                Tracked {
+                    inner: svc(req),
+                    busy: Some(busy),
+                }
             });
             let conn_fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
             // hyper closes an idle HTTP/1.1 connection after the header
@@ -190,6 +192,34 @@ impl Activity {
             }
             tokio::time::sleep_until(deadline).await;
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future that ends its [`Busy`] mark with the
+    /// response body. A named future rather than an async block, so the
+    /// service's future is not copied into a second slot of a wrapping
+    /// state machine on every request.
+    struct Tracked<F> {
+        #[pin]
+        inner: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Response<Body>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx));
+        Poll::Ready(Ok(match this.busy.take() {
+            Some(busy) => hold_until_sent(resp, busy),
+            None => resp,
+        }))
     }
 }
 

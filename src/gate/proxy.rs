@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::uri::Authority;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
@@ -210,13 +211,12 @@ impl tower::Service<ProxyRequest<Incoming>> for Forward {
     }
 
     fn call(&mut self, req: ProxyRequest<Incoming>) -> ForwardFuture {
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.forward(req).await) })
+        Box::pin(self.shared.clone().forward(req).map(Ok))
     }
 }
 
 impl ForwardShared {
-    async fn forward(&self, req: ProxyRequest<Incoming>) -> Response<Body> {
+    async fn forward(self: Arc<Self>, req: ProxyRequest<Incoming>) -> Response<Body> {
         let ProxyRequest {
             http: mut req,
             json,

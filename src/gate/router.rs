@@ -17,7 +17,9 @@ pub struct Public {
     pub proxy: super::proxy::Proxy,
 }
 
-/// Routes one public request of `client`.
+/// Routes one public request of `client`. ltigate's own routes run boxed:
+/// their futures are large (a launch provisions the learner), and every
+/// proxied request would otherwise carry — and copy — room for them.
 pub async fn route(
     public: &Public,
     req: Request<Incoming>,
@@ -27,16 +29,18 @@ pub async fn route(
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/lti/") {
         match (req.method(), rest) {
-            (&Method::POST, "launch") => return launch::handle(app, req, None).await,
+            (&Method::POST, "launch") => return Box::pin(launch::handle(app, req, None)).await,
             (&Method::POST, r) if r.starts_with("launch/") => {
                 let course = r["launch/".len()..].to_string();
                 if course.is_empty() || course.contains('/') {
                     return not_found(&req);
                 }
-                return launch::handle(app, req, Some(&course)).await;
+                return Box::pin(launch::handle(app, req, Some(&course))).await;
             }
-            (&Method::GET, "continue") => return tickets::handle_continue(app, req).await,
-            (&Method::POST, "logout") => return tickets::handle_logout(app, req).await,
+            (&Method::GET, "continue") => {
+                return Box::pin(tickets::handle_continue(app, req)).await
+            }
+            (&Method::POST, "logout") => return Box::pin(tickets::handle_logout(app, req)).await,
             (&Method::GET | &Method::HEAD, "cartridge.xml") => {
                 return super::cartridge::handle(app, &req)
             }

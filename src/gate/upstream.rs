@@ -183,7 +183,8 @@ where
     pub async fn send(&self, req: Request<B>) -> Result<Response<Incoming>, UpstreamError> {
         let (mut sender, mut reused) = match self.take() {
             Some(s) => (s, true),
-            None => (self.upstream.connect().await?, false),
+            // Boxed: the connect future is only needed now and then.
+            None => (Box::pin(self.upstream.connect()).await?, false),
         };
         let mut req = req;
         loop {
@@ -198,7 +199,7 @@ where
                     Some(unsent) if reused => {
                         tracing::debug!(error = %e.error(), "kept upstream connection had closed; reconnecting");
                         req = unsent;
-                        sender = self.upstream.connect().await?;
+                        sender = Box::pin(self.upstream.connect()).await?;
                         reused = false;
                     }
                     _ => return Err(UpstreamError::Request(e.into_error())),
