@@ -436,9 +436,46 @@ pub struct OpenedSession {
 /// emptied. Only values that opened with the configured keys get in, and
 /// the keys do not change while the process runs.
 struct OpenedCache {
-    shards: Vec<Mutex<HashMap<Box<str>, Arc<OpenedSession>>>>,
+    shards: Vec<Mutex<OpenedShard>>,
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+}
+
+type OpenedShard = HashMap<Box<str>, Arc<OpenedSession>, TagHash>;
+
+/// Hashes a sealed cookie value by its last 16 characters: the text of its
+/// authentication tag, which nobody can choose without the session key.
+/// Cheaper than SipHash over the whole value, and as safe here: only
+/// values that opened get into the cache, so no client can crowd a bucket,
+/// and a lookup compares the whole value.
+#[derive(Clone, Copy, Default)]
+struct TagHash;
+
+struct TagHasher(u64);
+
+impl BuildHasher for TagHash {
+    type Hasher = TagHasher;
+
+    fn build_hasher(&self) -> TagHasher {
+        TagHasher(0)
+    }
+}
+
+impl std::hash::Hasher for TagHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        for chunk in tail.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    /// `str` hashing ends with a 0xff marker; nothing to add for it.
+    fn write_u8(&mut self, _: u8) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Shards of [`OpenedCache`] (uncontended locks on the hot path).
@@ -450,15 +487,15 @@ impl OpenedCache {
     fn new() -> Self {
         OpenedCache {
             shards: (0..OPENED_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(HashMap::with_hasher(TagHash)))
                 .collect(),
             per_shard: OPENED_CAPACITY / OPENED_SHARDS,
-            hasher: Default::default(),
         }
     }
 
-    fn shard(&self, value: &str) -> &Mutex<HashMap<Box<str>, Arc<OpenedSession>>> {
-        let h = self.hasher.hash_one(value) as usize;
+    fn shard(&self, value: &str) -> &Mutex<OpenedShard> {
+        // The top bits: the maps inside use the low ones.
+        let h = (TagHash.hash_one(value) >> 56) as usize;
         &self.shards[h % self.shards.len()]
     }
 
