@@ -145,7 +145,8 @@ SECRET=bench-secret
 
 # --- upstream --------------------------------------------------------------
 "${SERVER_PIN[@]}" "$BIN/examples/bench_upstream" "127.0.0.1:$UP_PORT" >"$TMP/upstream.log" 2>&1 &
-PIDS+=($!)
+UP_PID=$!
+PIDS+=("$UP_PID")
 wait_http "http://127.0.0.1:$UP_PORT/"
 
 # --- nginx -----------------------------------------------------------------
@@ -251,9 +252,11 @@ for c in $CONCURRENCY; do
   for rep in $(seq "$REPS"); do
     for target in direct nginx ltigate; do
       before=$(server_ticks "$target")
+      up_before=$(cpu_ticks "$UP_PID")
       line=$(wrk_run "$c" "$DURATION" "$target")
       after=$(server_ticks "$target")
-      echo -e "$c\t$rep\t$target\t$((after - before))\t${line#RESULT }" >>"$TMP/proxy.tsv"
+      up_after=$(cpu_ticks "$UP_PID")
+      echo -e "$c\t$rep\t$target\t$((after - before))\t${line#RESULT } upstream_ticks=$((up_after - up_before))" >>"$TMP/proxy.tsv"
       echo "   c=$c run $rep $target: ${line#RESULT }" >&2
     done
   done

@@ -60,6 +60,11 @@ def main(raw):
         ok = [(t, r) for t, r in rs if "requests" in r and r["duration_us"] > 0]
         rps = [r["requests"] / (r["duration_us"] / 1e6) for _, r in ok]
         cpu = [t / TICKS / r["requests"] * 10_000 for t, r in ok if r["requests"] > 0]
+        up_cpu = [
+            r["upstream_ticks"] / TICKS / r["requests"] * 10_000
+            for _, r in ok
+            if r["requests"] > 0 and "upstream_ticks" in r
+        ]
         stats[key] = {
             "rps": med(rps),
             "runs": rps,
@@ -67,6 +72,7 @@ def main(raw):
             "p99": med([r["p99_us"] for _, r in ok]),
             "p999": med([r["p999_us"] for _, r in ok]),
             "cpu": med(cpu) if key[1] != "direct" else None,
+            "up_cpu": med(up_cpu),
             "errors": sum(int(r.get("socket_errors", 0) + r.get("status_errors", 0)) for _, r in ok)
             + (len(rs) - len(ok)),
         }
@@ -76,7 +82,8 @@ def main(raw):
       f"1-minute load average {facts['load_start']} at the start of the measurements, "
       f"{facts['load_end']} at the end.")
     w(f"- Pinned: {facts['pinning']}. nginx `worker_processes {facts['workers']}`; ltigate's "
-      f"tokio runtime sizes itself to its affinity mask ({facts['workers']} worker thread(s)).")
+      f"tokio runtime sizes itself to its affinity mask ({facts['workers']} worker thread(s); "
+      f"with one, the current-thread scheduler).")
     w(f"- nginx {facts['nginx_version']}, wrk {facts['wrk_version']} (1 thread), "
       f"Redis {facts['redis_version']}, ltigate {facts['ltigate_commit']} (release profile).")
     w(f"- Proxied requests: `GET /courses/C-1/page` with the session cookie from one real signed "
@@ -91,8 +98,8 @@ def main(raw):
       f"to the same stub upstream. Redis: `appendonly yes`, `appendfsync everysec`.\n")
 
     w("### Proxied requests with a session\n")
-    w("| concurrency | target | req/s (median) | runs (req/s) | p50 ms | p99 ms | p99.9 ms | CPU s / 10k req | errors |")
-    w("|---:|---|---:|---|---:|---:|---:|---:|---:|")
+    w("| concurrency | target | req/s (median) | runs (req/s) | p50 ms | p99 ms | p99.9 ms | proxy CPU s / 10k req | upstream CPU s / 10k req | errors |")
+    w("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for c in conc:
         for target in ("direct", "nginx", "ltigate"):
             s = stats.get((c, target))
@@ -100,8 +107,9 @@ def main(raw):
                 continue
             runs_txt = ", ".join(f"{v:,.0f}" for v in s["runs"])
             cpu = "–" if s["cpu"] is None else f"{s['cpu']:.3f}"
+            up_cpu = "–" if s["up_cpu"] is None else f"{s['up_cpu']:.3f}"
             w(f"| {c} | {target} | {s['rps']:,.0f} | {runs_txt} | {ms(s['p50'])} | {ms(s['p99'])} | "
-              f"{ms(s['p999'])} | {cpu} | {s['errors']} |")
+              f"{ms(s['p999'])} | {cpu} | {up_cpu} | {s['errors']} |")
     w("")
 
     # --- memory -------------------------------------------------------------
