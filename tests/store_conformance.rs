@@ -104,11 +104,13 @@ conformance! {
         licence_release,
         licence_scope,
         licence_claim_is_atomic,
+        licence_claim_after_existing,
         ticket_single_use,
         ticket_expires,
         ticket_take_is_atomic,
         odd_inputs_do_not_collide,
         enrolments_keep_their_target,
+        same_target_again_leaves_the_activated_job_due,
         enqueue_lease_complete,
         duplicates_and_waiting,
         event_ids_expire,
@@ -421,6 +423,37 @@ mod cases {
         ]);
         assert_eq!(claims, expected);
         assert_eq!(used(&*store, "beta").await, 1);
+    }
+
+    /// Claims around an `Existing` answer (which the embedded store gives
+    /// from a read, without a write): a new claim still counts and checks
+    /// the cap, and a released licence is claimed anew.
+    pub async fn licence_claim_after_existing(store: SharedStore) {
+        let s = &*store;
+        assert_eq!(
+            claim(s, "acme", "C-1", "alice", Some(2)).await,
+            New { used: 1 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Existing);
+        assert_eq!(
+            claim(s, "acme", "C-1", "bob", Some(2)).await,
+            New { used: 2 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Existing);
+        assert_eq!(claim(s, "acme", "C-1", "carol", Some(2)).await, Exhausted);
+        release(s, "acme", "C-1", "alice").await;
+        assert_eq!(
+            claim(s, "acme", "C-1", "carol", Some(2)).await,
+            New { used: 2 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Exhausted);
+        release(s, "acme", "C-1", "bob").await;
+        assert_eq!(
+            claim(s, "acme", "C-1", "alice", Some(2)).await,
+            New { used: 2 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Existing);
+        assert_eq!(used(s, "acme").await, 2);
     }
 
     pub async fn ticket_single_use(store: SharedStore) {
@@ -1397,6 +1430,32 @@ mod outbox_cases {
             Some(Some(b"two".to_vec()))
         );
         assert_eq!(store.get_enrolment(&who("other")).await.unwrap(), None);
+    }
+
+    /// A target activates a waiting job; the same target again (which the
+    /// embedded store answers from a read) neither activates it twice nor
+    /// disturbs it: the job stays pending and due.
+    pub async fn same_target_again_leaves_the_activated_job_due(store: SharedStore) {
+        let e = who("again");
+        store.put_enrolment(&e, None).await.unwrap();
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.6, TTL).await.unwrap(),
+            EnqueueOutcome::Waiting
+        );
+        assert!(store.put_enrolment(&e, Some(b"target")).await.unwrap());
+        assert!(!store.put_enrolment(&e, Some(b"target")).await.unwrap());
+        assert!(!store.put_enrolment(&e, None).await.unwrap());
+        let jobs = store.outbox_jobs().await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].state, JobState::Pending);
+        assert!(jobs[0].next_at_ms <= ltigate::store::now_millis());
+        let leased = lease(&*store, LEASE, 10).await;
+        assert_eq!(leased.len(), 1, "due");
+        assert_eq!(leased[0].job.score, 0.6);
+        assert_eq!(
+            store.get_enrolment(&e).await.unwrap(),
+            Some(Some(b"target".to_vec()))
+        );
     }
 
     pub async fn enqueue_lease_complete(store: SharedStore) {

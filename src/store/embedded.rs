@@ -26,6 +26,11 @@
 //!   writer thread and never on a request's path, and no second clock to
 //!   reason about — what is in the database after a crash is what the
 //!   last write-behind committed.
+//! - **Reads first.** A returning learner's launch writes nothing but its
+//!   nonce and ticket: `claim_licence` and `put_enrolment` look in a read
+//!   transaction first and queue a write only for a new licence, a changed
+//!   target or a waiting job to activate (the write re-checks: the read is
+//!   only a shortcut).
 //!
 //! Atomicity: a nonce is checked and recorded, and a ticket taken, under its
 //! shard's lock; every other check-and-write is one operation inside one
@@ -456,6 +461,29 @@ async fn sweep(inner: &Weak<Inner>, writer: &Weak<Writer>) -> Result<bool, Store
     }
 }
 
+/// Whether a launch's `put_enrolment` would change nothing: the entry
+/// exists, with the same target or with none given, and no waiting job
+/// needs activating.
+fn enrolment_unchanged(
+    txn: &ReadTransaction,
+    key: &str,
+    target: Option<&[u8]>,
+) -> Result<bool, StoreError> {
+    let enrolments = txn.open_table(ENROLMENTS).map_err(db_err)?;
+    let Some(stored) = enrolments.get(key).map_err(db_err)? else {
+        return Ok(false);
+    };
+    match target {
+        None => Ok(true),
+        Some(t) if stored.value() != t => Ok(false),
+        Some(_) => {
+            let jobs = txn.open_table(JOBS).map_err(db_err)?;
+            let waiting = load_job(&jobs, key)?.is_some_and(|j| j.state == JobState::Waiting);
+            Ok(!waiting)
+        }
+    }
+}
+
 /// Records the enrolment and target; activates a waiting job when a
 /// target arrives. True when it did.
 fn put_enrolment_in(
@@ -575,6 +603,17 @@ impl Store for EmbeddedStore {
         cap: Option<u64>,
     ) -> Result<LicenceClaim, StoreError> {
         let key = compound(&[consumer, course, learner]);
+        let exists = {
+            let key = key.clone();
+            self.read(move |txn| {
+                let licences = txn.open_table(LICENCES).map_err(db_err)?;
+                Ok(licences.get(key.as_str()).map_err(db_err)?.is_some())
+            })
+            .await?
+        };
+        if exists {
+            return Ok(LicenceClaim::Existing);
+        }
         let consumer = consumer.to_string();
         self.writer
             .submit(move |txn, _| claim_in(txn, &key, &consumer, cap))
@@ -630,6 +669,14 @@ impl Store for EmbeddedStore {
     ) -> Result<bool, StoreError> {
         let key = enrolment.key();
         let target = target.map(<[u8]>::to_vec);
+        let unchanged = {
+            let (key, target) = (key.clone(), target.clone());
+            self.read(move |txn| enrolment_unchanged(txn, &key, target.as_deref()))
+                .await?
+        };
+        if unchanged {
+            return Ok(false);
+        }
         self.outbox(move |t, now| put_enrolment_in(t, &key, target.as_deref(), now))
             .await
     }
