@@ -1429,6 +1429,14 @@ mod outbox_cases {
             store.get_enrolment(&e).await.unwrap(),
             Some(Some(b"two".to_vec()))
         );
+        // The same target again changes nothing; another one still
+        // replaces it.
+        assert!(!store.put_enrolment(&e, Some(b"two")).await.unwrap());
+        store.put_enrolment(&e, Some(b"three")).await.unwrap();
+        assert_eq!(
+            store.get_enrolment(&e).await.unwrap(),
+            Some(Some(b"three".to_vec()))
+        );
         assert_eq!(store.get_enrolment(&who("other")).await.unwrap(), None);
     }
 

@@ -30,12 +30,15 @@
 //!   nonce and ticket: `claim_licence` and `put_enrolment` look in a read
 //!   transaction first and queue a write only for a new licence, a changed
 //!   target or a waiting job to activate (the write re-checks: the read is
-//!   only a shortcut).
+//!   only a shortcut). What such a read found is remembered ([`known`]:
+//!   licences that exist, enrolments whose target is unchanged), so the
+//!   next launch of the same learner needs no read either.
 //!
 //! Atomicity: a nonce is checked and recorded, and a ticket taken, under its
 //! shard's lock; every other check-and-write is one operation inside one
 //! write transaction, which redb runs one at a time.
 
+mod known;
 mod memory;
 mod writer;
 
@@ -49,7 +52,8 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
-use self::memory::{Memory, Write};
+use self::known::Known;
+use self::memory::{digest16, Digest16, Memory, Write};
 use self::writer::Writer;
 use super::{
     compound, now_millis, EnqueueOutcome, Enrolment, Failure, Job, JobState, Lease, LicenceClaim,
@@ -75,6 +79,10 @@ const SWEEP_BATCH: usize = 5_000;
 /// How often expired nonces, tickets and event ids are swept.
 const SWEEP_PERIOD: Duration = Duration::from_secs(30);
 
+/// How many licences, and how many enrolments, are remembered as known:
+/// a few MB at most; beyond that a returning learner's launch reads again.
+const KNOWN_CAPACITY: usize = 65_536;
+
 /// The embedded backend.
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
@@ -94,6 +102,15 @@ struct Inner {
     behind_failed: AtomicBool,
     /// Nonces and tickets.
     memory: Memory,
+    /// Licences known to exist.
+    licences: Known<()>,
+    /// Enrolments known to exist: with the target of this digest and no
+    /// job waiting for a target, or (`None`) with a target not known here.
+    /// No outbox operation makes either false: a job is queued as waiting
+    /// only while the stored target is empty, and empty targets are never
+    /// remembered; a new target is written by `put_enrolment`, which
+    /// forgets.
+    enrolments: Known<Option<Digest16>>,
 }
 
 /// Start of the message of an error after which redb refuses every
@@ -140,6 +157,8 @@ impl EmbeddedStore {
             failing: AtomicBool::new(false),
             behind_failed: AtomicBool::new(false),
             memory,
+            licences: Known::new(KNOWN_CAPACITY),
+            enrolments: Known::new(KNOWN_CAPACITY),
         });
         let writer = Writer::start(inner.clone()).map_err(|e| {
             anyhow::anyhow!("store: cannot start the embedded store's writer thread: {e}")
@@ -603,6 +622,12 @@ impl Store for EmbeddedStore {
         cap: Option<u64>,
     ) -> Result<LicenceClaim, StoreError> {
         let key = compound(&[consumer, course, learner]);
+        let fact = digest16(key.as_bytes());
+        let known = &self.inner.licences;
+        if known.get(&fact).is_some() {
+            return Ok(LicenceClaim::Existing);
+        }
+        let seen = known.generation(&fact);
         let exists = {
             let key = key.clone();
             self.read(move |txn| {
@@ -612,12 +637,18 @@ impl Store for EmbeddedStore {
             .await?
         };
         if exists {
+            known.learn(fact, (), seen);
             return Ok(LicenceClaim::Existing);
         }
         let consumer = consumer.to_string();
-        self.writer
+        let claim = self
+            .writer
             .submit(move |txn, _| claim_in(txn, &key, &consumer, cap))
-            .await
+            .await?;
+        if claim != LicenceClaim::Exhausted {
+            known.learn(fact, (), seen);
+        }
+        Ok(claim)
     }
 
     async fn release_licence(
@@ -627,10 +658,14 @@ impl Store for EmbeddedStore {
         learner: &str,
     ) -> Result<(), StoreError> {
         let key = compound(&[consumer, course, learner]);
+        let fact = digest16(key.as_bytes());
         let consumer = consumer.to_string();
-        self.writer
+        let released = self
+            .writer
             .submit(move |txn, _| release_in(txn, &key, &consumer))
-            .await
+            .await;
+        self.inner.licences.forget(&fact);
+        released
     }
 
     async fn licences_used(&self, consumer: &str) -> Result<u64, StoreError> {
@@ -668,6 +703,15 @@ impl Store for EmbeddedStore {
         target: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
         let key = enrolment.key();
+        let fact = digest16(key.as_bytes());
+        let target_fact = target.filter(|t| !t.is_empty()).map(digest16);
+        let known = &self.inner.enrolments;
+        match (target, known.get(&fact)) {
+            (None, Some(_)) => return Ok(false),
+            (Some(_), Some(Some(d))) if target_fact == Some(d) => return Ok(false),
+            _ => {}
+        }
+        let seen = known.generation(&fact);
         let target = target.map(<[u8]>::to_vec);
         let unchanged = {
             let (key, target) = (key.clone(), target.clone());
@@ -675,10 +719,16 @@ impl Store for EmbeddedStore {
                 .await?
         };
         if unchanged {
+            if target.is_none() || target_fact.is_some() {
+                known.learn(fact, target_fact, seen);
+            }
             return Ok(false);
         }
-        self.outbox(move |t, now| put_enrolment_in(t, &key, target.as_deref(), now))
-            .await
+        let activated = self
+            .outbox(move |t, now| put_enrolment_in(t, &key, target.as_deref(), now))
+            .await;
+        known.forget(&fact);
+        activated
     }
 
     async fn get_enrolment(
