@@ -685,11 +685,14 @@ fn lms_down() -> std::net::SocketAddr {
 
 /// The embedded store on an 8 MiB tmpfs that fills up while ltigate runs.
 /// Before: a launch with an outcome target and its grade queued (the LMS is
-/// down). While the disk is full: launches fail closed (503, never
-/// accepted unchecked) and a completion webhook is never acknowledged
+/// down). While the disk is full: a launch is accepted only when what it
+/// must store durably was stored (redb can still find room in pages the
+/// file already holds); once a write fails, launches fail closed (503,
+/// never accepted unchecked); a completion webhook is never acknowledged
 /// without being stored. Restarted once there is room again: the database
-/// opens intact — the earlier launch's nonce is still refused, the queued
-/// grade reaches the LMS, new launches are accepted.
+/// opens intact — the nonces of the earlier launch and of those accepted on
+/// the full disk are still refused, the queued grade reaches the LMS, new
+/// launches are accepted.
 ///
 /// Simulated: ENOSPC from a real file system (tmpfs, `mount` needs root;
 /// the test says so and passes where it cannot mount). Not simulated: a
@@ -708,6 +711,9 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
     let mut toml = base_config(&up.url(), fs.path());
     toml = proxykit::set_key(&toml, "outcomes", "max_attempts", "1000");
     toml = proxykit::set_key(&toml, "outcomes", "retry_max", r#""300ms""#);
+    // A lease taken while the disk still had room, whose result could not
+    // be recorded, holds the job until it expires: keep that short.
+    toml = proxykit::set_key(&toml, "outcomes", "lease", r#""4s""#);
     let mut gate = Gate::start_with(&toml, tempfile::tempdir().unwrap()).await;
     let webhook = |gate: &Gate, body: String| {
         client()
@@ -729,9 +735,32 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
     assert_eq!(r.status(), 202);
 
     fs.fill("filler");
-    for i in 0..10 {
-        let r = launch(&gate, &Launch::acme(&format!("full-{i}"), "C-1"), None).await;
-        assert_eq!(r.status(), 503, "launch {i} on a full disk");
+    // New learners' launches: each writes a licence and an enrolment
+    // durably, and its nonce and ticket behind (~100 ms later). Accepted
+    // while those writes find room; from a failed write on refused, until
+    // ten in a row are.
+    let mut accepted = Vec::new();
+    let (mut refused, mut in_a_row) = (0, 0);
+    let started = Instant::now();
+    while in_a_row < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "launches on a full disk are still accepted ({} so far)",
+            accepted.len()
+        );
+        let l = Launch::acme(&format!("full-{}", accepted.len() + refused), "C-1");
+        match launch(&gate, &l, None).await.status().as_u16() {
+            303 => {
+                accepted.push(l);
+                in_a_row = 0;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            503 => {
+                refused += 1;
+                in_a_row += 1;
+            }
+            other => panic!("a launch on a full disk answered {other}"),
+        }
     }
     // A webhook is acknowledged only when its grade is stored: 503 while
     // writes fail, or 202 when the reopened database found room for it in
@@ -749,7 +778,7 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
             "ltigate_launches_total{consumer=\"Acme\",result=\"store_unavailable\"}"
         )
         .await,
-        10.0
+        refused as f64
     );
 
     std::fs::remove_file(fs.path().join("filler")).unwrap();
@@ -762,6 +791,13 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
         401,
         "the nonce survived"
     );
+    for l in &accepted {
+        assert_eq!(
+            launch(&gate, l, None).await.status(),
+            401,
+            "the nonce of a launch accepted on the full disk survived"
+        );
+    }
     assert_eq!(
         launch(&gate, &Launch::acme("after", "C-1"), None)
             .await
@@ -773,7 +809,7 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
         expected.push(("sid-b".to_string(), 0.9));
     }
     let mut got = lms
-        .wait_accepted(expected.len(), Duration::from_secs(5))
+        .wait_accepted(expected.len(), Duration::from_secs(10))
         .await;
     got.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(got, expected);

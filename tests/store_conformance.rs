@@ -104,11 +104,13 @@ conformance! {
         licence_release,
         licence_scope,
         licence_claim_is_atomic,
+        licence_claim_after_existing,
         ticket_single_use,
         ticket_expires,
         ticket_take_is_atomic,
         odd_inputs_do_not_collide,
         enrolments_keep_their_target,
+        same_target_again_leaves_the_activated_job_due,
         enqueue_lease_complete,
         duplicates_and_waiting,
         event_ids_expire,
@@ -423,6 +425,37 @@ mod cases {
         assert_eq!(used(&*store, "beta").await, 1);
     }
 
+    /// Claims around an `Existing` answer (which the embedded store gives
+    /// from a read, without a write): a new claim still counts and checks
+    /// the cap, and a released licence is claimed anew.
+    pub async fn licence_claim_after_existing(store: SharedStore) {
+        let s = &*store;
+        assert_eq!(
+            claim(s, "acme", "C-1", "alice", Some(2)).await,
+            New { used: 1 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Existing);
+        assert_eq!(
+            claim(s, "acme", "C-1", "bob", Some(2)).await,
+            New { used: 2 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Existing);
+        assert_eq!(claim(s, "acme", "C-1", "carol", Some(2)).await, Exhausted);
+        release(s, "acme", "C-1", "alice").await;
+        assert_eq!(
+            claim(s, "acme", "C-1", "carol", Some(2)).await,
+            New { used: 2 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Exhausted);
+        release(s, "acme", "C-1", "bob").await;
+        assert_eq!(
+            claim(s, "acme", "C-1", "alice", Some(2)).await,
+            New { used: 2 }
+        );
+        assert_eq!(claim(s, "acme", "C-1", "alice", Some(2)).await, Existing);
+        assert_eq!(used(s, "acme").await, 2);
+    }
+
     pub async fn ticket_single_use(store: SharedStore) {
         let s = &*store;
         put(s, "t-1", b"payload", LONG).await;
@@ -620,7 +653,7 @@ mod cases {
 
 /// Opens `path` again after its previous store was dropped. A dropped
 /// `EmbeddedStore` can keep its database open for a moment while its
-/// background maintenance still holds it (see
+/// writer thread writes what memory held (see
 /// `embedded_drop_releases_the_database_at_once`), so "already open" is
 /// retried for up to two seconds; any other error fails at once.
 async fn reopen_embedded(path: &Path) -> SharedStore {
@@ -695,6 +728,121 @@ async fn embedded_licences_and_tickets_survive_reopen() {
     assert_eq!(ops::take(s, "t-1").await.as_deref(), Some(&b"ticket"[..]));
 }
 
+/// Tickets are read back at open: one kept is there (once), one taken
+/// stays taken, one expired is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_tickets_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = open_embedded(&path);
+    let s = &*store;
+    let long = Duration::from_secs(600);
+    ops::put(s, "kept", b"one", long).await;
+    ops::put(s, "taken", b"two", long).await;
+    ops::put(s, "short", b"three", Duration::from_millis(200)).await;
+    // Written behind before it is taken: the deletion must follow it.
+    store.flush().await.expect("flush");
+    assert_eq!(ops::take(s, "taken").await.as_deref(), Some(&b"two"[..]));
+    store.flush().await.expect("flush");
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let store = reopen_embedded(&path).await;
+    let s = &*store;
+    assert_eq!(ops::take(s, "kept").await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(ops::take(s, "kept").await, None);
+    assert_eq!(ops::take(s, "taken").await, None);
+    assert_eq!(ops::take(s, "short").await, None);
+}
+
+/// Dropping the store (an in-process restart) writes the nonces and
+/// tickets it holds before the database closes, without a flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_drop_writes_nonces_and_tickets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = open_embedded(&path);
+    let long = Duration::from_secs(600);
+    assert_eq!(
+        ops::nonce(&*store, "acme", "n-1", long).await,
+        NonceCheck::Fresh
+    );
+    ops::put(&*store, "t-1", b"ticket", long).await;
+    drop(store);
+
+    let store = reopen_embedded(&path).await;
+    assert_eq!(
+        ops::nonce(&*store, "acme", "n-1", long).await,
+        NonceCheck::Replayed
+    );
+    assert_eq!(
+        ops::take(&*store, "t-1").await.as_deref(),
+        Some(&b"ticket"[..])
+    );
+}
+
+/// Operations that arrive together share one transaction; one of them
+/// failing (here: a corrupt job) fails only its own caller, and none of
+/// its writes is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_one_failing_operation_does_not_fail_its_batch() {
+    use ltigate::store::{EnqueueOutcome, Enrolment};
+    const N: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let bad = Enrolment::new("Acme", "C-1", "acme:bad");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let jobs = redb::TableDefinition::<&str, &[u8]>::new("outbox_jobs");
+            let mut t = txn.open_table(jobs).unwrap();
+            t.insert(bad.key().as_str(), &b"not json"[..]).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = open_embedded(&path);
+    let learners: Vec<Enrolment> = (0..N)
+        .map(|i| Enrolment::new("Acme", "C-1", &format!("acme:{i}")))
+        .collect();
+    for e in &learners {
+        store.put_enrolment(e, Some(b"t")).await.unwrap();
+    }
+    let barrier = Arc::new(Barrier::new(N + 1));
+    let tasks: Vec<_> = learners
+        .iter()
+        .chain([&bad])
+        .map(|e| {
+            let (store, barrier, e) = (store.clone(), barrier.clone(), e.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.enqueue(&e, "e-1", 0.5, Duration::from_secs(60)).await
+            })
+        })
+        .collect();
+    let mut queued = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(EnqueueOutcome::Queued) if i < N => queued += 1,
+            Err(StoreError::Corrupt(_)) if i == N => {}
+            other => panic!("enqueue {i}: {other:?}"),
+        }
+    }
+    assert_eq!(queued, N);
+    let leased = store
+        .lease_due(Duration::from_secs(30), 2 * N)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), N, "every good job is queued");
+    // The failed enqueue kept nothing, not even its event id.
+    assert!(matches!(
+        store
+            .enqueue(&bad, "e-1", 0.5, Duration::from_secs(60))
+            .await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_second_open_of_one_path_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -719,9 +867,9 @@ async fn embedded_second_open_of_one_path_is_an_error() {
 
 /// Dropping the store must release the database file at once, so the same
 /// process can open it again (an in-process restart, as the integration
-/// tests do), even when the drop lands on a maintenance tick: each round
-/// drops the store one second after `open`, with a nonce making the
-/// background flush do work.
+/// tests do), even when the writer has work: each round drops the store
+/// one second after `open`, right after recording a nonce that the writer
+/// then writes before it closes the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_drop_releases_the_database_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -735,6 +883,10 @@ async fn embedded_drop_releases_the_database_at_once() {
             NonceCheck::Fresh
         );
         tokio::time::sleep_until(opened + Duration::from_secs(1)).await;
+        assert_eq!(
+            ops::nonce(&*store, "acme", "last", Duration::from_secs(60)).await,
+            NonceCheck::Fresh
+        );
         drop(store);
         if let Err(e) = EmbeddedStore::open(&path) {
             failures.push(format!("{e:#}"));
@@ -1094,7 +1246,7 @@ async fn embedded_crash_child() {
     let s = &*store;
     let ttl = Duration::from_secs(600);
     match mode.as_str() {
-        // Durable on their own: nothing else commits after them.
+        // Durable before they return: the abort follows at once.
         "licences" => {
             assert_eq!(
                 ops::claim(s, "acme", "C-1", "alice", Some(2)).await,
@@ -1104,7 +1256,18 @@ async fn embedded_crash_child() {
                 ops::claim(s, "acme", "C-1", "bob", Some(2)).await,
                 LicenceClaim::New { used: 2 }
             );
+        }
+        // Tickets (one kept, one taken) written behind: by an explicit
+        // flush, or by the background write-behind (every ~100 ms).
+        "tickets-flush" | "tickets-background" => {
             ops::put(s, "t-1", b"ticket", ttl).await;
+            ops::put(s, "t-2", b"taken", ttl).await;
+            assert_eq!(ops::take(s, "t-2").await.as_deref(), Some(&b"taken"[..]));
+            if mode == "tickets-flush" {
+                store.flush().await.expect("flush");
+            } else {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
         }
         // A nonce made durable by an explicit flush.
         "flush" => {
@@ -1114,13 +1277,14 @@ async fn embedded_crash_child() {
             );
             store.flush().await.expect("flush");
         }
-        // A nonce made durable by the background flush (every second).
+        // A nonce made durable by the background write-behind (every
+        // ~100 ms).
         "background" => {
             assert_eq!(
                 ops::nonce(s, "acme", "background", ttl).await,
                 NonceCheck::Fresh
             );
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         other => panic!("unknown crash mode {other}"),
     }
@@ -1151,10 +1315,12 @@ fn crash_child(path: &Path, mode: &str) {
     );
 }
 
+/// Licence claims survive an abort right after they return; tickets
+/// survive once written behind, and a ticket taken before that stays taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_licences_and_tickets_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
+    let path = dir.path().join("licences.db");
     tokio::task::spawn_blocking({
         let path = path.clone();
         move || crash_child(&path, "licences")
@@ -1172,7 +1338,24 @@ async fn embedded_licences_and_tickets_survive_a_crash() {
         ops::claim(s, "acme", "C-1", "carol", Some(2)).await,
         LicenceClaim::Exhausted
     );
-    assert_eq!(ops::take(s, "t-1").await.as_deref(), Some(&b"ticket"[..]));
+
+    for mode in ["tickets-flush", "tickets-background"] {
+        let path = dir.path().join(format!("{mode}.db"));
+        tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || crash_child(&path, mode)
+        })
+        .await
+        .unwrap();
+        let store = open_embedded(&path);
+        let s = &*store;
+        assert_eq!(
+            ops::take(s, "t-1").await.as_deref(),
+            Some(&b"ticket"[..]),
+            "{mode}"
+        );
+        assert_eq!(ops::take(s, "t-2").await, None, "{mode}: taken before");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1246,7 +1429,41 @@ mod outbox_cases {
             store.get_enrolment(&e).await.unwrap(),
             Some(Some(b"two".to_vec()))
         );
+        // The same target again changes nothing; another one still
+        // replaces it.
+        assert!(!store.put_enrolment(&e, Some(b"two")).await.unwrap());
+        store.put_enrolment(&e, Some(b"three")).await.unwrap();
+        assert_eq!(
+            store.get_enrolment(&e).await.unwrap(),
+            Some(Some(b"three".to_vec()))
+        );
         assert_eq!(store.get_enrolment(&who("other")).await.unwrap(), None);
+    }
+
+    /// A target activates a waiting job; the same target again (which the
+    /// embedded store answers from a read) neither activates it twice nor
+    /// disturbs it: the job stays pending and due.
+    pub async fn same_target_again_leaves_the_activated_job_due(store: SharedStore) {
+        let e = who("again");
+        store.put_enrolment(&e, None).await.unwrap();
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.6, TTL).await.unwrap(),
+            EnqueueOutcome::Waiting
+        );
+        assert!(store.put_enrolment(&e, Some(b"target")).await.unwrap());
+        assert!(!store.put_enrolment(&e, Some(b"target")).await.unwrap());
+        assert!(!store.put_enrolment(&e, None).await.unwrap());
+        let jobs = store.outbox_jobs().await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].state, JobState::Pending);
+        assert!(jobs[0].next_at_ms <= ltigate::store::now_millis());
+        let leased = lease(&*store, LEASE, 10).await;
+        assert_eq!(leased.len(), 1, "due");
+        assert_eq!(leased[0].job.score, 0.6);
+        assert_eq!(
+            store.get_enrolment(&e).await.unwrap(),
+            Some(Some(b"target".to_vec()))
+        );
     }
 
     pub async fn enqueue_lease_complete(store: SharedStore) {

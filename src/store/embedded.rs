@@ -1,11 +1,46 @@
 //! The embedded store: one file-backed redb database for a single replica.
 //!
-//! Every operation is one redb write transaction; redb runs write
-//! transactions one at a time, which makes each check-and-record atomic.
-//! Licence claims and tickets commit durably before they return. Nonces
-//! commit with relaxed durability and are made durable by the next durable
-//! commit, by a background flush every second, and on shutdown: a crash can
-//! forget at most the last second's nonces (a replay inside that window).
+//! Where each thing lives, and what a crash can lose:
+//!
+//! - **Licence claims, enrolments with their outcome targets, outbox jobs
+//!   and remembered webhook events** are written by one writer thread
+//!   ([`writer`]) in durable transactions, and a caller is answered only
+//!   after the commit that holds its write. Writes that arrive together
+//!   share one transaction and one fsync (group commit).
+//! - **Nonces and launch tickets** live in memory ([`memory`]): checked and
+//!   changed on the caller's task, under one of 32 shard locks, without a
+//!   database transaction. What changed is written behind: about every
+//!   100 ms the writer commits it to the database, durably. A crash (not a
+//!   shutdown, which flushes, nor dropping the store) can therefore forget
+//!   the nonces and tickets of the last ~100 ms: such a launch could be
+//!   replayed within its timestamp window, and a learner whose ticket was
+//!   forgotten is told at `/lti/continue` that it expired and launches
+//!   again. A ticket taken in that window can come back after the crash
+//!   (until it expires, 60 s at most). Both tables are read back at open.
+//!   While the write-behind fails (a full disk) new nonces and tickets are
+//!   refused, so launches fail closed as before, and the window stays
+//!   ~100 ms.
+//!
+//!   The write-behind commits durably rather than with relaxed durability
+//!   plus a periodic durable flush: at most ten fsyncs a second, on the
+//!   writer thread and never on a request's path, and no second clock to
+//!   reason about — what is in the database after a crash is what the
+//!   last write-behind committed.
+//! - **Reads first.** A returning learner's launch writes nothing but its
+//!   nonce and ticket: `claim_licence` and `put_enrolment` look in a read
+//!   transaction first and queue a write only for a new licence, a changed
+//!   target or a waiting job to activate (the write re-checks: the read is
+//!   only a shortcut). What such a read found is remembered ([`known`]:
+//!   licences that exist, enrolments whose target is unchanged), so the
+//!   next launch of the same learner needs no read either.
+//!
+//! Atomicity: a nonce is checked and recorded, and a ticket taken, under its
+//! shard's lock; every other check-and-write is one operation inside one
+//! write transaction, which redb runs one at a time.
+
+mod known;
+mod memory;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +48,13 @@ use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 
+use self::known::Known;
+use self::memory::{digest16, Digest16, Memory, Write};
+use self::writer::Writer;
 use super::{
     compound, now_millis, EnqueueOutcome, Enrolment, Failure, Job, JobState, Lease, LicenceClaim,
     NonceCheck, Store, StoreError,
@@ -32,13 +72,22 @@ const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
 const EVENT_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("event_expiry");
 const HEALTH: TableDefinition<&str, u64> = TableDefinition::new("health");
 
-/// Entries removed per sweep transaction, so a sweep never holds the writer
-/// for long.
+/// Rows removed per sweep transaction, so that a sweep never holds the
+/// writer for long; a sweep runs as many as it needs.
 const SWEEP_BATCH: usize = 5_000;
+
+/// How often expired nonces, tickets and event ids are swept.
+const SWEEP_PERIOD: Duration = Duration::from_secs(30);
+
+/// How many licences, and how many enrolments, are remembered as known:
+/// a few MB at most; beyond that a returning learner's launch reads again.
+const KNOWN_CAPACITY: usize = 65_536;
 
 /// The embedded backend.
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// The only handle to the writer thread: dropping the store stops it.
+    writer: Arc<Writer>,
 }
 
 struct Inner {
@@ -46,110 +95,220 @@ struct Inner {
     /// `None` after a failed write poisoned the handle; the next operation
     /// reopens the file.
     db: RwLock<Option<Database>>,
-    /// Set when a relaxed commit has not yet been followed by a durable one.
-    dirty: AtomicBool,
     /// Set by a failed operation; `ping` then proves a write works.
     failing: AtomicBool,
+    /// Set while the write-behind fails: new nonces and tickets are
+    /// refused until it succeeds again.
+    behind_failed: AtomicBool,
+    /// Nonces and tickets.
+    memory: Memory,
+    /// Licences known to exist.
+    licences: Known<()>,
+    /// Enrolments known to exist: with the target of this digest and no
+    /// job waiting for a target, or (`None`) with a target not known here.
+    /// No outbox operation makes either false: a job is queued as waiting
+    /// only while the stored target is empty, and empty targets are never
+    /// remembered; a new target is written by `put_enrolment`, which
+    /// forgets.
+    enrolments: Known<Option<Digest16>>,
 }
 
 /// Start of the message of an error after which redb refuses every
-/// transaction until the database is reopened (a failed write, such as a
-/// full disk).
-const POISONED: &str = "the database file failed a write";
+/// transaction until the database is reopened: a failed write (such as a
+/// full disk) or any other I/O error.
+const POISONED: &str = "the database file failed";
+
+/// Why a nonce or ticket is refused while the write-behind fails.
+const BEHIND_FAILED: &str = "recent nonces and tickets cannot be written to the database (disk full or unwritable?); launches resume once they are";
 
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
         redb::Error::PreviousIo => StoreError::Unavailable(format!(
-            "{POISONED} (disk full or unwritable?); it is reopened at the next operation"
+            "{POISONED} a write (disk full or unwritable?); it is reopened at the next operation"
+        )),
+        redb::Error::Io(e) => StoreError::Unavailable(format!(
+            "{POISONED} an I/O operation ({e}); it is reopened at the next operation"
         )),
         other => StoreError::Unavailable(other.to_string()),
     }
 }
 
+/// Whether `e` left the database handle unusable until it is reopened.
+fn is_poisoned(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m) if m.starts_with(POISONED))
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the database at `path`, creating its directory.
+    /// Opens (or creates) the database at `path`, creating its directory,
+    /// and reads the unexpired nonces and tickets back into memory.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!("store.path: cannot create directory {}: {e}", dir.display())
             })?;
         }
-        // A store of this process dropped a moment ago may still be
-        // finishing a background flush: give it a moment before calling the
-        // database busy.
-        let mut attempt = 0;
-        let created = loop {
-            match Database::create(path) {
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempt < 20 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => break other,
-            }
-        };
-        let db = created.map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
-                "store.path: {} is already open in another ltigate process (the embedded store serves one replica; use Redis for several)",
-                path.display()
-            ),
-            other => anyhow::anyhow!("store.path: cannot open {}: {other}", path.display()),
-        })?;
-        // Create every table up front so readers never see a missing table.
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(NONCES)?;
-            txn.open_table(NONCE_EXPIRY)?;
-            txn.open_table(LICENCES)?;
-            txn.open_table(LICENCE_COUNT)?;
-            txn.open_table(TICKETS)?;
-            txn.open_table(ENROLMENTS)?;
-            txn.open_table(JOBS)?;
-            txn.open_table(DUE)?;
-            txn.open_table(EVENTS)?;
-            txn.open_table(EVENT_EXPIRY)?;
-            txn.open_table(HEALTH)?;
-        }
-        txn.commit()?;
+        let db = create_database(path)?;
+        let memory = create_tables(&db)
+            .and_then(|()| reload(&db))
+            .map_err(|e| anyhow::anyhow!("store.path: cannot open {}: {e}", path.display()))?;
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             db: RwLock::new(Some(db)),
-            dirty: AtomicBool::new(false),
             failing: AtomicBool::new(false),
+            behind_failed: AtomicBool::new(false),
+            memory,
+            licences: Known::new(KNOWN_CAPACITY),
+            enrolments: Known::new(KNOWN_CAPACITY),
         });
+        let writer = Writer::start(inner.clone()).map_err(|e| {
+            anyhow::anyhow!("store: cannot start the embedded store's writer thread: {e}")
+        })?;
+        let writer = Arc::new(writer);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(maintenance(Arc::downgrade(&inner)));
+            handle.spawn(maintenance(Arc::downgrade(&inner), Arc::downgrade(&writer)));
         }
-        Ok(EmbeddedStore { inner })
+        Ok(EmbeddedStore { inner, writer })
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` in a read transaction on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.checked(f))
+        tokio::task::spawn_blocking(move || {
+            inner.checked(|inner| {
+                let txn = inner.begin_read()?;
+                f(&txn)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// The nonce and ticket tables, unless their writes are failing.
+    fn memory(&self) -> Result<&Memory, StoreError> {
+        if self.inner.behind_failed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(BEHIND_FAILED.into()));
+        }
+        Ok(&self.inner.memory)
+    }
+
+    /// Runs `f` in the writer's next batch on the outbox tables.
+    async fn outbox<T, F>(&self, mut f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut OutboxTables<'_>, u64) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer
+            .submit(move |txn, now| f(&mut OutboxTables::open(txn)?, now))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 }
 
+/// Creates or opens the file. A store of this process dropped a moment ago
+/// may still be closing it (its writer writes what memory held): wait a
+/// moment before calling the database busy.
+fn create_database(path: &Path) -> anyhow::Result<Database> {
+    let mut attempt = 0;
+    let created = loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
+    created.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
+            "store.path: {} is already open in another ltigate process (the embedded store serves one replica; use Redis for several)",
+            path.display()
+        ),
+        other => anyhow::anyhow!("store.path: cannot open {}: {other}", path.display()),
+    })
+}
+
+/// Creates every table up front so that readers never see a missing one.
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(NONCES)?;
+        txn.open_table(NONCE_EXPIRY)?;
+        txn.open_table(LICENCES)?;
+        txn.open_table(LICENCE_COUNT)?;
+        txn.open_table(TICKETS)?;
+        txn.open_table(ENROLMENTS)?;
+        txn.open_table(JOBS)?;
+        txn.open_table(DUE)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(EVENT_EXPIRY)?;
+        txn.open_table(HEALTH)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Reads the unexpired nonces and tickets into memory, and deletes the
+/// tickets that expired while the store was closed (the sweep deletes only
+/// the tickets it sees expire in memory).
+fn reload(db: &Database) -> Result<Memory, redb::Error> {
+    let memory = Memory::new();
+    let now = now_millis();
+    let mut expired = Vec::new();
+    {
+        let txn = db.begin_read()?;
+        for entry in txn.open_table(NONCES)?.iter()? {
+            let (key, expires) = entry?;
+            if expires.value() > now {
+                memory.load_nonce(key.value(), expires.value());
+            }
+        }
+        for entry in txn.open_table(TICKETS)?.iter()? {
+            let (ticket, v) = entry?;
+            let (expires, value) = v.value();
+            if expires > now {
+                memory.load_ticket(ticket.value(), value, expires);
+            } else {
+                expired.push(ticket.value().to_string());
+            }
+        }
+    }
+    if !expired.is_empty() {
+        let txn = db.begin_write()?;
+        {
+            let mut tickets = txn.open_table(TICKETS)?;
+            for ticket in &expired {
+                tickets.remove(ticket.as_str())?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(memory)
+}
+
 impl Inner {
-    /// Runs `f`, noting failures: a poisoned handle is closed so that the
-    /// next operation reopens the file (recovery from a full disk without a
-    /// restart).
+    /// Runs `f`, noting a failure.
     fn checked<T>(&self, f: impl FnOnce(&Inner) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let result = f(self);
         if let Err(e) = &result {
-            self.failing.store(true, Ordering::Release);
-            if matches!(e, StoreError::Unavailable(m) if m.starts_with(POISONED)) {
-                let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
-                if db.take().is_some() {
-                    tracing::warn!(path = %self.path.display(), "embedded store: a write failed; closing the database to reopen it");
-                }
-            }
+            self.note_failure(e);
         }
         result
+    }
+
+    /// Notes a failed operation for `ping`; a poisoned handle is closed so
+    /// that the next operation reopens the file (recovery from a full disk
+    /// without a restart).
+    fn note_failure(&self, e: &StoreError) {
+        self.failing.store(true, Ordering::Release);
+        if is_poisoned(e) {
+            let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            if db.take().is_some() {
+                tracing::warn!(path = %self.path.display(), "embedded store: a write failed; closing the database to reopen it");
+            }
+        }
     }
 
     /// Calls `f` with the open database, reopening it first when a failed
@@ -178,141 +337,246 @@ impl Inner {
         }
     }
 
-    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
         self.with_db(|db| db.begin_write().map_err(db_err))
     }
 
-    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
         self.with_db(|db| db.begin_read().map_err(db_err))
-    }
-
-    /// A small durable write: proves the file takes writes again.
-    fn probe_write(&self) -> Result<(), StoreError> {
-        let txn = self.begin_write()?;
-        {
-            let mut t = txn.open_table(HEALTH).map_err(db_err)?;
-            t.insert("probe", crate::store::now_millis())
-                .map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        if self.dirty.swap(false, Ordering::AcqRel) {
-            let txn = self.begin_write()?;
-            if let Err(e) = txn.commit() {
-                self.dirty.store(true, Ordering::Release);
-                return Err(db_err(e));
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes expired nonces and tickets; returns how many were removed.
-    fn sweep(&self) -> Result<usize, StoreError> {
-        let now = now_millis();
-        let mut txn = self.begin_write()?;
-        txn.set_durability(Durability::None).map_err(db_err)?;
-        let mut removed = 0;
-        {
-            let mut expiry = txn.open_table(NONCE_EXPIRY).map_err(db_err)?;
-            let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
-            let mut due: Vec<(u64, String)> = Vec::new();
-            for entry in expiry.range((0u64, "")..(now, "")).map_err(db_err)? {
-                let (k, _) = entry.map_err(db_err)?;
-                let (at, key) = k.value();
-                due.push((at, key.to_string()));
-                if due.len() >= SWEEP_BATCH {
-                    break;
-                }
-            }
-            for (at, key) in &due {
-                expiry.remove((*at, key.as_str())).map_err(db_err)?;
-                let still_due = nonces
-                    .get(key.as_str())
-                    .map_err(db_err)?
-                    .is_some_and(|v| v.value() <= now);
-                if still_due {
-                    nonces.remove(key.as_str()).map_err(db_err)?;
-                }
-            }
-            removed += due.len();
-            let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
-            let expired: Vec<String> = tickets
-                .iter()
-                .map_err(db_err)?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| v.value().0 <= now)
-                .map(|(k, _)| k.value().to_string())
-                .take(SWEEP_BATCH)
-                .collect();
-            for t in &expired {
-                tickets.remove(t.as_str()).map_err(db_err)?;
-            }
-            removed += expired.len();
-
-            let mut event_expiry = txn.open_table(EVENT_EXPIRY).map_err(db_err)?;
-            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
-            let mut due_events: Vec<(u64, String)> = Vec::new();
-            for entry in event_expiry.range((0u64, "")..(now, "")).map_err(db_err)? {
-                let (k, _) = entry.map_err(db_err)?;
-                let (at, key) = k.value();
-                due_events.push((at, key.to_string()));
-                if due_events.len() >= SWEEP_BATCH {
-                    break;
-                }
-            }
-            for (at, key) in &due_events {
-                event_expiry.remove((*at, key.as_str())).map_err(db_err)?;
-                let still_due = events
-                    .get(key.as_str())
-                    .map_err(db_err)?
-                    .is_some_and(|v| v.value() <= now);
-                if still_due {
-                    events.remove(key.as_str()).map_err(db_err)?;
-                }
-            }
-            removed += due_events.len();
-        }
-        txn.commit().map_err(db_err)?;
-        self.dirty.store(true, Ordering::Release);
-        Ok(removed)
     }
 }
 
-async fn maintenance(inner: Weak<Inner>) {
-    let period = Duration::from_secs(1);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
-    loop {
-        tick.tick().await;
-        if inner.strong_count() == 0 {
-            return;
-        }
-        n += 1;
-        let sweep = n % 30 == 0;
-        // The strong handle lives only inside the blocking job, so a store
-        // dropped meanwhile closes its database as soon as the job ends.
-        let weak = inner.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let Some(strong) = weak.upgrade() else {
-                return Ok(());
-            };
-            strong.checked(|inner| {
-                if sweep {
-                    inner.sweep()?;
+/// A small write: proves that the file takes writes.
+fn probe(txn: &WriteTransaction, now: u64) -> Result<(), StoreError> {
+    let mut t = txn.open_table(HEALTH).map_err(db_err)?;
+    t.insert("probe", now).map_err(db_err)?;
+    Ok(())
+}
+
+/// The writer's write-behind step: the nonces and ticket changes queued in
+/// memory, in order. With none (a retry after a failure) it writes a probe
+/// row instead, which proves that writing works again.
+fn write_behind(txn: &WriteTransaction, writes: &[Write], now: u64) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return probe(txn, now);
+    }
+    let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
+    let mut expiry = txn.open_table(NONCE_EXPIRY).map_err(db_err)?;
+    let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
+    for write in writes {
+        match write {
+            Write::Nonce { key, expires_ms } => {
+                if *expires_ms > now {
+                    nonces.insert(key.as_str(), *expires_ms).map_err(db_err)?;
+                    expiry
+                        .insert((*expires_ms, key.as_str()), ())
+                        .map_err(db_err)?;
                 }
-                inner.flush()
-            })
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "embedded store maintenance failed"),
-            Err(e) => tracing::warn!(error = %e, "embedded store maintenance task failed"),
+            }
+            Write::PutTicket {
+                ticket,
+                expires_ms,
+                value,
+            } => {
+                if *expires_ms > now {
+                    tickets
+                        .insert(ticket.as_str(), (*expires_ms, &value[..]))
+                        .map_err(db_err)?;
+                } else {
+                    tickets.remove(ticket.as_str()).map_err(db_err)?;
+                }
+            }
+            Write::RemoveTicket { ticket } => {
+                tickets.remove(ticket.as_str()).map_err(db_err)?;
+            }
         }
     }
+    Ok(())
+}
+
+/// Removes up to [`SWEEP_BATCH`] expired nonce rows and as many expired
+/// event ids; returns the larger count (a full batch: run another).
+fn sweep_rows(txn: &WriteTransaction, now: u64) -> Result<usize, StoreError> {
+    let nonces = {
+        let mut expiry = txn.open_table(NONCE_EXPIRY).map_err(db_err)?;
+        let mut values = txn.open_table(NONCES).map_err(db_err)?;
+        sweep_expiring(&mut expiry, &mut values, now)?
+    };
+    let events = {
+        let mut expiry = txn.open_table(EVENT_EXPIRY).map_err(db_err)?;
+        let mut values = txn.open_table(EVENTS).map_err(db_err)?;
+        sweep_expiring(&mut expiry, &mut values, now)?
+    };
+    Ok(nonces.max(events))
+}
+
+/// One batch of an expiry index: removes the index entries due by `now`
+/// and their rows, unless a row was renewed (it has a later entry).
+fn sweep_expiring(
+    expiry: &mut redb::Table<(u64, &'static str), ()>,
+    values: &mut redb::Table<&'static str, u64>,
+    now: u64,
+) -> Result<usize, StoreError> {
+    let mut due: Vec<(u64, String)> = Vec::new();
+    for entry in expiry.range((0u64, "")..(now, "")).map_err(db_err)? {
+        let (k, _) = entry.map_err(db_err)?;
+        let (at, key) = k.value();
+        due.push((at, key.to_string()));
+        if due.len() >= SWEEP_BATCH {
+            break;
+        }
+    }
+    for (at, key) in &due {
+        expiry.remove((*at, key.as_str())).map_err(db_err)?;
+        let still_due = values
+            .get(key.as_str())
+            .map_err(db_err)?
+            .is_some_and(|v| v.value() <= now);
+        if still_due {
+            values.remove(key.as_str()).map_err(db_err)?;
+        }
+    }
+    Ok(due.len())
+}
+
+/// Sweeps every [`SWEEP_PERIOD`] until the store is dropped.
+async fn maintenance(inner: Weak<Inner>, writer: Weak<Writer>) {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_PERIOD, SWEEP_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sweep(&inner, &writer).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "embedded store sweep failed"),
+        }
+    }
+}
+
+/// Forgets expired nonces and tickets in memory (queueing the tickets'
+/// deletion), then removes expired rows in batches. Holds the store only
+/// for a moment at a time, so that dropping it is not held up. False when
+/// the store was dropped.
+async fn sweep(inner: &Weak<Inner>, writer: &Weak<Writer>) -> Result<bool, StoreError> {
+    if writer.strong_count() == 0 {
+        return Ok(false);
+    }
+    let Some(strong) = inner.upgrade() else {
+        return Ok(false);
+    };
+    tokio::task::spawn_blocking(move || strong.memory.sweep(now_millis()))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?;
+    loop {
+        let Some(w) = writer.upgrade() else {
+            return Ok(false);
+        };
+        let batch = w.submit(sweep_rows);
+        drop(w);
+        if batch.await? < SWEEP_BATCH {
+            return Ok(true);
+        }
+    }
+}
+
+/// Whether a launch's `put_enrolment` would change nothing: the entry
+/// exists, with the same target or with none given, and no waiting job
+/// needs activating.
+fn enrolment_unchanged(
+    txn: &ReadTransaction,
+    key: &str,
+    target: Option<&[u8]>,
+) -> Result<bool, StoreError> {
+    let enrolments = txn.open_table(ENROLMENTS).map_err(db_err)?;
+    let Some(stored) = enrolments.get(key).map_err(db_err)? else {
+        return Ok(false);
+    };
+    match target {
+        None => Ok(true),
+        Some(t) if stored.value() != t => Ok(false),
+        Some(_) => {
+            let jobs = txn.open_table(JOBS).map_err(db_err)?;
+            let waiting = load_job(&jobs, key)?.is_some_and(|j| j.state == JobState::Waiting);
+            Ok(!waiting)
+        }
+    }
+}
+
+/// Records the enrolment and target; activates a waiting job when a
+/// target arrives. True when it did.
+fn put_enrolment_in(
+    t: &mut OutboxTables<'_>,
+    key: &str,
+    target: Option<&[u8]>,
+    now: u64,
+) -> Result<bool, StoreError> {
+    match target {
+        Some(bytes) => {
+            t.enrolments.insert(key, bytes).map_err(db_err)?;
+        }
+        None => {
+            if t.enrolments.get(key).map_err(db_err)?.is_none() {
+                t.enrolments.insert(key, &[][..]).map_err(db_err)?;
+            }
+            return Ok(false);
+        }
+    }
+    let Some(old) = load_job(&t.jobs, key)? else {
+        return Ok(false);
+    };
+    if old.state != JobState::Waiting {
+        return Ok(false);
+    }
+    let mut job = old.clone();
+    job.state = JobState::Pending;
+    job.next_at_ms = now;
+    save_job(&mut t.jobs, &mut t.due, key, Some(&old), Some(&job))?;
+    Ok(true)
+}
+
+/// Claims the licence `key` of `consumer` under `cap`, checking again
+/// inside the transaction.
+fn claim_in(
+    txn: &WriteTransaction,
+    key: &str,
+    consumer: &str,
+    cap: Option<u64>,
+) -> Result<LicenceClaim, StoreError> {
+    let mut licences = txn.open_table(LICENCES).map_err(db_err)?;
+    if licences.get(key).map_err(db_err)?.is_some() {
+        return Ok(LicenceClaim::Existing);
+    }
+    let mut counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
+    let used = counts
+        .get(consumer)
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    if cap.is_some_and(|c| used >= c) {
+        return Ok(LicenceClaim::Exhausted);
+    }
+    licences.insert(key, ()).map_err(db_err)?;
+    counts.insert(consumer, used + 1).map_err(db_err)?;
+    Ok(LicenceClaim::New { used: used + 1 })
+}
+
+/// Gives back the licence `key` of `consumer`, if held.
+fn release_in(txn: &WriteTransaction, key: &str, consumer: &str) -> Result<(), StoreError> {
+    let mut licences = txn.open_table(LICENCES).map_err(db_err)?;
+    if licences.remove(key).map_err(db_err)?.is_none() {
+        return Ok(());
+    }
+    let mut counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
+    let used = counts
+        .get(consumer)
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    counts
+        .insert(consumer, used.saturating_sub(1))
+        .map_err(db_err)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -322,14 +586,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.blocking(|inner| {
-            if inner.failing.load(Ordering::Acquire) {
-                // After a failure a read is no proof: the disk may be full.
-                inner.probe_write()?;
-                inner.failing.store(false, Ordering::Release);
-                return Ok(());
-            }
-            let txn = inner.begin_read()?;
+        if self.inner.failing.load(Ordering::Acquire) {
+            // After a failure a read is no proof: the disk may be full. Nor
+            // is a write of one small row, which redb may fit in pages the
+            // file already holds: what waits in memory is written too.
+            self.writer.probe().await?;
+            self.inner.failing.store(false, Ordering::Release);
+            return Ok(());
+        }
+        self.read(|txn| {
             txn.open_table(NONCES).map_err(db_err)?;
             Ok(())
         })
@@ -343,34 +608,10 @@ impl Store for EmbeddedStore {
         ttl: Duration,
     ) -> Result<NonceCheck, StoreError> {
         let key = compound(&[consumer_key, nonce]);
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.blocking(move |inner| {
-            let now = now_millis();
-            let expires = now.saturating_add(ttl_ms);
-            let mut txn = inner.begin_write()?;
-            txn.set_durability(Durability::None).map_err(db_err)?;
-            let outcome = {
-                let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
-                let seen = nonces.get(key.as_str()).map_err(db_err)?.map(|v| v.value());
-                match seen {
-                    Some(until) if until > now => NonceCheck::Replayed,
-                    _ => {
-                        nonces.insert(key.as_str(), expires).map_err(db_err)?;
-                        let mut expiry = txn.open_table(NONCE_EXPIRY).map_err(db_err)?;
-                        expiry.insert((expires, key.as_str()), ()).map_err(db_err)?;
-                        NonceCheck::Fresh
-                    }
-                }
-            };
-            if outcome == NonceCheck::Fresh {
-                txn.commit().map_err(db_err)?;
-                inner.dirty.store(true, Ordering::Release);
-            } else {
-                txn.abort().map_err(db_err)?;
-            }
-            Ok(outcome)
-        })
-        .await
+        let now = now_millis();
+        Ok(self
+            .memory()?
+            .record_nonce(key, now, now.saturating_add(ms(ttl))))
     }
 
     async fn claim_licence(
@@ -381,38 +622,33 @@ impl Store for EmbeddedStore {
         cap: Option<u64>,
     ) -> Result<LicenceClaim, StoreError> {
         let key = compound(&[consumer, course, learner]);
+        let fact = digest16(key.as_bytes());
+        let known = &self.inner.licences;
+        if known.get(&fact).is_some() {
+            return Ok(LicenceClaim::Existing);
+        }
+        let seen = known.generation(&fact);
+        let exists = {
+            let key = key.clone();
+            self.read(move |txn| {
+                let licences = txn.open_table(LICENCES).map_err(db_err)?;
+                Ok(licences.get(key.as_str()).map_err(db_err)?.is_some())
+            })
+            .await?
+        };
+        if exists {
+            known.learn(fact, (), seen);
+            return Ok(LicenceClaim::Existing);
+        }
         let consumer = consumer.to_string();
-        self.blocking(move |inner| {
-            let txn = inner.begin_write()?;
-            let claim = {
-                let mut licences = txn.open_table(LICENCES).map_err(db_err)?;
-                let mut counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
-                if licences.get(key.as_str()).map_err(db_err)?.is_some() {
-                    LicenceClaim::Existing
-                } else {
-                    let used = counts
-                        .get(consumer.as_str())
-                        .map_err(db_err)?
-                        .map(|v| v.value())
-                        .unwrap_or(0);
-                    if cap.is_some_and(|c| used >= c) {
-                        LicenceClaim::Exhausted
-                    } else {
-                        licences.insert(key.as_str(), ()).map_err(db_err)?;
-                        counts.insert(consumer.as_str(), used + 1).map_err(db_err)?;
-                        LicenceClaim::New { used: used + 1 }
-                    }
-                }
-            };
-            match claim {
-                LicenceClaim::New { .. } => {
-                    txn.commit().map_err(db_err)?;
-                }
-                _ => txn.abort().map_err(db_err)?,
-            }
-            Ok(claim)
-        })
-        .await
+        let claim = self
+            .writer
+            .submit(move |txn, _| claim_in(txn, &key, &consumer, cap))
+            .await?;
+        if claim != LicenceClaim::Exhausted {
+            known.learn(fact, (), seen);
+        }
+        Ok(claim)
     }
 
     async fn release_licence(
@@ -422,33 +658,19 @@ impl Store for EmbeddedStore {
         learner: &str,
     ) -> Result<(), StoreError> {
         let key = compound(&[consumer, course, learner]);
+        let fact = digest16(key.as_bytes());
         let consumer = consumer.to_string();
-        self.blocking(move |inner| {
-            let txn = inner.begin_write()?;
-            {
-                let mut licences = txn.open_table(LICENCES).map_err(db_err)?;
-                if licences.remove(key.as_str()).map_err(db_err)?.is_some() {
-                    let mut counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
-                    let used = counts
-                        .get(consumer.as_str())
-                        .map_err(db_err)?
-                        .map(|v| v.value())
-                        .unwrap_or(0);
-                    counts
-                        .insert(consumer.as_str(), used.saturating_sub(1))
-                        .map_err(db_err)?;
-                }
-            }
-            txn.commit().map_err(db_err)?;
-            Ok(())
-        })
-        .await
+        let released = self
+            .writer
+            .submit(move |txn, _| release_in(txn, &key, &consumer))
+            .await;
+        self.inner.licences.forget(&fact);
+        released
     }
 
     async fn licences_used(&self, consumer: &str) -> Result<u64, StoreError> {
         let consumer = consumer.to_string();
-        self.blocking(move |inner| {
-            let txn = inner.begin_read()?;
+        self.read(move |txn| {
             let counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
             Ok(counts
                 .get(consumer.as_str())
@@ -465,40 +687,14 @@ impl Store for EmbeddedStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let ticket = ticket.to_string();
-        let value = value.to_vec();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.blocking(move |inner| {
-            let expires = now_millis().saturating_add(ttl_ms);
-            let txn = inner.begin_write()?;
-            {
-                let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
-                tickets
-                    .insert(ticket.as_str(), (expires, value.as_slice()))
-                    .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)?;
-            Ok(())
-        })
-        .await
+        let expires = now_millis().saturating_add(ms(ttl));
+        self.memory()?
+            .put_ticket(ticket.to_string(), value.to_vec(), expires);
+        Ok(())
     }
 
     async fn take_ticket(&self, ticket: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let ticket = ticket.to_string();
-        self.blocking(move |inner| {
-            let txn = inner.begin_write()?;
-            let taken = {
-                let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
-                let removed = tickets.remove(ticket.as_str()).map_err(db_err)?;
-                removed.and_then(|v| {
-                    let (expires, bytes) = v.value();
-                    (expires > now_millis()).then(|| bytes.to_vec())
-                })
-            };
-            txn.commit().map_err(db_err)?;
-            Ok(taken)
-        })
-        .await
+        Ok(self.memory()?.take_ticket(ticket, now_millis()))
     }
 
     async fn put_enrolment(
@@ -507,36 +703,32 @@ impl Store for EmbeddedStore {
         target: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
         let key = enrolment.key();
+        let fact = digest16(key.as_bytes());
+        let target_fact = target.filter(|t| !t.is_empty()).map(digest16);
+        let known = &self.inner.enrolments;
+        match (target, known.get(&fact)) {
+            (None, Some(_)) => return Ok(false),
+            (Some(_), Some(Some(d))) if target_fact == Some(d) => return Ok(false),
+            _ => {}
+        }
+        let seen = known.generation(&fact);
         let target = target.map(<[u8]>::to_vec);
-        self.outbox_txn(move |t, now| {
-            match &target {
-                Some(bytes) => {
-                    t.enrolments
-                        .insert(key.as_str(), bytes.as_slice())
-                        .map_err(db_err)?;
-                }
-                None => {
-                    if t.enrolments.get(key.as_str()).map_err(db_err)?.is_none() {
-                        t.enrolments.insert(key.as_str(), &[][..]).map_err(db_err)?;
-                    }
-                }
+        let unchanged = {
+            let (key, target) = (key.clone(), target.clone());
+            self.read(move |txn| enrolment_unchanged(txn, &key, target.as_deref()))
+                .await?
+        };
+        if unchanged {
+            if target.is_none() || target_fact.is_some() {
+                known.learn(fact, target_fact, seen);
             }
-            if target.is_none() {
-                return Ok(false);
-            }
-            let Some(old) = load_job(&t.jobs, &key)? else {
-                return Ok(false);
-            };
-            if old.state != JobState::Waiting {
-                return Ok(false);
-            }
-            let mut job = old.clone();
-            job.state = JobState::Pending;
-            job.next_at_ms = now;
-            save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))?;
-            Ok(true)
-        })
-        .await
+            return Ok(false);
+        }
+        let activated = self
+            .outbox(move |t, now| put_enrolment_in(t, &key, target.as_deref(), now))
+            .await;
+        known.forget(&fact);
+        activated
     }
 
     async fn get_enrolment(
@@ -544,8 +736,7 @@ impl Store for EmbeddedStore {
         enrolment: &Enrolment,
     ) -> Result<Option<Option<Vec<u8>>>, StoreError> {
         let key = enrolment.key();
-        self.blocking(move |inner| {
-            let txn = inner.begin_read()?;
+        self.read(move |txn| {
             let t = txn.open_table(ENROLMENTS).map_err(db_err)?;
             Ok(t.get(key.as_str()).map_err(db_err)?.map(|v| {
                 let b = v.value();
@@ -567,7 +758,7 @@ impl Store for EmbeddedStore {
         let enrolment = enrolment.clone();
         let event_id = event_id.to_string();
         let ttl = ms(event_ttl);
-        self.outbox_txn(move |t, now| {
+        self.outbox(move |t, now| {
             if !check_event(&mut t.events, &mut t.event_expiry, &event_key, now, ttl)? {
                 return Ok(EnqueueOutcome::Duplicate);
             }
@@ -580,8 +771,8 @@ impl Store for EmbeddedStore {
             let live = old.as_ref().filter(|j| j.state != JobState::Dead);
             let leased = old.as_ref().filter(|j| j.lease_until_ms > now);
             let job = Job {
-                enrolment,
-                event_id,
+                enrolment: enrolment.clone(),
+                event_id: event_id.clone(),
                 score,
                 version: old.as_ref().map_or(1, |j| j.version + 1),
                 attempts: 0,
@@ -614,7 +805,7 @@ impl Store for EmbeddedStore {
     ) -> Result<bool, StoreError> {
         let event_key = compound(&[&enrolment.key(), event_id]);
         let ttl = ms(event_ttl);
-        self.outbox_txn(move |t, now| {
+        self.outbox(move |t, now| {
             check_event(&mut t.events, &mut t.event_expiry, &event_key, now, ttl)
         })
         .await
@@ -624,8 +815,7 @@ impl Store for EmbeddedStore {
         let lease_ms = ms(lease);
         // A read first: polling an empty outbox must not cost a durable commit.
         let any_due = self
-            .blocking(|inner| {
-                let txn = inner.begin_read()?;
+            .read(|txn| {
                 let due = txn.open_table(DUE).map_err(db_err)?;
                 let first = due.first().map_err(db_err)?;
                 Ok(first.is_some_and(|(k, _)| k.value().0 <= now_millis()))
@@ -634,7 +824,7 @@ impl Store for EmbeddedStore {
         if !any_due {
             return Ok(Vec::new());
         }
-        self.outbox_txn(move |t, now| {
+        self.outbox(move |t, now| {
             let mut keys = Vec::new();
             for entry in t
                 .due
@@ -669,7 +859,7 @@ impl Store for EmbeddedStore {
     async fn complete(&self, lease: &Lease) -> Result<bool, StoreError> {
         let key = lease.job.enrolment.key();
         let lease = lease.clone();
-        self.outbox_txn(move |t, now| {
+        self.outbox(move |t, now| {
             let Some(old) = load_job(&t.jobs, &key)? else {
                 return Ok(false);
             };
@@ -694,7 +884,7 @@ impl Store for EmbeddedStore {
         let key = lease.job.enrolment.key();
         let lease = lease.clone();
         let error = error.to_string();
-        self.outbox_txn(move |t, now| {
+        self.outbox(move |t, now| {
             let Some(old) = load_job(&t.jobs, &key)? else {
                 return Ok(false);
             };
@@ -708,7 +898,7 @@ impl Store for EmbeddedStore {
                 job.next_at_ms = now;
             } else {
                 job.attempts = lease.job.attempts.saturating_add(1);
-                job.last_error = Some(error);
+                job.last_error = Some(error.clone());
                 match failure {
                     Failure::Dead => job.state = JobState::Dead,
                     Failure::RetryAt(at) => job.next_at_ms = at,
@@ -723,7 +913,7 @@ impl Store for EmbeddedStore {
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         let key = lease.job.enrolment.key();
         let token = lease.token.clone();
-        self.outbox_txn(move |t, now| {
+        self.outbox(move |t, now| {
             let Some(old) = load_job(&t.jobs, &key)? else {
                 return Ok(());
             };
@@ -740,8 +930,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn outbox_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        self.blocking(|inner| {
-            let txn = inner.begin_read()?;
+        self.read(|txn| {
             let t = txn.open_table(JOBS).map_err(db_err)?;
             let mut out = Vec::new();
             for entry in t.iter().map_err(db_err)? {
@@ -764,9 +953,9 @@ impl Store for EmbeddedStore {
             },
             None => None,
         };
-        self.outbox_txn(move |t, now| {
-            let keys: Vec<String> = match wanted {
-                Some(k) => vec![k],
+        self.outbox(move |t, now| {
+            let keys: Vec<String> = match &wanted {
+                Some(k) => vec![k.clone()],
                 None => {
                     let mut all = Vec::new();
                     for entry in t.jobs.iter().map_err(db_err)? {
@@ -798,7 +987,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.blocking(|inner| inner.flush()).await
+        self.writer.flush().await
     }
 }
 
@@ -813,7 +1002,10 @@ fn due_of(job: &Job) -> Option<u64> {
     (job.state == JobState::Pending).then_some(at)
 }
 
-fn load_job(jobs: &redb::Table<&str, &[u8]>, key: &str) -> Result<Option<Job>, StoreError> {
+fn load_job(
+    jobs: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Job>, StoreError> {
     match jobs.get(key).map_err(db_err)? {
         Some(v) => serde_json::from_slice(v.value())
             .map(Some)
@@ -870,38 +1062,25 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl EmbeddedStore {
-    /// Runs `f` in one durable write transaction on the outbox tables.
-    async fn outbox_txn<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut OutboxTables<'_>, u64) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.blocking(move |inner| {
-            let txn = inner.begin_write()?;
-            let out = {
-                let mut t = OutboxTables {
-                    enrolments: txn.open_table(ENROLMENTS).map_err(db_err)?,
-                    jobs: txn.open_table(JOBS).map_err(db_err)?,
-                    due: txn.open_table(DUE).map_err(db_err)?,
-                    events: txn.open_table(EVENTS).map_err(db_err)?,
-                    event_expiry: txn.open_table(EVENT_EXPIRY).map_err(db_err)?,
-                };
-                f(&mut t, now_millis())?
-            };
-            txn.commit().map_err(db_err)?;
-            Ok(out)
-        })
-        .await
-    }
-}
-
+/// The outbox tables, open in one write transaction.
 struct OutboxTables<'t> {
     enrolments: redb::Table<'t, &'static str, &'static [u8]>,
     jobs: redb::Table<'t, &'static str, &'static [u8]>,
     due: redb::Table<'t, (u64, &'static str), ()>,
     events: redb::Table<'t, &'static str, u64>,
     event_expiry: redb::Table<'t, (u64, &'static str), ()>,
+}
+
+impl<'t> OutboxTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(OutboxTables {
+            enrolments: txn.open_table(ENROLMENTS).map_err(db_err)?,
+            jobs: txn.open_table(JOBS).map_err(db_err)?,
+            due: txn.open_table(DUE).map_err(db_err)?,
+            events: txn.open_table(EVENTS).map_err(db_err)?,
+            event_expiry: txn.open_table(EVENT_EXPIRY).map_err(db_err)?,
+        })
+    }
 }
 
 fn new_token() -> String {

@@ -318,7 +318,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(s)
     }
 
-    /// Makes relaxed writes (nonces) durable; called on shutdown.
+    /// Writes durably what was acknowledged before it was durable (nonces;
+    /// on the embedded store also launch tickets); called on shutdown.
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }

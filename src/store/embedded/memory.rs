@@ -1,0 +1,339 @@
+//! Nonces and launch tickets held in memory and written behind.
+//!
+//! A launch checks a nonce and stores a ticket on the request's own task:
+//! a lookup under one of [`SHARDS`] mutexes, never held across an `.await`.
+//! Every change is also queued, in the same shard and under the same lock,
+//! for the writer thread, which moves the queue to the database every
+//! ~100 ms. Queuing under the shard lock keeps the writes of one key in the
+//! order they happened (a ticket taken right after it was put is written as
+//! put, then delete — never the other way round), whatever the races.
+
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use crate::store::NonceCheck;
+
+/// Independent locks: launches on different keys rarely wait for each other.
+const SHARDS: usize = 32;
+
+/// A key as kept in memory: the first 16 bytes of its SHA-256. Fixed-size,
+/// whatever the LMS sends; two of n keys share a digest with a probability
+/// of about n²/2¹²⁹.
+pub(super) type Digest16 = [u8; 16];
+
+/// The digest of a key (a nonce's compound key, a licence, a target).
+pub(super) fn digest16(key: &[u8]) -> Digest16 {
+    let full = Sha256::digest(key);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// A change waiting to be written to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Write {
+    /// Remember the nonce `key` (the compound key) until `expires_ms`.
+    Nonce { key: String, expires_ms: u64 },
+    /// Store a ticket until `expires_ms`.
+    PutTicket {
+        ticket: String,
+        expires_ms: u64,
+        value: Arc<[u8]>,
+    },
+    /// Delete a ticket: taken, or expired.
+    RemoveTicket { ticket: String },
+}
+
+impl Write {
+    /// A nonce or ticket that expired before it was written need not be
+    /// kept for a retry; a deletion always is.
+    pub(super) fn outlived(&self, now_ms: u64) -> bool {
+        match self {
+            Write::Nonce { expires_ms, .. } | Write::PutTicket { expires_ms, .. } => {
+                *expires_ms <= now_ms
+            }
+            Write::RemoveTicket { .. } => false,
+        }
+    }
+}
+
+/// A ticket in memory: expiry (unix ms) and value.
+struct Ticket {
+    expires_ms: u64,
+    value: Arc<[u8]>,
+}
+
+/// One lock's worth of a table, with the writes it has not yet handed over.
+struct Shard<K, V> {
+    entries: HashMap<K, V>,
+    pending: Vec<Write>,
+}
+
+impl<K, V> Default for Shard<K, V> {
+    fn default() -> Self {
+        Shard {
+            entries: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// The in-memory nonce and ticket tables.
+pub(super) struct Memory {
+    nonces: Vec<Mutex<Shard<Digest16, u64>>>,
+    tickets: Vec<Mutex<Shard<String, Ticket>>>,
+    /// Picks a ticket's shard; keyed at random so that nobody can aim many
+    /// tickets at one shard.
+    ticket_hasher: RandomState,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn shards<K, V>() -> Vec<Mutex<Shard<K, V>>> {
+    (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect()
+}
+
+impl Memory {
+    pub(super) fn new() -> Self {
+        Memory {
+            nonces: shards(),
+            tickets: shards(),
+            ticket_hasher: RandomState::new(),
+        }
+    }
+
+    fn nonce_shard(&self, digest: &Digest16) -> MutexGuard<'_, Shard<Digest16, u64>> {
+        // The digest is uniformly distributed already.
+        lock(&self.nonces[usize::from(digest[0]) % SHARDS])
+    }
+
+    fn ticket_shard(&self, ticket: &str) -> MutexGuard<'_, Shard<String, Ticket>> {
+        let h = self.ticket_hasher.hash_one(ticket);
+        lock(&self.tickets[(h % SHARDS as u64) as usize])
+    }
+
+    /// Checks and records a nonce atomically: of concurrent calls with one
+    /// key exactly one sees `Fresh`. A fresh nonce is queued for writing.
+    pub(super) fn record_nonce(&self, key: String, now_ms: u64, expires_ms: u64) -> NonceCheck {
+        let digest = digest16(key.as_bytes());
+        let mut guard = self.nonce_shard(&digest);
+        let shard = &mut *guard;
+        match shard.entries.entry(digest) {
+            Entry::Occupied(e) if *e.get() > now_ms => NonceCheck::Replayed,
+            Entry::Occupied(mut e) => {
+                e.insert(expires_ms);
+                shard.pending.push(Write::Nonce { key, expires_ms });
+                NonceCheck::Fresh
+            }
+            Entry::Vacant(e) => {
+                e.insert(expires_ms);
+                shard.pending.push(Write::Nonce { key, expires_ms });
+                NonceCheck::Fresh
+            }
+        }
+    }
+
+    /// Stores (or replaces) a ticket and queues it for writing.
+    pub(super) fn put_ticket(&self, ticket: String, value: Vec<u8>, expires_ms: u64) {
+        let value: Arc<[u8]> = value.into();
+        let mut shard = self.ticket_shard(&ticket);
+        shard.entries.insert(
+            ticket.clone(),
+            Ticket {
+                expires_ms,
+                value: value.clone(),
+            },
+        );
+        shard.pending.push(Write::PutTicket {
+            ticket,
+            expires_ms,
+            value,
+        });
+    }
+
+    /// Removes a ticket, queueing its deletion; its value unless expired.
+    pub(super) fn take_ticket(&self, ticket: &str, now_ms: u64) -> Option<Vec<u8>> {
+        let mut shard = self.ticket_shard(ticket);
+        let taken = shard.entries.remove(ticket)?;
+        shard.pending.push(Write::RemoveTicket {
+            ticket: ticket.to_string(),
+        });
+        (taken.expires_ms > now_ms).then(|| taken.value.to_vec())
+    }
+
+    /// Hands over every queued write, shard by shard: the writes of one
+    /// key keep their order.
+    pub(super) fn drain(&self) -> Vec<Write> {
+        let mut out = Vec::new();
+        for shard in &self.nonces {
+            out.append(&mut lock(shard).pending);
+        }
+        for shard in &self.tickets {
+            out.append(&mut lock(shard).pending);
+        }
+        out
+    }
+
+    /// Forgets expired nonces and tickets, queueing the tickets' deletion
+    /// (the nonces' rows have an expiry index in the database and are swept
+    /// there). Returns how many entries went.
+    pub(super) fn sweep(&self, now_ms: u64) -> usize {
+        let mut removed = 0;
+        for shard in &self.nonces {
+            let mut shard = lock(shard);
+            let before = shard.entries.len();
+            shard.entries.retain(|_, expires| *expires > now_ms);
+            removed += before - shard.entries.len();
+        }
+        for shard in &self.tickets {
+            let mut shard = lock(shard);
+            let expired: Vec<String> = shard
+                .entries
+                .iter()
+                .filter(|(_, t)| t.expires_ms <= now_ms)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for ticket in expired {
+                shard.entries.remove(&ticket);
+                shard.pending.push(Write::RemoveTicket { ticket });
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Puts back a nonce read from the database at open (nothing queued).
+    pub(super) fn load_nonce(&self, key: &str, expires_ms: u64) {
+        let digest = digest16(key.as_bytes());
+        let mut shard = self.nonce_shard(&digest);
+        let e = shard.entries.entry(digest).or_insert(expires_ms);
+        *e = (*e).max(expires_ms);
+    }
+
+    /// Puts back a ticket read from the database at open (nothing queued).
+    pub(super) fn load_ticket(&self, ticket: &str, value: &[u8], expires_ms: u64) {
+        self.ticket_shard(ticket).entries.insert(
+            ticket.to_string(),
+            Ticket {
+                expires_ms,
+                value: value.into(),
+            },
+        );
+    }
+
+    /// Nonces and tickets held: (nonces, tickets).
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        let n = self.nonces.iter().map(|s| lock(s).entries.len()).sum();
+        let t = self.tickets.iter().map(|s| lock(s).entries.len()).sum();
+        (n, t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nonce(key: &str, expires_ms: u64) -> Write {
+        Write::Nonce {
+            key: key.into(),
+            expires_ms,
+        }
+    }
+
+    #[test]
+    fn a_nonce_is_fresh_once_until_it_expires() {
+        let m = Memory::new();
+        assert_eq!(m.record_nonce("k".into(), 100, 200), NonceCheck::Fresh);
+        assert_eq!(m.record_nonce("k".into(), 150, 300), NonceCheck::Replayed);
+        assert_eq!(m.record_nonce("k".into(), 200, 400), NonceCheck::Fresh);
+        assert_eq!(m.drain(), vec![nonce("k", 200), nonce("k", 400)]);
+        assert!(m.drain().is_empty(), "drained once");
+    }
+
+    #[test]
+    fn loaded_entries_are_remembered_but_not_written_again() {
+        let m = Memory::new();
+        m.load_nonce("k", 500);
+        m.load_ticket("t", b"v", 500);
+        assert_eq!(m.record_nonce("k".into(), 100, 900), NonceCheck::Replayed);
+        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"v"[..]));
+        assert_eq!(m.drain(), vec![Write::RemoveTicket { ticket: "t".into() }]);
+    }
+
+    #[test]
+    fn ticket_writes_keep_their_order() {
+        let m = Memory::new();
+        m.put_ticket("t".into(), b"one".to_vec(), 500);
+        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"one"[..]));
+        assert_eq!(m.take_ticket("t", 100), None, "taken once");
+        m.put_ticket("t".into(), b"two".to_vec(), 600);
+        let kinds: Vec<&str> = m
+            .drain()
+            .iter()
+            .map(|w| match w {
+                Write::PutTicket { .. } => "put",
+                Write::RemoveTicket { .. } => "remove",
+                Write::Nonce { .. } => "nonce",
+            })
+            .collect();
+        assert_eq!(kinds, ["put", "remove", "put"]);
+    }
+
+    #[test]
+    fn an_expired_ticket_is_not_handed_out_but_its_deletion_is_written() {
+        let m = Memory::new();
+        m.put_ticket("t".into(), b"v".to_vec(), 100);
+        m.drain();
+        assert_eq!(m.take_ticket("t", 100), None);
+        assert_eq!(m.drain(), vec![Write::RemoveTicket { ticket: "t".into() }]);
+    }
+
+    #[test]
+    fn sweep_forgets_expired_entries_and_deletes_expired_tickets() {
+        let m = Memory::new();
+        m.record_nonce("old".into(), 0, 100);
+        m.record_nonce("new".into(), 0, 1_000);
+        m.put_ticket("old".into(), b"v".to_vec(), 100);
+        m.put_ticket("new".into(), b"v".to_vec(), 1_000);
+        m.drain();
+        assert_eq!(m.sweep(500), 2);
+        assert_eq!(m.len(), (1, 1));
+        assert_eq!(
+            m.drain(),
+            vec![Write::RemoveTicket {
+                ticket: "old".into()
+            }]
+        );
+        assert_eq!(
+            m.record_nonce("new".into(), 500, 2_000),
+            NonceCheck::Replayed
+        );
+    }
+
+    #[test]
+    fn outlived_writes_are_not_retried_except_deletions() {
+        assert!(nonce("k", 100).outlived(100));
+        assert!(!nonce("k", 101).outlived(100));
+        assert!(!Write::RemoveTicket { ticket: "t".into() }.outlived(u64::MAX));
+    }
+
+    #[test]
+    fn digests_are_sixteen_bytes_of_sha256() {
+        let d = digest16(b"abc");
+        // SHA-256("abc") begins ba7816bf 8f01cfea 414140de 5dae2223.
+        assert_eq!(
+            d,
+            [
+                0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae,
+                0x22, 0x23
+            ]
+        );
+    }
+}
