@@ -755,6 +755,38 @@ async fn embedded_tickets_survive_reopen() {
     assert_eq!(ops::take(s, "short").await, None);
 }
 
+/// A ticket already written to the database (its value no longer in
+/// memory) is still taken at most once, whatever the race, and its value
+/// comes back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_a_written_ticket_is_taken_once() {
+    const N: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_embedded(&dir.path().join("store.db"));
+    let value: Vec<u8> = (0..=255).collect();
+    ops::put(&*store, "race", &value, Duration::from_secs(600)).await;
+    store.flush().await.expect("flush");
+    let barrier = Arc::new(Barrier::new(N));
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.take_ticket("race").await
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        if let Some(v) = t.await.unwrap().expect("take_ticket") {
+            got.push(v);
+        }
+    }
+    assert_eq!(got, vec![value]);
+    store.flush().await.expect("flush");
+    assert_eq!(ops::take(&*store, "race").await, None);
+}
+
 /// A database written by an earlier version: its tickets (kept by name
 /// then) and its nonces are read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,7 +18,9 @@
 //!   again. A ticket taken in that window can come back after the crash
 //!   (until it expires, 60 s at most). Both tables are read back at open.
 //!   In the database both are keyed by expiry first, so that writing them
-//!   appends and sweeping them takes from the front.
+//!   appends and sweeping them takes from the front. A ticket's value
+//!   leaves memory once written: taking such a ticket reads it back (a
+//!   read transaction, no write).
 //!   While the write-behind fails (a full disk) new nonces and tickets are
 //!   refused, so launches fail closed as before, and the window stays
 //!   ~100 ms.
@@ -56,7 +58,7 @@ use redb::{
 };
 
 use self::known::Known;
-use self::memory::{digest16, Digest16, Memory, Write};
+use self::memory::{digest16, Digest16, Memory, Taken, Write};
 use self::writer::Writer;
 use super::{
     compound, now_millis, EnqueueOutcome, Enrolment, Failure, Job, JobState, Lease, LicenceClaim,
@@ -300,9 +302,9 @@ fn reload(db: &Database) -> Result<Memory, redb::Error> {
         memory.load_nonce(key, expires);
     }
     for entry in txn.open_table(TICKETS)?.range(unexpired)? {
-        let (k, value) = entry?;
+        let (k, _) = entry?;
         let (expires, ticket) = k.value();
-        memory.load_ticket(ticket, value.value(), expires);
+        memory.load_ticket(ticket, expires);
     }
     Ok(memory)
 }
@@ -732,12 +734,31 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let expires = now_millis().saturating_add(ms(ttl));
         self.memory()?
-            .put_ticket(ticket.to_string(), value.to_vec(), expires);
+            .put_ticket(ticket.to_string(), value, expires);
         Ok(())
     }
 
     async fn take_ticket(&self, ticket: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory()?.take_ticket(ticket, now_millis()))
+        let expires_ms = match self.memory()?.take_ticket(ticket, now_millis()) {
+            Taken::Nothing => return Ok(None),
+            Taken::Value(value) => return Ok(Some(value)),
+            Taken::Stored { expires_ms } => expires_ms,
+        };
+        let row = {
+            let ticket = ticket.to_string();
+            self.read(move |txn| {
+                let tickets = txn.open_table(TICKETS).map_err(db_err)?;
+                let row = tickets.get((expires_ms, ticket.as_str())).map_err(db_err)?;
+                Ok(row.map(|v| v.value().to_vec()))
+            })
+            .await
+        };
+        let memory = &self.inner.memory;
+        match &row {
+            Ok(_) => memory.row_read(ticket, expires_ms),
+            Err(_) => memory.put_back(ticket, expires_ms),
+        }
+        row
     }
 
     async fn put_enrolment(

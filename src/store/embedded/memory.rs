@@ -10,6 +10,12 @@
 //! ticket taken before its put was handed to the writer cancels that put:
 //! a learner who follows the launch's redirect at once costs the database
 //! nothing.
+//!
+//! A ticket's value (about a kilobyte) stays in memory only until the
+//! writer has committed it; then only its expiry does, and taking it reads
+//! the value from the database. Tickets that nobody redeems (a client that
+//! does not follow the launch's redirect) then cost a few dozen bytes of
+//! memory each, not a kilobyte of heap held for a minute.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -69,10 +75,24 @@ impl Write {
     }
 }
 
-/// A ticket in memory: expiry (unix ms) and value.
+/// A ticket in memory: expiry (unix ms), and its value until the database
+/// holds it.
 struct Ticket {
     expires_ms: u64,
-    value: Arc<[u8]>,
+    value: Option<Arc<[u8]>>,
+}
+
+/// What taking a ticket found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// No such ticket, or it expired.
+    Nothing,
+    /// The ticket, with its value.
+    Value(Vec<u8>),
+    /// The ticket, whose value is in the database row expiring at
+    /// `expires_ms`: read it, then [`Memory::row_read`] (or
+    /// [`Memory::put_back`] when the read failed).
+    Stored { expires_ms: u64 },
 }
 
 /// One lock's worth of a table, with the writes it has not yet handed over.
@@ -147,15 +167,15 @@ impl Memory {
     }
 
     /// Stores (or replaces) a ticket and queues it for writing.
-    pub(super) fn put_ticket(&self, ticket: String, value: Vec<u8>, expires_ms: u64) {
-        let value: Arc<[u8]> = value.into();
+    pub(super) fn put_ticket(&self, ticket: String, value: &[u8], expires_ms: u64) {
+        let value: Arc<[u8]> = Arc::from(value);
         let digest = digest16(ticket.as_bytes());
         let mut shard = self.ticket_shard(&digest);
         let replaced = shard.entries.insert(
             digest,
             Ticket {
                 expires_ms,
-                value: value.clone(),
+                value: Some(value.clone()),
             },
         );
         if let Some(old) = replaced {
@@ -171,14 +191,25 @@ impl Memory {
         });
     }
 
-    /// Removes a ticket, and its row: its put is cancelled while still
-    /// queued here, else its deletion is queued. Returns its value unless
-    /// it expired.
-    pub(super) fn take_ticket(&self, ticket: &str, now_ms: u64) -> Option<Vec<u8>> {
+    /// Takes a ticket: of concurrent calls at most one finds it. With its
+    /// value still here, its row is dealt with at once: its put is
+    /// cancelled while still queued, else its deletion is queued.
+    pub(super) fn take_ticket(&self, ticket: &str, now_ms: u64) -> Taken {
         let digest = digest16(ticket.as_bytes());
         let mut guard = self.ticket_shard(&digest);
         let shard = &mut *guard;
-        let taken = shard.entries.remove(&digest)?;
+        let Some(taken) = shard.entries.remove(&digest) else {
+            return Taken::Nothing;
+        };
+        if taken.expires_ms <= now_ms {
+            // Its row, if written, is swept by its expiry.
+            return Taken::Nothing;
+        }
+        let Some(value) = taken.value else {
+            return Taken::Stored {
+                expires_ms: taken.expires_ms,
+            };
+        };
         let queued = shard
             .pending
             .iter()
@@ -192,7 +223,49 @@ impl Memory {
                 expires_ms: taken.expires_ms,
             }),
         }
-        (taken.expires_ms > now_ms).then(|| taken.value.to_vec())
+        Taken::Value(value.to_vec())
+    }
+
+    /// A taken ticket's value was read from its row: queues the row's
+    /// deletion (only now, so that the read finds it).
+    pub(super) fn row_read(&self, ticket: &str, expires_ms: u64) {
+        let digest = digest16(ticket.as_bytes());
+        self.ticket_shard(&digest)
+            .pending
+            .push(Write::RemoveTicket {
+                ticket: ticket.to_string(),
+                expires_ms,
+            });
+    }
+
+    /// A taken ticket's row could not be read: the ticket is there again,
+    /// unless it was put anew meanwhile.
+    pub(super) fn put_back(&self, ticket: &str, expires_ms: u64) {
+        let digest = digest16(ticket.as_bytes());
+        self.ticket_shard(&digest)
+            .entries
+            .entry(digest)
+            .or_insert(Ticket {
+                expires_ms,
+                value: None,
+            });
+    }
+
+    /// The writer committed `writes`: the values of the tickets it wrote
+    /// leave memory (unless put anew meanwhile).
+    pub(super) fn written(&self, writes: &[Write]) {
+        for write in writes {
+            let Write::PutTicket { ticket, value, .. } = write else {
+                continue;
+            };
+            let digest = digest16(ticket.as_bytes());
+            let mut shard = self.ticket_shard(&digest);
+            if let Some(t) = shard.entries.get_mut(&digest) {
+                if t.value.as_ref().is_some_and(|v| Arc::ptr_eq(v, value)) {
+                    t.value = None;
+                }
+            }
+        }
     }
 
     /// Hands over every queued write, shard by shard: the writes of one
@@ -235,14 +308,15 @@ impl Memory {
         *e = (*e).max(expires_ms);
     }
 
-    /// Puts back a ticket read from the database at open (nothing queued).
-    pub(super) fn load_ticket(&self, ticket: &str, value: &[u8], expires_ms: u64) {
+    /// Puts back a ticket found in the database at open (nothing queued;
+    /// its value stays there).
+    pub(super) fn load_ticket(&self, ticket: &str, expires_ms: u64) {
         let digest = digest16(ticket.as_bytes());
         self.ticket_shard(&digest).entries.insert(
             digest,
             Ticket {
                 expires_ms,
-                value: value.into(),
+                value: None,
             },
         );
     }
@@ -295,51 +369,75 @@ mod tests {
         assert!(m.drain().is_empty(), "drained once");
     }
 
+    fn value(v: &[u8]) -> Taken {
+        Taken::Value(v.to_vec())
+    }
+
     #[test]
     fn loaded_entries_are_remembered_but_not_written_again() {
         let m = Memory::new();
         m.load_nonce("k", 500);
-        m.load_ticket("t", b"v", 500);
+        m.load_ticket("t", 500);
         assert_eq!(m.record_nonce("k".into(), 100, 900), NonceCheck::Replayed);
-        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"v"[..]));
+        assert_eq!(m.take_ticket("t", 100), Taken::Stored { expires_ms: 500 });
+        assert!(m.drain().is_empty(), "nothing until the row was read");
+        m.row_read("t", 500);
         assert_eq!(m.drain(), vec![remove("t", 500)]);
+        assert_eq!(m.take_ticket("t", 100), Taken::Nothing, "taken once");
     }
 
     #[test]
     fn a_ticket_taken_before_it_was_handed_over_is_never_written() {
         let m = Memory::new();
-        m.put_ticket("t".into(), b"one".to_vec(), 500);
-        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"one"[..]));
-        assert_eq!(m.take_ticket("t", 100), None, "taken once");
+        m.put_ticket("t".into(), b"one", 500);
+        assert_eq!(m.take_ticket("t", 100), value(b"one"));
+        assert_eq!(m.take_ticket("t", 100), Taken::Nothing, "taken once");
         assert!(m.drain().is_empty());
+    }
+
+    #[test]
+    fn a_written_value_leaves_memory_and_a_failed_read_puts_the_ticket_back() {
+        let m = Memory::new();
+        m.put_ticket("t".into(), b"one", 500);
+        let writes = m.drain();
+        m.written(&writes);
+        assert_eq!(m.take_ticket("t", 100), Taken::Stored { expires_ms: 500 });
+        m.put_back("t", 500);
+        assert_eq!(m.take_ticket("t", 100), Taken::Stored { expires_ms: 500 });
+        // Written while already put anew: the new value stays.
+        m.put_ticket("u".into(), b"one", 500);
+        let writes = m.drain();
+        m.put_ticket("u".into(), b"two", 600);
+        m.written(&writes);
+        assert_eq!(m.take_ticket("u", 100), value(b"two"));
     }
 
     #[test]
     fn ticket_writes_keep_their_order() {
         let m = Memory::new();
-        m.put_ticket("t".into(), b"one".to_vec(), 500);
+        m.put_ticket("t".into(), b"one", 500);
         assert_eq!(kinds(&m.drain()), ["put"]);
-        // Handed over: its deletion must follow the put.
-        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"one"[..]));
+        // Handed over, not yet written: its deletion must follow the put.
+        assert_eq!(m.take_ticket("t", 100), value(b"one"));
         // Put back (a new window), then replaced: the replaced row goes.
-        m.put_ticket("t".into(), b"two".to_vec(), 600);
-        m.put_ticket("t".into(), b"three".to_vec(), 700);
+        m.put_ticket("t".into(), b"two", 600);
+        m.put_ticket("t".into(), b"three", 700);
         let writes = m.drain();
         assert_eq!(kinds(&writes), ["remove", "put", "remove", "put"]);
         assert_eq!(
             (&writes[0], &writes[2]),
             (&remove("t", 500), &remove("t", 600))
         );
-        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"three"[..]));
+        assert_eq!(m.take_ticket("t", 100), value(b"three"));
     }
 
     #[test]
     fn an_expired_ticket_is_not_handed_out() {
         let m = Memory::new();
-        m.put_ticket("t".into(), b"v".to_vec(), 100);
+        m.put_ticket("t".into(), b"v", 100);
         m.drain();
-        assert_eq!(m.take_ticket("t", 100), None);
-        assert_eq!(m.drain(), vec![remove("t", 100)]);
+        assert_eq!(m.take_ticket("t", 100), Taken::Nothing);
+        assert!(m.drain().is_empty(), "its row is swept by its expiry");
     }
 
     #[test]
@@ -347,8 +445,8 @@ mod tests {
         let m = Memory::new();
         m.record_nonce("old".into(), 0, 100);
         m.record_nonce("new".into(), 0, 1_000);
-        m.put_ticket("old".into(), b"v".to_vec(), 100);
-        m.put_ticket("new".into(), b"v".to_vec(), 1_000);
+        m.put_ticket("old".into(), b"v", 100);
+        m.put_ticket("new".into(), b"v", 1_000);
         m.drain();
         assert_eq!(m.sweep(500), 2);
         assert_eq!(m.len(), (1, 1));
@@ -357,7 +455,7 @@ mod tests {
             m.record_nonce("new".into(), 500, 2_000),
             NonceCheck::Replayed
         );
-        assert_eq!(m.take_ticket("old", 500), None);
+        assert_eq!(m.take_ticket("old", 500), Taken::Nothing);
     }
 
     #[test]
