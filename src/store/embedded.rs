@@ -10,20 +10,20 @@
 //! - **Nonces and launch tickets** live in memory ([`memory`]): checked and
 //!   changed on the caller's task, under one of 32 shard locks, without a
 //!   database transaction. What changed is written behind: about every
-//!   100 ms the writer commits it to the database, durably. A crash (not a
-//!   shutdown, which flushes, nor dropping the store) can therefore forget
-//!   the nonces and tickets of the last ~100 ms: such a launch could be
-//!   replayed within its timestamp window, and a learner whose ticket was
-//!   forgotten is told at `/lti/continue` that it expired and launches
-//!   again. A ticket taken in that window can come back after the crash
-//!   (until it expires, 60 s at most). Both tables are read back at open.
+//!   100 ms the writer commits it to the database, durably, and open reads
+//!   it back. A crash (not a shutdown, which flushes, nor dropping the
+//!   store) can therefore forget the nonces and tickets of the last
+//!   ~100 ms: such a launch could be replayed within its timestamp window,
+//!   and a learner whose ticket was forgotten is told at `/lti/continue`
+//!   that it expired and launches again. A ticket taken in that window can
+//!   come back after the crash, until it expires (60 s at most). While the
+//!   write-behind fails (a full disk) new nonces and tickets are refused, so
+//!   launches fail closed and the window does not grow.
+//!
 //!   In the database both are keyed by expiry first, so that writing them
 //!   appends and sweeping them takes from the front. A ticket's value
-//!   leaves memory once written: taking such a ticket reads it back (a
-//!   read transaction, no write).
-//!   While the write-behind fails (a full disk) new nonces and tickets are
-//!   refused, so launches fail closed as before, and the window stays
-//!   ~100 ms.
+//!   leaves memory once written; taking such a ticket reads it back (a read
+//!   transaction, no write).
 //!
 //!   The write-behind commits durably rather than with relaxed durability
 //!   plus a periodic durable flush: at most ten fsyncs a second, on the
@@ -499,10 +499,9 @@ async fn maintenance(inner: Weak<Inner>, writer: Weak<Writer>) {
     }
 }
 
-/// Forgets expired nonces and tickets in memory (queueing the tickets'
-/// deletion), then removes expired rows in batches. Holds the store only
-/// for a moment at a time, so that dropping it is not held up. False when
-/// the store was dropped.
+/// Forgets expired nonces and tickets in memory, then removes expired rows
+/// in batches. Holds the store only for a moment at a time, so that
+/// dropping it is not held up. False when the store was dropped.
 async fn sweep(inner: &Weak<Inner>, writer: &Weak<Writer>) -> Result<bool, StoreError> {
     if writer.strong_count() == 0 {
         return Ok(false);
