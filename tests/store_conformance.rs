@@ -755,6 +755,83 @@ async fn embedded_tickets_survive_reopen() {
     assert_eq!(ops::take(s, "short").await, None);
 }
 
+/// A ticket already written to the database (its value no longer in
+/// memory) is still taken at most once, whatever the race, and its value
+/// comes back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_a_written_ticket_is_taken_once() {
+    const N: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_embedded(&dir.path().join("store.db"));
+    let value: Vec<u8> = (0..=255).collect();
+    ops::put(&*store, "race", &value, Duration::from_secs(600)).await;
+    store.flush().await.expect("flush");
+    let barrier = Arc::new(Barrier::new(N));
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.take_ticket("race").await
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        if let Some(v) = t.await.unwrap().expect("take_ticket") {
+            got.push(v);
+        }
+    }
+    assert_eq!(got, vec![value]);
+    store.flush().await.expect("flush");
+    assert_eq!(ops::take(&*store, "race").await, None);
+}
+
+/// A database written by an earlier version: its tickets (kept by name
+/// then) and its nonces are read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_tickets_and_nonces_of_an_earlier_version_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let now = ltigate::store::now_millis();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let tickets = redb::TableDefinition::<&str, (u64, &[u8])>::new("tickets");
+            let mut t = txn.open_table(tickets).unwrap();
+            t.insert("kept", (now + 600_000, &b"one"[..])).unwrap();
+            t.insert("expired", (now - 1, &b"two"[..])).unwrap();
+            let nonces = redb::TableDefinition::<&str, u64>::new("nonces");
+            let expiry = redb::TableDefinition::<(u64, &str), ()>::new("nonce_expiry");
+            let key = "4:acmen-1";
+            txn.open_table(nonces)
+                .unwrap()
+                .insert(key, now + 600_000)
+                .unwrap();
+            txn.open_table(expiry)
+                .unwrap()
+                .insert((now + 600_000, key), ())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = open_embedded(&path);
+    assert_eq!(
+        ops::nonce(&*store, "acme", "n-1", Duration::from_secs(600)).await,
+        NonceCheck::Replayed
+    );
+    assert_eq!(ops::take(&*store, "expired").await, None);
+    store.flush().await.expect("flush");
+    drop(store);
+    // Moved, not copied: still there after a second open.
+    let store = reopen_embedded(&path).await;
+    assert_eq!(
+        ops::take(&*store, "kept").await.as_deref(),
+        Some(&b"one"[..])
+    );
+}
+
 /// Dropping the store (an in-process restart) writes the nonces and
 /// tickets it holds before the database closes, without a flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

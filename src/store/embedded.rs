@@ -10,16 +10,20 @@
 //! - **Nonces and launch tickets** live in memory ([`memory`]): checked and
 //!   changed on the caller's task, under one of 32 shard locks, without a
 //!   database transaction. What changed is written behind: about every
-//!   100 ms the writer commits it to the database, durably. A crash (not a
-//!   shutdown, which flushes, nor dropping the store) can therefore forget
-//!   the nonces and tickets of the last ~100 ms: such a launch could be
-//!   replayed within its timestamp window, and a learner whose ticket was
-//!   forgotten is told at `/lti/continue` that it expired and launches
-//!   again. A ticket taken in that window can come back after the crash
-//!   (until it expires, 60 s at most). Both tables are read back at open.
-//!   While the write-behind fails (a full disk) new nonces and tickets are
-//!   refused, so launches fail closed as before, and the window stays
-//!   ~100 ms.
+//!   100 ms the writer commits it to the database, durably, and open reads
+//!   it back. A crash (not a shutdown, which flushes, nor dropping the
+//!   store) can therefore forget the nonces and tickets of the last
+//!   ~100 ms: such a launch could be replayed within its timestamp window,
+//!   and a learner whose ticket was forgotten is told at `/lti/continue`
+//!   that it expired and launches again. A ticket taken in that window can
+//!   come back after the crash, until it expires (60 s at most). While the
+//!   write-behind fails (a full disk) new nonces and tickets are refused, so
+//!   launches fail closed and the window does not grow.
+//!
+//!   In the database both are keyed by expiry first, so that writing them
+//!   appends and sweeping them takes from the front. A ticket's value
+//!   leaves memory once written; taking such a ticket reads it back (a read
+//!   transaction, no write).
 //!
 //!   The write-behind commits durably rather than with relaxed durability
 //!   plus a periodic durable flush: at most ten fsyncs a second, on the
@@ -49,22 +53,32 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 
 use self::known::Known;
-use self::memory::{digest16, Digest16, Memory, Write};
+use self::memory::{digest16, Digest16, Memory, Taken, Write};
 use self::writer::Writer;
 use super::{
     compound, now_millis, EnqueueOutcome, Enrolment, Failure, Job, JobState, Lease, LicenceClaim,
     NonceCheck, Store, StoreError,
 };
 
-const NONCES: TableDefinition<&str, u64> = TableDefinition::new("nonces");
+/// Nonces by expiry: (expiry, compound key). Written in the order they
+/// come, which is nearly the order of their expiry, so that writing and
+/// sweeping them touches few pages.
 const NONCE_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("nonce_expiry");
+/// Nonce → expiry, written by earlier versions beside `nonce_expiry`; no
+/// longer written, and emptied by the sweep.
+const NONCES: TableDefinition<&str, u64> = TableDefinition::new("nonces");
 const LICENCES: TableDefinition<&str, ()> = TableDefinition::new("licences");
 const LICENCE_COUNT: TableDefinition<&str, u64> = TableDefinition::new("licence_count");
-const TICKETS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("tickets");
+/// Tickets by expiry: (expiry, ticket) → value, for the same reason.
+const TICKETS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tickets_by_expiry");
+/// Ticket → (expiry, value), as earlier versions kept them; moved into
+/// `tickets_by_expiry` at open.
+const LEGACY_TICKETS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("tickets");
 const ENROLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrolments");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox_jobs");
 const DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("outbox_due");
@@ -230,7 +244,8 @@ fn create_database(path: &Path) -> anyhow::Result<Database> {
     })
 }
 
-/// Creates every table up front so that readers never see a missing one.
+/// Creates every table up front so that readers never see a missing one,
+/// and moves the tickets of an earlier version's table.
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
@@ -246,44 +261,50 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
         txn.open_table(EVENT_EXPIRY)?;
         txn.open_table(HEALTH)?;
     }
+    let legacy = txn
+        .list_tables()?
+        .any(|t| t.name() == LEGACY_TICKETS.name());
+    if legacy {
+        move_legacy_tickets(&txn)?;
+    }
     txn.commit()?;
     Ok(())
 }
 
-/// Reads the unexpired nonces and tickets into memory, and deletes the
-/// tickets that expired while the store was closed (the sweep deletes only
-/// the tickets it sees expire in memory).
-fn reload(db: &Database) -> Result<Memory, redb::Error> {
-    let memory = Memory::new();
+/// Moves the unexpired tickets of the earlier table into `tickets_by_expiry`
+/// and deletes the earlier table.
+fn move_legacy_tickets(txn: &WriteTransaction) -> Result<(), redb::Error> {
     let now = now_millis();
-    let mut expired = Vec::new();
     {
-        let txn = db.begin_read()?;
-        for entry in txn.open_table(NONCES)?.iter()? {
-            let (key, expires) = entry?;
-            if expires.value() > now {
-                memory.load_nonce(key.value(), expires.value());
-            }
-        }
-        for entry in txn.open_table(TICKETS)?.iter()? {
+        let legacy = txn.open_table(LEGACY_TICKETS)?;
+        let mut tickets = txn.open_table(TICKETS)?;
+        for entry in legacy.iter()? {
             let (ticket, v) = entry?;
             let (expires, value) = v.value();
             if expires > now {
-                memory.load_ticket(ticket.value(), value, expires);
-            } else {
-                expired.push(ticket.value().to_string());
+                tickets.insert((expires, ticket.value()), value)?;
             }
         }
     }
-    if !expired.is_empty() {
-        let txn = db.begin_write()?;
-        {
-            let mut tickets = txn.open_table(TICKETS)?;
-            for ticket in &expired {
-                tickets.remove(ticket.as_str())?;
-            }
-        }
-        txn.commit()?;
+    txn.delete_table(LEGACY_TICKETS)?;
+    Ok(())
+}
+
+/// Reads the unexpired nonces and tickets into memory.
+fn reload(db: &Database) -> Result<Memory, redb::Error> {
+    let memory = Memory::new();
+    // Unexpired: from the first key of the next millisecond on.
+    let unexpired = (now_millis().saturating_add(1), "")..;
+    let txn = db.begin_read()?;
+    for entry in txn.open_table(NONCE_EXPIRY)?.range(unexpired.clone())? {
+        let (k, _) = entry?;
+        let (expires, key) = k.value();
+        memory.load_nonce(key, expires);
+    }
+    for entry in txn.open_table(TICKETS)?.range(unexpired)? {
+        let (k, _) = entry?;
+        let (expires, ticket) = k.value();
+        memory.load_ticket(ticket, expires);
     }
     Ok(memory)
 }
@@ -360,15 +381,13 @@ fn write_behind(txn: &WriteTransaction, writes: &[Write], now: u64) -> Result<()
     if writes.is_empty() {
         return probe(txn, now);
     }
-    let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
-    let mut expiry = txn.open_table(NONCE_EXPIRY).map_err(db_err)?;
+    let mut nonces = txn.open_table(NONCE_EXPIRY).map_err(db_err)?;
     let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
     for write in writes {
         match write {
             Write::Nonce { key, expires_ms } => {
                 if *expires_ms > now {
-                    nonces.insert(key.as_str(), *expires_ms).map_err(db_err)?;
-                    expiry
+                    nonces
                         .insert((*expires_ms, key.as_str()), ())
                         .map_err(db_err)?;
                 }
@@ -380,38 +399,64 @@ fn write_behind(txn: &WriteTransaction, writes: &[Write], now: u64) -> Result<()
             } => {
                 if *expires_ms > now {
                     tickets
-                        .insert(ticket.as_str(), (*expires_ms, &value[..]))
+                        .insert((*expires_ms, ticket.as_str()), &value[..])
                         .map_err(db_err)?;
-                } else {
-                    tickets.remove(ticket.as_str()).map_err(db_err)?;
                 }
             }
-            Write::RemoveTicket { ticket } => {
-                tickets.remove(ticket.as_str()).map_err(db_err)?;
+            Write::RemoveTicket { ticket, expires_ms } => {
+                tickets
+                    .remove((*expires_ms, ticket.as_str()))
+                    .map_err(db_err)?;
             }
         }
     }
     Ok(())
 }
 
-/// Removes up to [`SWEEP_BATCH`] expired nonce rows and as many expired
-/// event ids; returns the larger count (a full batch: run another).
+/// Removes up to [`SWEEP_BATCH`] expired nonces, as many expired tickets
+/// and as many expired event ids; returns the largest count (a full batch:
+/// run another).
 fn sweep_rows(txn: &WriteTransaction, now: u64) -> Result<usize, StoreError> {
     let nonces = {
         let mut expiry = txn.open_table(NONCE_EXPIRY).map_err(db_err)?;
-        let mut values = txn.open_table(NONCES).map_err(db_err)?;
-        sweep_expiring(&mut expiry, &mut values, now)?
+        let mut legacy = txn.open_table(NONCES).map_err(db_err)?;
+        sweep_expiring(&mut expiry, &mut legacy, now)?
+    };
+    let tickets = {
+        let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
+        sweep_tickets(&mut tickets, now)?
     };
     let events = {
         let mut expiry = txn.open_table(EVENT_EXPIRY).map_err(db_err)?;
         let mut values = txn.open_table(EVENTS).map_err(db_err)?;
         sweep_expiring(&mut expiry, &mut values, now)?
     };
-    Ok(nonces.max(events))
+    Ok(nonces.max(tickets).max(events))
+}
+
+/// One batch of expired tickets, from the front of the table.
+fn sweep_tickets(
+    tickets: &mut redb::Table<(u64, &'static str), &'static [u8]>,
+    now: u64,
+) -> Result<usize, StoreError> {
+    let mut due: Vec<(u64, String)> = Vec::new();
+    for entry in tickets.range((0u64, "")..(now, "")).map_err(db_err)? {
+        let (k, _) = entry.map_err(db_err)?;
+        let (at, ticket) = k.value();
+        due.push((at, ticket.to_string()));
+        if due.len() >= SWEEP_BATCH {
+            break;
+        }
+    }
+    for (at, ticket) in &due {
+        tickets.remove((*at, ticket.as_str())).map_err(db_err)?;
+    }
+    Ok(due.len())
 }
 
 /// One batch of an expiry index: removes the index entries due by `now`
-/// and their rows, unless a row was renewed (it has a later entry).
+/// and their rows in `values`, unless a row was renewed (it has a later
+/// entry).
 fn sweep_expiring(
     expiry: &mut redb::Table<(u64, &'static str), ()>,
     values: &mut redb::Table<&'static str, u64>,
@@ -454,10 +499,9 @@ async fn maintenance(inner: Weak<Inner>, writer: Weak<Writer>) {
     }
 }
 
-/// Forgets expired nonces and tickets in memory (queueing the tickets'
-/// deletion), then removes expired rows in batches. Holds the store only
-/// for a moment at a time, so that dropping it is not held up. False when
-/// the store was dropped.
+/// Forgets expired nonces and tickets in memory, then removes expired rows
+/// in batches. Holds the store only for a moment at a time, so that
+/// dropping it is not held up. False when the store was dropped.
 async fn sweep(inner: &Weak<Inner>, writer: &Weak<Writer>) -> Result<bool, StoreError> {
     if writer.strong_count() == 0 {
         return Ok(false);
@@ -595,7 +639,7 @@ impl Store for EmbeddedStore {
             return Ok(());
         }
         self.read(|txn| {
-            txn.open_table(NONCES).map_err(db_err)?;
+            txn.open_table(HEALTH).map_err(db_err)?;
             Ok(())
         })
         .await
@@ -689,12 +733,31 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let expires = now_millis().saturating_add(ms(ttl));
         self.memory()?
-            .put_ticket(ticket.to_string(), value.to_vec(), expires);
+            .put_ticket(ticket.to_string(), value, expires);
         Ok(())
     }
 
     async fn take_ticket(&self, ticket: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory()?.take_ticket(ticket, now_millis()))
+        let expires_ms = match self.memory()?.take_ticket(ticket, now_millis()) {
+            Taken::Nothing => return Ok(None),
+            Taken::Value(value) => return Ok(Some(value)),
+            Taken::Stored { expires_ms } => expires_ms,
+        };
+        let row = {
+            let ticket = ticket.to_string();
+            self.read(move |txn| {
+                let tickets = txn.open_table(TICKETS).map_err(db_err)?;
+                let row = tickets.get((expires_ms, ticket.as_str())).map_err(db_err)?;
+                Ok(row.map(|v| v.value().to_vec()))
+            })
+            .await
+        };
+        let memory = &self.inner.memory;
+        match &row {
+            Ok(_) => memory.row_read(ticket, expires_ms),
+            Err(_) => memory.put_back(ticket, expires_ms),
+        }
+        row
     }
 
     async fn put_enrolment(

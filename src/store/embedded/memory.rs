@@ -6,11 +6,19 @@
 //! for the writer thread, which moves the queue to the database every
 //! ~100 ms. Queuing under the shard lock keeps the writes of one key in the
 //! order they happened (a ticket taken right after it was put is written as
-//! put, then delete — never the other way round), whatever the races.
+//! put, then delete — never the other way round), whatever the races. A
+//! ticket taken before its put was handed to the writer cancels that put:
+//! a learner who follows the launch's redirect at once costs the database
+//! nothing.
+//!
+//! A ticket's value (about a kilobyte) stays in memory only until the
+//! writer has committed it; then only its expiry does, and taking it reads
+//! the value from the database. Tickets that nobody redeems (a client that
+//! does not follow the launch's redirect) then cost a few dozen bytes of
+//! memory each, not a kilobyte of heap held for a minute.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest, Sha256};
@@ -33,7 +41,8 @@ pub(super) fn digest16(key: &[u8]) -> Digest16 {
     out
 }
 
-/// A change waiting to be written to the database.
+/// A change waiting to be written to the database. A ticket's row is
+/// known by its expiry and its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Write {
     /// Remember the nonce `key` (the compound key) until `expires_ms`.
@@ -44,27 +53,46 @@ pub(super) enum Write {
         expires_ms: u64,
         value: Arc<[u8]>,
     },
-    /// Delete a ticket: taken, or expired.
-    RemoveTicket { ticket: String },
+    /// Delete a ticket's row: taken, or replaced.
+    RemoveTicket { ticket: String, expires_ms: u64 },
 }
 
 impl Write {
-    /// A nonce or ticket that expired before it was written need not be
-    /// kept for a retry; a deletion always is.
+    /// A write about a nonce or ticket that expired before it was made
+    /// need not be kept for a retry: expired rows are swept, and never
+    /// read back.
     pub(super) fn outlived(&self, now_ms: u64) -> bool {
         match self {
-            Write::Nonce { expires_ms, .. } | Write::PutTicket { expires_ms, .. } => {
-                *expires_ms <= now_ms
-            }
-            Write::RemoveTicket { .. } => false,
+            Write::Nonce { expires_ms, .. }
+            | Write::PutTicket { expires_ms, .. }
+            | Write::RemoveTicket { expires_ms, .. } => *expires_ms <= now_ms,
         }
+    }
+
+    /// Whether this is the put of `ticket`'s row expiring at `expires_ms`.
+    fn puts(&self, ticket: &str, expires_ms: u64) -> bool {
+        matches!(self, Write::PutTicket { ticket: t, expires_ms: e, .. } if t == ticket && *e == expires_ms)
     }
 }
 
-/// A ticket in memory: expiry (unix ms) and value.
+/// A ticket in memory: expiry (unix ms), and its value until the database
+/// holds it.
 struct Ticket {
     expires_ms: u64,
-    value: Arc<[u8]>,
+    value: Option<Arc<[u8]>>,
+}
+
+/// What taking a ticket found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// No such ticket, or it expired.
+    Nothing,
+    /// The ticket, with its value.
+    Value(Vec<u8>),
+    /// The ticket, whose value is in the database row expiring at
+    /// `expires_ms`: read it, then [`Memory::row_read`] (or
+    /// [`Memory::put_back`] when the read failed).
+    Stored { expires_ms: u64 },
 }
 
 /// One lock's worth of a table, with the writes it has not yet handed over.
@@ -82,17 +110,19 @@ impl<K, V> Default for Shard<K, V> {
     }
 }
 
-/// The in-memory nonce and ticket tables.
+/// The in-memory nonce and ticket tables, both keyed by digest.
 pub(super) struct Memory {
     nonces: Vec<Mutex<Shard<Digest16, u64>>>,
-    tickets: Vec<Mutex<Shard<String, Ticket>>>,
-    /// Picks a ticket's shard; keyed at random so that nobody can aim many
-    /// tickets at one shard.
-    ticket_hasher: RandomState,
+    tickets: Vec<Mutex<Shard<Digest16, Ticket>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A digest is uniformly distributed already.
+fn shard_of(digest: &Digest16) -> usize {
+    usize::from(digest[0]) % SHARDS
 }
 
 fn shards<K, V>() -> Vec<Mutex<Shard<K, V>>> {
@@ -104,18 +134,15 @@ impl Memory {
         Memory {
             nonces: shards(),
             tickets: shards(),
-            ticket_hasher: RandomState::new(),
         }
     }
 
     fn nonce_shard(&self, digest: &Digest16) -> MutexGuard<'_, Shard<Digest16, u64>> {
-        // The digest is uniformly distributed already.
-        lock(&self.nonces[usize::from(digest[0]) % SHARDS])
+        lock(&self.nonces[shard_of(digest)])
     }
 
-    fn ticket_shard(&self, ticket: &str) -> MutexGuard<'_, Shard<String, Ticket>> {
-        let h = self.ticket_hasher.hash_one(ticket);
-        lock(&self.tickets[(h % SHARDS as u64) as usize])
+    fn ticket_shard(&self, digest: &Digest16) -> MutexGuard<'_, Shard<Digest16, Ticket>> {
+        lock(&self.tickets[shard_of(digest)])
     }
 
     /// Checks and records a nonce atomically: of concurrent calls with one
@@ -140,16 +167,23 @@ impl Memory {
     }
 
     /// Stores (or replaces) a ticket and queues it for writing.
-    pub(super) fn put_ticket(&self, ticket: String, value: Vec<u8>, expires_ms: u64) {
-        let value: Arc<[u8]> = value.into();
-        let mut shard = self.ticket_shard(&ticket);
-        shard.entries.insert(
-            ticket.clone(),
+    pub(super) fn put_ticket(&self, ticket: String, value: &[u8], expires_ms: u64) {
+        let value: Arc<[u8]> = Arc::from(value);
+        let digest = digest16(ticket.as_bytes());
+        let mut shard = self.ticket_shard(&digest);
+        let replaced = shard.entries.insert(
+            digest,
             Ticket {
                 expires_ms,
-                value: value.clone(),
+                value: Some(value.clone()),
             },
         );
+        if let Some(old) = replaced {
+            shard.pending.push(Write::RemoveTicket {
+                ticket: ticket.clone(),
+                expires_ms: old.expires_ms,
+            });
+        }
         shard.pending.push(Write::PutTicket {
             ticket,
             expires_ms,
@@ -157,14 +191,81 @@ impl Memory {
         });
     }
 
-    /// Removes a ticket, queueing its deletion; its value unless expired.
-    pub(super) fn take_ticket(&self, ticket: &str, now_ms: u64) -> Option<Vec<u8>> {
-        let mut shard = self.ticket_shard(ticket);
-        let taken = shard.entries.remove(ticket)?;
-        shard.pending.push(Write::RemoveTicket {
-            ticket: ticket.to_string(),
-        });
-        (taken.expires_ms > now_ms).then(|| taken.value.to_vec())
+    /// Takes a ticket: of concurrent calls at most one finds it. With its
+    /// value still here, its row is dealt with at once: its put is
+    /// cancelled while still queued, else its deletion is queued.
+    pub(super) fn take_ticket(&self, ticket: &str, now_ms: u64) -> Taken {
+        let digest = digest16(ticket.as_bytes());
+        let mut guard = self.ticket_shard(&digest);
+        let shard = &mut *guard;
+        let Some(taken) = shard.entries.remove(&digest) else {
+            return Taken::Nothing;
+        };
+        if taken.expires_ms <= now_ms {
+            // Its row, if written, is swept by its expiry.
+            return Taken::Nothing;
+        }
+        let Some(value) = taken.value else {
+            return Taken::Stored {
+                expires_ms: taken.expires_ms,
+            };
+        };
+        let queued = shard
+            .pending
+            .iter()
+            .rposition(|w| w.puts(ticket, taken.expires_ms));
+        match queued {
+            Some(i) => {
+                shard.pending.remove(i);
+            }
+            None => shard.pending.push(Write::RemoveTicket {
+                ticket: ticket.to_string(),
+                expires_ms: taken.expires_ms,
+            }),
+        }
+        Taken::Value(value.to_vec())
+    }
+
+    /// A taken ticket's value was read from its row: queues the row's
+    /// deletion (only now, so that the read finds it).
+    pub(super) fn row_read(&self, ticket: &str, expires_ms: u64) {
+        let digest = digest16(ticket.as_bytes());
+        self.ticket_shard(&digest)
+            .pending
+            .push(Write::RemoveTicket {
+                ticket: ticket.to_string(),
+                expires_ms,
+            });
+    }
+
+    /// A taken ticket's row could not be read: the ticket is there again,
+    /// unless it was put anew meanwhile.
+    pub(super) fn put_back(&self, ticket: &str, expires_ms: u64) {
+        let digest = digest16(ticket.as_bytes());
+        self.ticket_shard(&digest)
+            .entries
+            .entry(digest)
+            .or_insert(Ticket {
+                expires_ms,
+                value: None,
+            });
+    }
+
+    /// The writer committed `writes`: the values of the tickets it wrote
+    /// leave memory (unless put anew meanwhile).
+    pub(super) fn written(&self, writes: &[Write]) {
+        for write in writes {
+            let Write::PutTicket { ticket, value, .. } = write else {
+                continue;
+            };
+            let digest = digest16(ticket.as_bytes());
+            let mut shard = self.ticket_shard(&digest);
+            if let Some(t) = shard.entries.get_mut(&digest) {
+                if t.value.as_ref().is_some_and(|v| Arc::ptr_eq(v, value)) {
+                    t.value = None;
+                }
+            }
+        }
     }
 
     /// Hands over every queued write, shard by shard: the writes of one
@@ -180,9 +281,8 @@ impl Memory {
         out
     }
 
-    /// Forgets expired nonces and tickets, queueing the tickets' deletion
-    /// (the nonces' rows have an expiry index in the database and are swept
-    /// there). Returns how many entries went.
+    /// Forgets expired nonces and tickets (their rows are swept in the
+    /// database by their expiry). Returns how many entries went.
     pub(super) fn sweep(&self, now_ms: u64) -> usize {
         let mut removed = 0;
         for shard in &self.nonces {
@@ -193,17 +293,9 @@ impl Memory {
         }
         for shard in &self.tickets {
             let mut shard = lock(shard);
-            let expired: Vec<String> = shard
-                .entries
-                .iter()
-                .filter(|(_, t)| t.expires_ms <= now_ms)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for ticket in expired {
-                shard.entries.remove(&ticket);
-                shard.pending.push(Write::RemoveTicket { ticket });
-                removed += 1;
-            }
+            let before = shard.entries.len();
+            shard.entries.retain(|_, t| t.expires_ms > now_ms);
+            removed += before - shard.entries.len();
         }
         removed
     }
@@ -216,13 +308,15 @@ impl Memory {
         *e = (*e).max(expires_ms);
     }
 
-    /// Puts back a ticket read from the database at open (nothing queued).
-    pub(super) fn load_ticket(&self, ticket: &str, value: &[u8], expires_ms: u64) {
-        self.ticket_shard(ticket).entries.insert(
-            ticket.to_string(),
+    /// Puts back a ticket found in the database at open (nothing queued;
+    /// its value stays there).
+    pub(super) fn load_ticket(&self, ticket: &str, expires_ms: u64) {
+        let digest = digest16(ticket.as_bytes());
+        self.ticket_shard(&digest).entries.insert(
+            digest,
             Ticket {
                 expires_ms,
-                value: value.into(),
+                value: None,
             },
         );
     }
@@ -247,6 +341,24 @@ mod tests {
         }
     }
 
+    fn remove(ticket: &str, expires_ms: u64) -> Write {
+        Write::RemoveTicket {
+            ticket: ticket.into(),
+            expires_ms,
+        }
+    }
+
+    fn kinds(writes: &[Write]) -> Vec<&'static str> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::PutTicket { .. } => "put",
+                Write::RemoveTicket { .. } => "remove",
+                Write::Nonce { .. } => "nonce",
+            })
+            .collect()
+    }
+
     #[test]
     fn a_nonce_is_fresh_once_until_it_expires() {
         let m = Memory::new();
@@ -257,71 +369,101 @@ mod tests {
         assert!(m.drain().is_empty(), "drained once");
     }
 
+    fn value(v: &[u8]) -> Taken {
+        Taken::Value(v.to_vec())
+    }
+
     #[test]
     fn loaded_entries_are_remembered_but_not_written_again() {
         let m = Memory::new();
         m.load_nonce("k", 500);
-        m.load_ticket("t", b"v", 500);
+        m.load_ticket("t", 500);
         assert_eq!(m.record_nonce("k".into(), 100, 900), NonceCheck::Replayed);
-        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"v"[..]));
-        assert_eq!(m.drain(), vec![Write::RemoveTicket { ticket: "t".into() }]);
+        assert_eq!(m.take_ticket("t", 100), Taken::Stored { expires_ms: 500 });
+        assert!(m.drain().is_empty(), "nothing until the row was read");
+        m.row_read("t", 500);
+        assert_eq!(m.drain(), vec![remove("t", 500)]);
+        assert_eq!(m.take_ticket("t", 100), Taken::Nothing, "taken once");
+    }
+
+    #[test]
+    fn a_ticket_taken_before_it_was_handed_over_is_never_written() {
+        let m = Memory::new();
+        m.put_ticket("t".into(), b"one", 500);
+        assert_eq!(m.take_ticket("t", 100), value(b"one"));
+        assert_eq!(m.take_ticket("t", 100), Taken::Nothing, "taken once");
+        assert!(m.drain().is_empty());
+    }
+
+    #[test]
+    fn a_written_value_leaves_memory_and_a_failed_read_puts_the_ticket_back() {
+        let m = Memory::new();
+        m.put_ticket("t".into(), b"one", 500);
+        let writes = m.drain();
+        m.written(&writes);
+        assert_eq!(m.take_ticket("t", 100), Taken::Stored { expires_ms: 500 });
+        m.put_back("t", 500);
+        assert_eq!(m.take_ticket("t", 100), Taken::Stored { expires_ms: 500 });
+        // Written while already put anew: the new value stays.
+        m.put_ticket("u".into(), b"one", 500);
+        let writes = m.drain();
+        m.put_ticket("u".into(), b"two", 600);
+        m.written(&writes);
+        assert_eq!(m.take_ticket("u", 100), value(b"two"));
     }
 
     #[test]
     fn ticket_writes_keep_their_order() {
         let m = Memory::new();
-        m.put_ticket("t".into(), b"one".to_vec(), 500);
-        assert_eq!(m.take_ticket("t", 100).as_deref(), Some(&b"one"[..]));
-        assert_eq!(m.take_ticket("t", 100), None, "taken once");
-        m.put_ticket("t".into(), b"two".to_vec(), 600);
-        let kinds: Vec<&str> = m
-            .drain()
-            .iter()
-            .map(|w| match w {
-                Write::PutTicket { .. } => "put",
-                Write::RemoveTicket { .. } => "remove",
-                Write::Nonce { .. } => "nonce",
-            })
-            .collect();
-        assert_eq!(kinds, ["put", "remove", "put"]);
+        m.put_ticket("t".into(), b"one", 500);
+        assert_eq!(kinds(&m.drain()), ["put"]);
+        // Handed over, not yet written: its deletion must follow the put.
+        assert_eq!(m.take_ticket("t", 100), value(b"one"));
+        // Put back (a new window), then replaced: the replaced row goes.
+        m.put_ticket("t".into(), b"two", 600);
+        m.put_ticket("t".into(), b"three", 700);
+        let writes = m.drain();
+        assert_eq!(kinds(&writes), ["remove", "put", "remove", "put"]);
+        assert_eq!(
+            (&writes[0], &writes[2]),
+            (&remove("t", 500), &remove("t", 600))
+        );
+        assert_eq!(m.take_ticket("t", 100), value(b"three"));
     }
 
     #[test]
-    fn an_expired_ticket_is_not_handed_out_but_its_deletion_is_written() {
+    fn an_expired_ticket_is_not_handed_out() {
         let m = Memory::new();
-        m.put_ticket("t".into(), b"v".to_vec(), 100);
+        m.put_ticket("t".into(), b"v", 100);
         m.drain();
-        assert_eq!(m.take_ticket("t", 100), None);
-        assert_eq!(m.drain(), vec![Write::RemoveTicket { ticket: "t".into() }]);
+        assert_eq!(m.take_ticket("t", 100), Taken::Nothing);
+        assert!(m.drain().is_empty(), "its row is swept by its expiry");
     }
 
     #[test]
-    fn sweep_forgets_expired_entries_and_deletes_expired_tickets() {
+    fn sweep_forgets_expired_entries() {
         let m = Memory::new();
         m.record_nonce("old".into(), 0, 100);
         m.record_nonce("new".into(), 0, 1_000);
-        m.put_ticket("old".into(), b"v".to_vec(), 100);
-        m.put_ticket("new".into(), b"v".to_vec(), 1_000);
+        m.put_ticket("old".into(), b"v", 100);
+        m.put_ticket("new".into(), b"v", 1_000);
         m.drain();
         assert_eq!(m.sweep(500), 2);
         assert_eq!(m.len(), (1, 1));
-        assert_eq!(
-            m.drain(),
-            vec![Write::RemoveTicket {
-                ticket: "old".into()
-            }]
-        );
+        assert!(m.drain().is_empty(), "expired rows are swept by expiry");
         assert_eq!(
             m.record_nonce("new".into(), 500, 2_000),
             NonceCheck::Replayed
         );
+        assert_eq!(m.take_ticket("old", 500), Taken::Nothing);
     }
 
     #[test]
-    fn outlived_writes_are_not_retried_except_deletions() {
+    fn outlived_writes_are_not_retried() {
         assert!(nonce("k", 100).outlived(100));
         assert!(!nonce("k", 101).outlived(100));
-        assert!(!Write::RemoveTicket { ticket: "t".into() }.outlived(u64::MAX));
+        assert!(remove("t", 100).outlived(100));
+        assert!(!remove("t", 101).outlived(100));
     }
 
     #[test]

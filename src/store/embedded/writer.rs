@@ -203,6 +203,7 @@ impl Behind {
     fn settle(&mut self, inner: &Inner, result: &Result<(), StoreError>) {
         match result {
             Ok(()) => {
+                inner.memory.written(&self.carry);
                 self.carry.clear();
                 self.next_at = Instant::now() + WRITE_BEHIND;
                 if self.failed {
