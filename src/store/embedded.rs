@@ -152,6 +152,17 @@ fn is_poisoned(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(m) if m.starts_with(POISONED))
 }
 
+/// redb's page cache. Its default (1 GiB) would let a busy store grow the
+/// process far beyond what a sidecar is given; the working set of launches
+/// (licences, targets, recent tickets) fits in far less, and the operating
+/// system's page cache still holds the rest of the file.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Opens or creates the database file with ltigate's cache size.
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the database at `path`, creating its directory,
     /// and reads the unexpired nonces and tickets back into memory.
@@ -227,7 +238,7 @@ impl EmbeddedStore {
 fn create_database(path: &Path) -> anyhow::Result<Database> {
     let mut attempt = 0;
     let created = loop {
-        match Database::create(path) {
+        match open_database(path) {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempt < 20 => {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(50));
@@ -346,7 +357,7 @@ impl Inner {
         }
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if db.is_none() {
-            let reopened = Database::create(&self.path).map_err(|e| {
+            let reopened = open_database(&self.path).map_err(|e| {
                 StoreError::Unavailable(format!("cannot reopen {}: {e}", self.path.display()))
             })?;
             tracing::info!(path = %self.path.display(), "embedded store reopened");
