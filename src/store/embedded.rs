@@ -445,20 +445,30 @@ fn sweep_rows(txn: &WriteTransaction, now: u64) -> Result<usize, StoreError> {
     Ok(nonces.max(tickets).max(events))
 }
 
+/// The first [`SWEEP_BATCH`] `(expiry, key)` entries of a table keyed by
+/// expiry that are due by `now`, oldest first.
+fn due_batch<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(u64, &'static str), V>,
+    now: u64,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let mut due = Vec::new();
+    for entry in table.range((0u64, "")..(now, "")).map_err(db_err)? {
+        let (k, _) = entry.map_err(db_err)?;
+        let (at, key) = k.value();
+        due.push((at, key.to_string()));
+        if due.len() >= SWEEP_BATCH {
+            break;
+        }
+    }
+    Ok(due)
+}
+
 /// One batch of expired tickets, from the front of the table.
 fn sweep_tickets(
     tickets: &mut redb::Table<(u64, &'static str), &'static [u8]>,
     now: u64,
 ) -> Result<usize, StoreError> {
-    let mut due: Vec<(u64, String)> = Vec::new();
-    for entry in tickets.range((0u64, "")..(now, "")).map_err(db_err)? {
-        let (k, _) = entry.map_err(db_err)?;
-        let (at, ticket) = k.value();
-        due.push((at, ticket.to_string()));
-        if due.len() >= SWEEP_BATCH {
-            break;
-        }
-    }
+    let due = due_batch(tickets, now)?;
     for (at, ticket) in &due {
         tickets.remove((*at, ticket.as_str())).map_err(db_err)?;
     }
@@ -473,15 +483,7 @@ fn sweep_expiring(
     values: &mut redb::Table<&'static str, u64>,
     now: u64,
 ) -> Result<usize, StoreError> {
-    let mut due: Vec<(u64, String)> = Vec::new();
-    for entry in expiry.range((0u64, "")..(now, "")).map_err(db_err)? {
-        let (k, _) = entry.map_err(db_err)?;
-        let (at, key) = k.value();
-        due.push((at, key.to_string()));
-        if due.len() >= SWEEP_BATCH {
-            break;
-        }
-    }
+    let due = due_batch(expiry, now)?;
     for (at, key) in &due {
         expiry.remove((*at, key.as_str())).map_err(db_err)?;
         let still_due = values
