@@ -1392,19 +1392,22 @@ fn crash_child(path: &Path, mode: &str) {
     );
 }
 
+/// Crashes a child in `mode` on `path`, then opens what it left.
+async fn crash_and_reopen(path: &Path, mode: &'static str) -> SharedStore {
+    let crashed = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crash_child(&crashed, mode))
+        .await
+        .unwrap();
+    open_embedded(path)
+}
+
 /// Licence claims survive an abort right after they return; tickets
 /// survive once written behind, and a ticket taken before that stays taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_licences_and_tickets_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("licences.db");
-    tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || crash_child(&path, "licences")
-    })
-    .await
-    .unwrap();
-    let store = open_embedded(&path);
+    let store = crash_and_reopen(&path, "licences").await;
     let s = &*store;
     assert_eq!(ops::used(s, "acme").await, 2);
     assert_eq!(
@@ -1418,13 +1421,7 @@ async fn embedded_licences_and_tickets_survive_a_crash() {
 
     for mode in ["tickets-flush", "tickets-background"] {
         let path = dir.path().join(format!("{mode}.db"));
-        tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || crash_child(&path, mode)
-        })
-        .await
-        .unwrap();
-        let store = open_embedded(&path);
+        let store = crash_and_reopen(&path, mode).await;
         let s = &*store;
         assert_eq!(
             ops::take(s, "t-1").await.as_deref(),
@@ -1441,13 +1438,7 @@ async fn embedded_flushed_nonces_survive_a_crash() {
     let ttl = Duration::from_secs(600);
     for mode in ["flush", "background"] {
         let path = dir.path().join(format!("{mode}.db"));
-        tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || crash_child(&path, mode)
-        })
-        .await
-        .unwrap();
-        let store = open_embedded(&path);
+        let store = crash_and_reopen(&path, mode).await;
         let nonce = if mode == "flush" {
             "flushed"
         } else {

@@ -116,6 +116,34 @@ async fn gate_for(platform: &Platform, api: &Upstream) -> Gate {
     Gate::start_with(&toml, dir).await
 }
 
+/// The platform (`keep`), the API fake, ltigate in front and a session of
+/// `user` in course C-1.
+async fn setup(keep: Keep, user: &str) -> (Upstream, Platform, Gate, String) {
+    let api = Upstream::start(Some("upstream-token")).await;
+    let platform = Platform::start(keep).await;
+    let gate = gate_for(&platform, &api).await;
+    let cookie = session(&gate, &Launch::acme(user, "C-1"), None).await;
+    (api, platform, gate, cookie)
+}
+
+/// Eight concurrent `GET /slow` on one HTTP/2 client: versions and statuses.
+async fn eight_slow_requests(
+    h2: &reqwest::Client,
+    gate: &Gate,
+    cookie: &str,
+) -> Vec<(reqwest::Version, u16)> {
+    let requests = (0..8).map(|_| async move {
+        let r = h2
+            .get(gate.url("/slow"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.version(), r.status().as_u16())
+    });
+    futures_util::future::join_all(requests).await
+}
+
 async fn get(c: &reqwest::Client, gate: &Gate, path: &str, cookie: &str) -> u16 {
     c.get(gate.url(path))
         .header("cookie", cookie)
@@ -128,10 +156,7 @@ async fn get(c: &reqwest::Client, gate: &Gate, path: &str, cookie: &str) -> u16 
 
 #[tokio::test]
 async fn a_kept_alive_client_connection_keeps_one_upstream_connection() {
-    let api = Upstream::start(Some("upstream-token")).await;
-    let platform = Platform::start(Keep::Alive).await;
-    let gate = gate_for(&platform, &api).await;
-    let cookie = session(&gate, &Launch::acme("u-1", "C-1"), None).await;
+    let (_api, platform, gate, cookie) = setup(Keep::Alive, "u-1").await;
 
     // One browser connection, twenty requests: one upstream connection.
     let browser = client();
@@ -155,10 +180,7 @@ async fn a_kept_alive_client_connection_keeps_one_upstream_connection() {
 
 #[tokio::test]
 async fn an_upstream_closing_every_connection_loses_no_request() {
-    let api = Upstream::start(Some("upstream-token")).await;
-    let platform = Platform::start(Keep::CloseAfterOne).await;
-    let gate = gate_for(&platform, &api).await;
-    let cookie = session(&gate, &Launch::acme("u-2", "C-1"), None).await;
+    let (_api, platform, gate, cookie) = setup(Keep::CloseAfterOne, "u-2").await;
     let browser = client();
     for i in 0..50 {
         let status = get(&browser, &gate, "/courses/C-1", &cookie).await;
@@ -169,24 +191,12 @@ async fn an_upstream_closing_every_connection_loses_no_request() {
 
 #[tokio::test]
 async fn concurrent_http2_requests_of_one_client_get_their_own_upstream_connections() {
-    let api = Upstream::start(Some("upstream-token")).await;
-    let platform = Platform::start(Keep::Alive).await;
-    let gate = gate_for(&platform, &api).await;
-    let cookie = session(&gate, &Launch::acme("u-3", "C-1"), None).await;
+    let (_api, platform, gate, cookie) = setup(Keep::Alive, "u-3").await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let requests = (0..8).map(|_| {
-        let h2 = h2.clone();
-        let url = gate.url("/slow");
-        let cookie = cookie.clone();
-        async move {
-            let r = h2.get(url).header("cookie", cookie).send().await.unwrap();
-            (r.version(), r.status().as_u16())
-        }
-    });
-    let answers = futures_util::future::join_all(requests).await;
+    let answers = eight_slow_requests(&h2, &gate, &cookie).await;
     assert!(
         answers
             .iter()
@@ -199,22 +209,7 @@ async fn concurrent_http2_requests_of_one_client_get_their_own_upstream_connecti
     assert_eq!(opened, 8);
 
     // Afterwards they are all kept: eight more need no new connection.
-    let again = (0..8).map(|_| {
-        let h2 = h2.clone();
-        let url = gate.url("/slow");
-        let cookie = cookie.clone();
-        async move {
-            h2.get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    assert!(futures_util::future::join_all(again)
-        .await
-        .iter()
-        .all(|s| *s == 200));
+    let again = eight_slow_requests(&h2, &gate, &cookie).await;
+    assert!(again.iter().all(|a| a.1 == 200), "{again:?}");
     assert_eq!(platform.accepted(), opened);
 }
