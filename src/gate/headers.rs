@@ -606,7 +606,7 @@ impl HeaderPolicy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
-        let peer = req.peer.ip();
+        let peer = req.client.peer.ip();
         let headers = req.http.headers_mut();
         if let Some(host) = authority {
             headers.insert(header::HOST, host);

@@ -59,17 +59,24 @@ impl AppState {
     /// The session carried by the request's cookie, checked against the
     /// lifetime policy.
     pub fn session_from(&self, headers: &HeaderMap, now: u64) -> Result<Session, SessionRejection> {
-        let value = session::cookie_value(
+        let s = self.sealer.open(self.session_cookie_value(headers)?)?;
+        self.lifetime.check(&s, now)?;
+        Ok(s)
+    }
+
+    /// The value of ltigate's session cookie in a request's headers.
+    pub fn session_cookie_value<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<&'h str, SessionRejection> {
+        session::cookie_value(
             headers
                 .get_all(http::header::COOKIE)
                 .iter()
                 .map(|v| v.as_bytes()),
             &self.settings.session.cookie_name,
         )
-        .ok_or(SessionRejection::Missing)?;
-        let s = self.sealer.open(value)?;
-        self.lifetime.check(&s, now)?;
-        Ok(s)
+        .ok_or(SessionRejection::Missing)
     }
 
     /// `Set-Cookie` value carrying a sealed session.

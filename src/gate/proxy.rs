@@ -48,8 +48,6 @@ use super::{respond, AppState, Body};
 pub struct ProxyRequest<B = Incoming> {
     /// The client's request (rewritten by the layers).
     pub http: Request<B>,
-    /// The client's address.
-    pub peer: SocketAddr,
     /// The session, once the gate has checked it.
     pub session: Option<Arc<OpenedSession>>,
     /// The client prefers JSON error bodies.
@@ -147,7 +145,6 @@ impl Proxy {
         let json = respond::prefers_json(req.headers());
         let req = ProxyRequest {
             http: req,
-            peer: client.peer,
             session: None,
             json,
             client: client.clone(),

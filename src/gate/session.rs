@@ -600,14 +600,7 @@ impl GateShared {
         headers: &http::HeaderMap,
         now: u64,
     ) -> Result<Arc<OpenedSession>, SessionRejection> {
-        let value = cookie_value(
-            headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(|v| v.as_bytes()),
-            &self.app.settings.session.cookie_name,
-        )
-        .ok_or(SessionRejection::Missing)?;
+        let value = self.app.session_cookie_value(headers)?;
         let opened = match self.opened.get(value) {
             Some(o) => o,
             None => {
