@@ -212,6 +212,10 @@ fn serve(config: Option<&Path>) -> ExitCode {
 }
 
 async fn run_until_signal(settings: ltigate::config::Settings) -> ExitCode {
+    // Registered before the listeners open: a SIGTERM that arrives as soon
+    // as ltigate says it is serving must start a graceful shutdown, not
+    // take the default action and drop the connections.
+    let signals = Signals::install();
     let running = match ltigate::start(settings).await {
         Ok(r) => r,
         Err(e) => {
@@ -219,7 +223,7 @@ async fn run_until_signal(settings: ltigate::config::Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     running.shutdown().await;
     tracing::info!("stopped");
@@ -277,6 +281,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
+        let signals = Signals::install();
         let demo = match ltigate::demo::start(&opts).await {
             Ok(d) => d,
             Err(e) => {
@@ -285,31 +290,64 @@ fn demo(args: &DemoArgs) -> ExitCode {
             }
         };
         println!("\n{}", demo.banner());
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("stopping the demo");
         demo.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment they are
+/// installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot listen for {name}: {e}");
+                    None
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            Self {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                int: listen(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(self.term) => {}
+                _ = recv(self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
