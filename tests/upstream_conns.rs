@@ -1,7 +1,8 @@
 //! Upstream connections over real sockets: a client connection keeps its
 //! upstream connection between requests, hands it on when it ends, stops
 //! using it once it has been idle for a second, and no request is lost when
-//! the upstream closes kept-alive connections on its own.
+//! the upstream closes kept-alive connections on its own. A scripted
+//! platform checks the HTTP/1.1 framing both ways, byte for byte.
 
 mod proxykit;
 mod support;
@@ -212,4 +213,387 @@ async fn concurrent_http2_requests_of_one_client_get_their_own_upstream_connecti
     let again = eight_slow_requests(&h2, &gate, &cookie).await;
     assert!(again.iter().all(|a| a.1 == 200), "{again:?}");
     assert_eq!(platform.accepted(), opened);
+}
+
+/// What the scripted platform received: method, target, header block
+/// (lower-cased) and body, per connection number.
+#[derive(Debug, Clone)]
+struct Seen {
+    conn: usize,
+    method: String,
+    target: String,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// A platform that answers from a script, byte for byte: `/r/{name}` gets
+/// `answer(name)`; `/drop` is read and the connection closed without an
+/// answer, unless it is the connection's first request.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn answer(name: &str) -> &'static [u8] {
+    match name {
+        "chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n",
+        "length" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        "head" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+        "empty" => b"HTTP/1.1 204 No Content\r\n\r\n",
+        "interim" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        "both" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+        "garbage" => b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        "two-lengths" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok!",
+        "bad-chunk" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n",
+        "short" => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok",
+        _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+    }
+}
+
+impl Scripted {
+    async fn start() -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counter, log) = (accepted.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let conn = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(serve_script(stream, conn, log.clone()));
+            }
+        });
+        Scripted {
+            addr,
+            accepted,
+            seen,
+            task,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Reads requests as an HTTP/1.1 server must (Content-Length or chunked
+/// bodies) and answers from the script.
+async fn serve_script(
+    mut stream: tokio::net::TcpStream,
+    conn: usize,
+    log: Arc<std::sync::Mutex<Vec<Seen>>>,
+) {
+    let mut buf = Vec::new();
+    let mut requests = 0;
+    loop {
+        let Some(end) = read_until(&mut stream, &mut buf, b"\r\n\r\n").await else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        buf.drain(..end + 4);
+        let mut line = head.lines().next().unwrap_or("").split(' ');
+        let method = line.next().unwrap_or("").to_uppercase();
+        let target = line.next().unwrap_or("").to_string();
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        };
+        let mut body = Vec::new();
+        if field("transfer-encoding").as_deref() == Some("chunked") {
+            loop {
+                let Some(end) = read_until(&mut stream, &mut buf, b"\r\n").await else {
+                    return;
+                };
+                let size_line = String::from_utf8_lossy(&buf[..end]).to_string();
+                buf.drain(..end + 2);
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap(), 16).unwrap();
+                while buf.len() < size + 2 {
+                    if !fill(&mut stream, &mut buf).await {
+                        return;
+                    }
+                }
+                assert_eq!(&buf[size..size + 2], b"\r\n", "chunk data ends in CRLF");
+                body.extend_from_slice(&buf[..size]);
+                buf.drain(..size + 2);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else if let Some(len) = field("content-length") {
+            let len: usize = len.parse().unwrap();
+            while buf.len() < len {
+                if !fill(&mut stream, &mut buf).await {
+                    return;
+                }
+            }
+            body = buf.drain(..len).collect();
+        }
+        log.lock().unwrap().push(Seen {
+            conn,
+            method: method.clone(),
+            target: target.clone(),
+            head: head.clone(),
+            body,
+        });
+        requests += 1;
+        if target == "/drop" && requests > 1 {
+            return;
+        }
+        let reply = match target.strip_prefix("/r/") {
+            Some(name) => answer(name),
+            None => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".as_slice(),
+        };
+        if stream.write_all(reply).await.is_err() {
+            return;
+        }
+        if target == "/r/short" {
+            // Ends the connection mid-body.
+            return;
+        }
+    }
+}
+
+async fn fill(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 8192];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    pat: &[u8],
+) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(pat.len()).position(|w| w == pat) {
+            return Some(i);
+        }
+        if !fill(stream, buf).await {
+            return None;
+        }
+    }
+}
+
+async fn scripted_setup(user: &str) -> (Upstream, Scripted, Gate, String) {
+    let api = Upstream::start(Some("upstream-token")).await;
+    let platform = Scripted::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = proxykit::set_key(
+        &base_config(&api.url(), dir.path()),
+        "upstream",
+        "url",
+        &format!("\"http://{}\"", platform.addr),
+    );
+    let gate = Gate::start_with(&toml, dir).await;
+    let cookie = session(&gate, &Launch::acme(user, "C-1"), None).await;
+    (api, platform, gate, cookie)
+}
+
+#[tokio::test]
+async fn responses_reach_the_client_as_the_upstream_framed_them() {
+    let (_api, platform, gate, cookie) = scripted_setup("u-4").await;
+    let browser = client();
+    let fetch = |method: reqwest::Method, name: &str| {
+        browser
+            .request(method, gate.url(&format!("/r/{name}")))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let r = fetch(reqwest::Method::GET, "chunked").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello, world");
+    let r = fetch(reqwest::Method::GET, "length").await.unwrap();
+    assert_eq!(r.headers()["content-length"], "5");
+    assert_eq!(r.text().await.unwrap(), "hello");
+    let r = fetch(reqwest::Method::HEAD, "head").await.unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["content-length"].to_str().unwrap()
+        ),
+        (200, "5")
+    );
+    let r = fetch(reqwest::Method::GET, "empty").await.unwrap();
+    assert_eq!(r.status(), 204);
+    // Interim responses are not passed on; the final one is.
+    let r = fetch(reqwest::Method::GET, "interim").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("link").is_none());
+    assert_eq!(r.text().await.unwrap(), "ok");
+    // All of that on one upstream connection.
+    assert_eq!(platform.accepted.load(Ordering::SeqCst), 1);
+
+    // Chunked and a length at once: the chunks count, the length is not
+    // passed on, and the connection is not trusted again.
+    let r = fetch(reqwest::Method::GET, "both").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let r = fetch(reqwest::Method::GET, "close").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(platform.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        fetch(reqwest::Method::GET, "length")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(platform.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn an_unreadable_upstream_answer_is_a_502_and_its_connection_is_dropped() {
+    let (_api, platform, gate, cookie) = scripted_setup("u-5").await;
+    let browser = client();
+    for name in ["garbage", "two-lengths"] {
+        let r = browser
+            .get(gate.url(&format!("/r/{name}")))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{name}");
+    }
+    // A body that breaks off or stops making sense mid-way cannot become
+    // a 502 (the head is out): the client sees the response fail.
+    for name in ["bad-chunk", "short"] {
+        let r = browser
+            .get(gate.url(&format!("/r/{name}")))
+            .header("cookie", &cookie)
+            .send()
+            .await;
+        let failed = match r {
+            Err(_) => true,
+            Ok(r) => r.bytes().await.is_err(),
+        };
+        assert!(failed, "{name}");
+    }
+    // No connection that carried one of them was used again.
+    let conns: Vec<usize> = platform.seen().iter().map(|s| s.conn).collect();
+    let mut unique = conns.clone();
+    unique.dedup();
+    assert_eq!(conns, unique, "{conns:?}");
+}
+
+#[tokio::test]
+async fn request_bodies_reach_the_upstream_framed_by_ltigate() {
+    let (_api, platform, gate, cookie) = scripted_setup("u-6").await;
+    let browser = client();
+    // A length: sent with it.
+    let r = browser
+        .post(gate.url("/form"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .body("a=1&b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // No length (a stream): chunked.
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = [
+        Bytes::from_static(b"first "),
+        Bytes::from(vec![b'x'; 20_000]),
+        Bytes::from_static(b" last"),
+    ]
+    .into_iter()
+    .map(|b| Ok(hyper::body::Frame::data(b)))
+    .collect();
+    let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let r = browser
+        .put(gate.url("/upload"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .body(reqwest::Body::wrap(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // No body: a POST says so.
+    let r = browser
+        .post(gate.url("/empty"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let seen = platform.seen();
+    let form = seen.iter().find(|s| s.target == "/form").unwrap();
+    assert!(form.head.contains("\r\ncontent-length: 7"), "{}", form.head);
+    assert!(!form.head.contains("transfer-encoding"));
+    assert_eq!(form.body, b"a=1&b=2");
+    let upload = seen.iter().find(|s| s.target == "/upload").unwrap();
+    assert_eq!(upload.method, "PUT");
+    assert!(
+        upload.head.contains("\r\ntransfer-encoding: chunked"),
+        "{}",
+        upload.head
+    );
+    assert!(!upload.head.contains("content-length"));
+    assert_eq!(upload.body.len(), 6 + 20_000 + 5);
+    assert!(upload.body.starts_with(b"first x") && upload.body.ends_with(b"x last"));
+    let empty = seen.iter().find(|s| s.target == "/empty").unwrap();
+    assert!(
+        empty.head.contains("\r\ncontent-length: 0"),
+        "{}",
+        empty.head
+    );
+    // One connection carried all three.
+    assert!(seen.iter().all(|s| s.conn == 1), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_kept_connection_closed_unanswered_resends_a_get_but_never_a_post() {
+    let (_api, platform, gate, cookie) = scripted_setup("u-7").await;
+    let browser = client();
+    // The first request on a connection is answered; a second `/drop` on
+    // it is read and the connection closed without an answer.
+    let get = || {
+        browser
+            .get(gate.url("/drop"))
+            .header("cookie", &cookie)
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert_eq!(get().await.unwrap().status(), 200);
+    let seen = platform.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        (seen[1].conn, seen[2].conn),
+        (1, 2),
+        "resent on a new connection"
+    );
+
+    let post = browser
+        .post(gate.url("/drop"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .body("once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
+    let posts = platform
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .count();
+    assert_eq!(
+        posts, 1,
+        "a POST the upstream may have acted on is not sent again"
+    );
 }

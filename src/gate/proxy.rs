@@ -61,7 +61,7 @@ pub struct ClientConn {
     /// The client's address.
     pub peer: SocketAddr,
     /// The upstream connection of its last request.
-    upstream: Affinity<UpstreamBody>,
+    upstream: Affinity,
 }
 
 /// Idle upstream connections kept for client connections that have none.
@@ -72,7 +72,7 @@ type Stack = SessionGate<CsrfGuard<HeaderPolicyService<Forward>>>;
 /// The gate + proxy.
 pub struct Proxy {
     stack: Stack,
-    upstream: Arc<Upstream<UpstreamBody>>,
+    upstream: Arc<Upstream>,
 }
 
 impl Proxy {
@@ -242,11 +242,21 @@ impl ForwardShared {
                 last_ms: AtomicU64::new(0),
             })
         });
-        let body = UpstreamBody {
+        let body = RequestBody {
             inner: body,
             progress: progress.clone(),
         };
-        let response = client.upstream.send(Request::from_parts(parts, body));
+        let req = Request::from_parts(parts, body);
+        let upgrading = upgrade.is_some();
+        let response = async {
+            if upgrading {
+                let resp = client.upstream.send_upgrade(req).await?;
+                Ok(resp.map(|b| b.map_err(Into::into).boxed()))
+            } else {
+                let resp = client.upstream.send(req).await?;
+                Ok(resp.map(|b| b.map_err(Into::into).boxed()))
+            }
+        };
         tokio::pin!(response);
         let deadline = tokio::time::sleep_until(started + self.timeout);
         tokio::pin!(deadline);
@@ -286,7 +296,7 @@ impl ForwardShared {
 
     fn finish(
         &self,
-        result: Result<Response<Incoming>, UpstreamError>,
+        result: Result<Response<Body>, UpstreamError>,
         upgrade: Option<OnUpgrade>,
         started: Instant,
         json: bool,
@@ -317,10 +327,8 @@ impl ForwardShared {
             let upstream = hyper::upgrade::on(&mut resp);
             tokio::spawn(tunnel(client, upstream));
         }
-        let (mut parts, body) = resp.into_parts();
-        self.responses.apply(parts.status, &mut parts.headers);
-        let body: Body = body.map_err(Into::into).boxed();
-        self.count(Response::from_parts(parts, body))
+        self.responses.apply(resp.status(), resp.headers_mut());
+        self.count(resp)
     }
 
     fn timed_out(&self, started: Instant, json: bool) -> Response<Body> {
@@ -368,12 +376,12 @@ impl Progress {
 }
 
 /// The client's request body, streamed to the upstream as it arrives.
-pub struct UpstreamBody {
+pub struct RequestBody {
     inner: Incoming,
     progress: Option<Arc<Progress>>,
 }
 
-impl http_body::Body for UpstreamBody {
+impl http_body::Body for RequestBody {
     type Data = Bytes;
     type Error = hyper::Error;
 

@@ -11,74 +11,166 @@
 //! An upstream connection idle for longer than [`IDLE`] is closed rather
 //! than used: that is shorter than the keep-alive timeouts of common
 //! upstream servers (gunicorn 2 s, Node and Apache 5 s), so a request does
-//! not race the upstream closing an idle connection. Should it happen
-//! anyway, a request the connection could not start sending is sent again
-//! on a new connection; a request already (partly) sent is not, since the
+//! not race the upstream closing an idle connection. A kept connection the
+//! upstream has closed meanwhile is noticed before it is used (its end of
+//! stream is already in); should the close cross the request anyway, a
+//! request without a body and with an idempotent method is sent once more
+//! on a new connection (RFC 9110 §9.2.2); any other is not, since the
 //! upstream may have acted on it.
+//!
+//! The exchange itself is HTTP/1.1 written and read here ([`h1`] frames
+//! it): the request head goes out in one write from a buffer the
+//! connection keeps, the response head is parsed from the connection's own
+//! read buffer, and the response body is read by the client connection's
+//! task as the client takes it, so no other task or channel sits between
+//! the two sockets. A WebSocket upgrade goes through hyper's client on a
+//! connection of its own, which becomes the tunnel.
+
+mod h1;
 
 use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::Body as HttpBody;
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+pub use self::h1::H1Error;
+use self::h1::{ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
 use super::BoxError;
 
 /// Longest an upstream connection may sit idle and still be used.
 pub const IDLE: Duration = Duration::from_secs(1);
+
+/// Read-buffer growth when it runs out of room.
+const READ_CHUNK: usize = 8 * 1024;
+/// A connection whose buffers grew past this (a large head or body) gets
+/// fresh ones before it is kept.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Why a request did not get a response head from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// No connection could be opened.
     #[error("cannot connect to the upstream: {0}")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] io::Error),
     /// Opening the connection took longer than the connect timeout.
     #[error("connecting to the upstream timed out")]
     ConnectTimeout,
     /// The connection failed while the request was sent or the response
     /// head read.
-    #[error("upstream request failed: {0}")]
-    Request(#[source] hyper::Error),
+    #[error("upstream connection failed: {0}")]
+    Io(#[source] io::Error),
+    /// The upstream closed the connection without answering.
+    #[error("the upstream closed the connection without answering")]
+    Closed,
+    /// The upstream's answer is not HTTP/1.1 as RFC 9112 frames it.
+    #[error("upstream response unreadable: {0}")]
+    Protocol(#[source] H1Error),
+    /// The client's request body failed while it was being sent.
+    #[error("request body failed: {0}")]
+    Body(#[source] BoxError),
+    /// An upgrade request failed in hyper's client.
+    #[error("upstream upgrade request failed: {0}")]
+    Upgrade(#[source] hyper::Error),
 }
 
 impl UpstreamError {
     /// Whether the upstream could not be reached at all.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, UpstreamError::Request(_))
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout
+        )
+    }
+}
+
+/// One HTTP/1.1 connection to the upstream and its buffers.
+struct Conn {
+    io: TcpStream,
+    read: BytesMut,
+    write: Vec<u8>,
+}
+
+impl Conn {
+    /// Whether the connection can carry a request: nothing arrived on it
+    /// since its last response (no end of stream, no stray bytes). Reads
+    /// only what readiness already reported, so a quiet connection costs
+    /// no system call.
+    fn looks_open(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
+    /// Drops buffers that grew large for one exchange.
+    fn trim(&mut self) {
+        if self.read.capacity() > KEEP_BUFFER {
+            self.read = BytesMut::new();
+        }
+        if self.write.capacity() > KEEP_BUFFER {
+            self.write = Vec::new();
+        }
+    }
+
+    /// Reads more of the response into the read buffer.
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+            self.read.reserve(READ_CHUNK);
+        }
+        self.io.read_buf(&mut self.read).await
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+            self.read.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
     }
 }
 
 /// The upstream's address and the idle connections shared between client
 /// connections.
-pub struct Upstream<B> {
+pub struct Upstream {
     /// `host:port` to connect to.
     address: String,
     connect_timeout: Duration,
     max_idle: usize,
     /// Oldest at the front; taken from the back.
-    idle: Mutex<VecDeque<Idle<B>>>,
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 /// An upstream connection not carrying a request, and since when.
-struct Idle<B> {
-    sender: SendRequest<B>,
+struct Idle {
+    conn: Box<Conn>,
     since: Instant,
 }
 
-impl<B> Idle<B> {
+impl Idle {
     fn fresh(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.since) < IDLE && !self.sender.is_closed()
+        now.saturating_duration_since(self.since) < IDLE
     }
 }
 
-impl<B> Upstream<B> {
+impl Upstream {
     /// Connections to `address` (`host:port`), at most `max_idle` of them
     /// kept idle.
     pub fn new(address: String, connect_timeout: Duration, max_idle: usize) -> Arc<Self> {
@@ -90,167 +182,473 @@ impl<B> Upstream<B> {
         })
     }
 
-    /// The most recently used idle connection that is ready for a request.
-    /// Busy ones stay; closed and stale ones are dropped (which closes
-    /// them).
-    fn take_idle(&self, now: Instant) -> Option<SendRequest<B>> {
+    /// The most recently used idle connection that is still open. Closed
+    /// and stale ones are dropped.
+    fn take_idle(&self, now: Instant) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut busy = Vec::new();
-        let mut found = None;
-        while let Some(c) = idle.pop_back() {
-            if !c.fresh(now) {
-                continue;
-            }
-            if c.sender.is_ready() {
-                found = Some(c.sender);
-                break;
-            }
-            busy.push(c);
-            // Several client connections' downloads in flight: a new
-            // connection is cheaper than walking all of them.
-            if busy.len() >= 8 {
-                break;
+        while let Some(mut c) = idle.pop_back() {
+            if c.fresh(now) && c.conn.looks_open() {
+                return Some(c.conn);
             }
         }
-        idle.extend(busy.into_iter().rev());
-        found
+        None
     }
 
     /// Keeps a connection for another client connection.
-    fn put_idle(&self, sender: SendRequest<B>, now: Instant) {
-        if sender.is_closed() || self.max_idle == 0 {
+    fn put_idle(&self, conn: Box<Conn>, since: Instant) {
+        if self.max_idle == 0 {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while idle.front().is_some_and(|c| !c.fresh(now)) || idle.len() >= self.max_idle {
+        while idle.front().is_some_and(|c| !c.fresh(since)) || idle.len() >= self.max_idle {
             idle.pop_front();
         }
-        idle.push_back(Idle { sender, since: now });
+        idle.push_back(Idle { conn, since });
     }
-}
 
-impl<B> Upstream<B>
-where
-    B: HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    /// Opens a new connection; its I/O runs on a task of its own until
-    /// either side closes it (or, after a `101`, until the tunnel ends).
-    async fn connect(&self) -> Result<SendRequest<B>, UpstreamError> {
+    async fn connect_stream(&self) -> Result<TcpStream, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.address))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?
             .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<Box<Conn>, UpstreamError> {
+        Ok(Box::new(Conn {
+            io: self.connect_stream().await?,
+            read: BytesMut::new(),
+            write: Vec::new(),
+        }))
+    }
+}
+
+/// The upstream connection one client connection keeps between its
+/// requests. Handed to the shared pool when the client connection ends
+/// (and the last response body it is streaming is through).
+#[derive(Clone)]
+pub struct Affinity(Arc<Kept>);
+
+struct Kept {
+    upstream: Arc<Upstream>,
+    slot: Mutex<Option<Idle>>,
+}
+
+impl Affinity {
+    /// A client connection's view of `upstream`.
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        Affinity(Arc::new(Kept {
+            upstream,
+            slot: Mutex::new(None),
+        }))
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) and waits for the
+    /// response head. The connection is kept for the next request once
+    /// the response body has been read to its end.
+    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<UpstreamBody>, UpstreamError>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, mut body) = req.into_parts();
+        let framing = RequestFraming::of(body.is_end_stream(), body.size_hint().exact());
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // Only a request with nothing to send but its head may go out
+        // twice, and only if sending it twice means what sending it once
+        // does.
+        let may_resend = framing == RequestFraming::Empty && parts.method.is_idempotent();
+        let (mut conn, mut reused) = match self.take() {
+            Some(c) => (c, true),
+            // Boxed: the connect future is only needed now and then.
+            None => (Box::pin(self.0.upstream.connect()).await?, false),
+        };
+        let head = loop {
+            conn.write.clear();
+            h1::write_request_head(
+                &mut conn.write,
+                &parts.method,
+                target,
+                &parts.headers,
+                framing,
+            );
+            match exchange(&mut conn, &parts.method, framing, &mut body).await {
+                Ok(head) => break head,
+                Err(Exchange::Unanswered(e)) if reused && may_resend => {
+                    tracing::debug!(error = %e, "kept upstream connection had closed; sending again on a new one");
+                    conn = Box::pin(self.0.upstream.connect()).await?;
+                    reused = false;
+                }
+                Err(Exchange::Unanswered(e) | Exchange::Failed(e)) => return Err(e),
+            }
+        };
+        let kind = match head.framing {
+            ResponseFraming::Empty => BodyKind::Empty,
+            ResponseFraming::Length(0) => BodyKind::Length(0),
+            ResponseFraming::Length(n) => BodyKind::Length(n),
+            ResponseFraming::Chunked => BodyKind::Chunked(ChunkedDecoder::default()),
+            ResponseFraming::UntilClose => BodyKind::UntilClose,
+        };
+        let mut resp = Response::new(UpstreamBody {
+            conn: Some(conn),
+            kind,
+            reusable: head.reusable,
+            home: self.clone(),
+        });
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        resp.body_mut().end_if_complete();
+        Ok(resp)
+    }
+
+    /// Sends a WebSocket upgrade request on a connection of its own
+    /// through hyper's client, which hands the connection over as the
+    /// tunnel after a `101`.
+    pub async fn send_upgrade<B>(
+        &self,
+        req: Request<B>,
+    ) -> Result<Response<Incoming>, UpstreamError>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let stream = self.0.upstream.connect_stream().await?;
+        let (mut sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(UpstreamError::Request)?;
+            .map_err(UpstreamError::Upgrade)?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
-    }
-}
-
-/// The upstream connection one client connection keeps between its
-/// requests. Handed to the shared pool when the client connection ends.
-pub struct Affinity<B> {
-    upstream: Arc<Upstream<B>>,
-    kept: Mutex<Option<Idle<B>>>,
-}
-
-impl<B> Affinity<B>
-where
-    B: HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    /// A client connection's view of `upstream`.
-    pub fn new(upstream: Arc<Upstream<B>>) -> Self {
-        Affinity {
-            upstream,
-            kept: Mutex::new(None),
-        }
+        sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Upgrade)
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) and waits for the
-    /// response head. The connection is kept for the next request as soon
-    /// as the head is in: it is ready again once the body has been read.
-    pub async fn send(&self, req: Request<B>) -> Result<Response<Incoming>, UpstreamError> {
-        let (mut sender, mut reused) = match self.take() {
-            Some(s) => (s, true),
-            // Boxed: the connect future is only needed now and then.
-            None => (Box::pin(self.upstream.connect()).await?, false),
-        };
-        let mut req = req;
-        loop {
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.keep(sender);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    // A kept connection closed before the request went out:
-                    // nothing reached the upstream, so send it afresh.
-                    Some(unsent) if reused => {
-                        tracing::debug!(error = %e.error(), "kept upstream connection had closed; reconnecting");
-                        req = unsent;
-                        sender = Box::pin(self.upstream.connect()).await?;
-                        reused = false;
-                    }
-                    _ => return Err(UpstreamError::Request(e.into_error())),
-                },
+    /// This client connection's kept connection if it is still open, else
+    /// an idle one from the pool.
+    fn take(&self) -> Option<Box<Conn>> {
+        let now = Instant::now();
+        let kept = self
+            .0
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut c) = kept {
+            if c.fresh(now) && c.conn.looks_open() {
+                return Some(c.conn);
             }
         }
+        self.0.upstream.take_idle(now)
     }
 
-    /// This client connection's kept connection if it is ready, else an
-    /// idle one from the pool. A kept connection still busy (another
-    /// request of an HTTP/2 client) stays kept.
-    fn take(&self) -> Option<SendRequest<B>> {
+    fn keep(&self, mut conn: Box<Conn>) {
+        conn.trim();
         let now = Instant::now();
-        {
-            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(c) = kept.take() {
-                if c.fresh(now) {
-                    if c.sender.is_ready() {
-                        return Some(c.sender);
-                    }
-                    *kept = Some(c);
-                }
-            }
-        }
-        self.upstream.take_idle(now)
-    }
-
-    fn keep(&self, sender: SendRequest<B>) {
-        let now = Instant::now();
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*kept {
+        let mut slot = self.0.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
             Some(c) if c.fresh(now) => {
-                drop(kept);
-                self.upstream.put_idle(sender, now);
+                drop(slot);
+                self.0.upstream.put_idle(conn, now);
             }
-            _ => *kept = Some(Idle { sender, since: now }),
+            _ => *slot = Some(Idle { conn, since: now }),
         }
     }
 }
 
-impl<B> Drop for Affinity<B> {
+impl Drop for Kept {
     fn drop(&mut self) {
         let kept = self
-            .kept
+            .slot
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(c) = kept {
             if c.fresh(Instant::now()) {
-                self.upstream.put_idle(c.sender, c.since);
+                self.upstream.put_idle(c.conn, c.since);
             }
+        }
+    }
+}
+
+/// How an exchange failed: before any answer (`Unanswered`: the
+/// connection may have been closed by the upstream before it read the
+/// request) or otherwise.
+enum Exchange {
+    Unanswered(UpstreamError),
+    Failed(UpstreamError),
+}
+
+/// Writes the request (head already in `conn.write`) and its body, then
+/// reads the response head.
+async fn exchange<B>(
+    conn: &mut Conn,
+    method: &Method,
+    framing: RequestFraming,
+    body: &mut B,
+) -> Result<h1::ResponseHead, Exchange>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let write = std::mem::take(&mut conn.write);
+    let sent = conn.io.write_all(&write).await;
+    conn.write = write;
+    if let Err(e) = sent {
+        return Err(Exchange::Unanswered(UpstreamError::Io(e)));
+    }
+    if framing != RequestFraming::Empty {
+        if let Err(e) = send_body(conn, framing, body).await {
+            // The upstream may have answered early (a 413) and closed:
+            // that answer is the response.
+            if matches!(e, UpstreamError::Io(_)) {
+                if let Ok(mut head) = read_head(conn, method).await {
+                    head.reusable = false;
+                    return Ok(head);
+                }
+            }
+            return Err(Exchange::Failed(e));
+        }
+    }
+    read_head(conn, method).await.map_err(|e| match e {
+        UpstreamError::Closed => Exchange::Unanswered(e),
+        UpstreamError::Io(ref io)
+            if conn.read.is_empty()
+                && matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+        {
+            Exchange::Unanswered(e)
+        }
+        e => Exchange::Failed(e),
+    })
+}
+
+/// Streams the request body as `framing` says.
+async fn send_body<B>(
+    conn: &mut Conn,
+    framing: RequestFraming,
+    body: &mut B,
+) -> Result<(), UpstreamError>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let chunked = framing == RequestFraming::Chunked;
+    let mut left = match framing {
+        RequestFraming::Length(n) => n,
+        _ => u64::MAX,
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Body(e.into()))?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers are not forwarded.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if !chunked {
+            left = left
+                .checked_sub(data.len() as u64)
+                .ok_or_else(|| UpstreamError::Body("request body longer than its length".into()))?;
+            conn.io.write_all(&data).await.map_err(UpstreamError::Io)?;
+            continue;
+        }
+        conn.write.clear();
+        h1::write_chunk_size(&mut conn.write, data.len());
+        if data.len() <= READ_CHUNK {
+            conn.write.extend_from_slice(&data);
+            conn.write.extend_from_slice(b"\r\n");
+            let write = std::mem::take(&mut conn.write);
+            let sent = conn.io.write_all(&write).await;
+            conn.write = write;
+            sent.map_err(UpstreamError::Io)?;
+        } else {
+            let write = std::mem::take(&mut conn.write);
+            let sent = conn.io.write_all(&write).await;
+            conn.write = write;
+            sent.map_err(UpstreamError::Io)?;
+            conn.io.write_all(&data).await.map_err(UpstreamError::Io)?;
+            conn.io
+                .write_all(b"\r\n")
+                .await
+                .map_err(UpstreamError::Io)?;
+        }
+    }
+    if chunked {
+        conn.io
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(UpstreamError::Io)?;
+    } else if left != 0 && left != u64::MAX {
+        return Err(UpstreamError::Body(
+            "request body shorter than its length".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads until the response head is complete.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<h1::ResponseHead, UpstreamError> {
+    loop {
+        if let Some(head) =
+            h1::parse_response_head(&mut conn.read, method).map_err(UpstreamError::Protocol)?
+        {
+            return Ok(head);
+        }
+        let empty = conn.read.is_empty();
+        match conn.fill().await {
+            Ok(0) if empty => return Err(UpstreamError::Closed),
+            Ok(0) => {
+                return Err(UpstreamError::Protocol(H1Error::Head(
+                    "connection closed mid-head",
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(UpstreamError::Io(e)),
+        }
+    }
+}
+
+enum BodyKind {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// A response body read straight from the upstream connection. At its end
+/// the connection goes back to the client connection that sent the
+/// request (if it may carry another); dropped before its end, the
+/// connection is closed.
+pub struct UpstreamBody {
+    conn: Option<Box<Conn>>,
+    kind: BodyKind,
+    reusable: bool,
+    home: Affinity,
+}
+
+impl UpstreamBody {
+    /// Ends a body that is already complete (none, or all of it read).
+    fn end_if_complete(&mut self) {
+        if matches!(self.kind, BodyKind::Empty | BodyKind::Length(0)) {
+            self.finish();
+        }
+    }
+
+    /// The body is through: the connection goes home or is closed.
+    fn finish(&mut self) {
+        self.kind = BodyKind::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.read.is_empty() {
+                self.home.keep(conn);
+            }
+        }
+    }
+}
+
+fn broken(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.kind {
+                BodyKind::Empty | BodyKind::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                BodyKind::Length(left) => {
+                    if !conn.read.is_empty() {
+                        let n = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.read.len());
+                        let data = conn.read.split_to(n).freeze();
+                        *left -= n as u64;
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                BodyKind::Chunked(decoder) => match decoder.decode(&mut conn.read) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => {
+                        this.conn = None;
+                        this.kind = BodyKind::Done;
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            e,
+                        ))));
+                    }
+                },
+                BodyKind::UntilClose => {
+                    if !conn.read.is_empty() {
+                        let data = conn.read.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    let until_close = matches!(this.kind, BodyKind::UntilClose);
+                    this.conn = None;
+                    this.kind = BodyKind::Done;
+                    if until_close {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(broken(
+                        "the upstream closed the connection before the end of the body",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    this.kind = BodyKind::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(
+            self.kind,
+            BodyKind::Empty | BodyKind::Done | BodyKind::Length(0)
+        )
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.kind {
+            BodyKind::Empty | BodyKind::Done => SizeHint::with_exact(0),
+            BodyKind::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
         }
     }
 }
