@@ -2,8 +2,10 @@
 # Load comparison on loopback, in one run on one machine (benches/README.md):
 #
 # 1. proxied requests with a session: the upstream reached directly, nginx as
-#    a plain keep-alive reverse proxy, and ltigate, driven by wrk at the same
-#    concurrencies, REPS alternating runs each (direct, nginx, ltigate, …);
+#    a plain keep-alive reverse proxy, the same nginx sending the upstream the
+#    headers ltigate sends ("nginx-h"), and ltigate, driven by wrk at the same
+#    concurrencies, REPS alternating runs each (direct, nginx, nginx-h,
+#    ltigate, …);
 # 2. memory: ltigate idle and under MEMORY_CONNECTIONS keep-alive connections
 #    (nginx beside it for reference);
 # 3. launches per second (fresh nonce each, upstream API stub) with the
@@ -17,7 +19,7 @@
 # Environment knobs (defaults in brackets): DURATION [5] seconds per point,
 # REPS [3], CONCURRENCY ["1 16 64 256"], LAUNCH_CONCURRENCY ["16 64"],
 # LAUNCH_SECONDS [5], LEARNERS [1000], MEMORY_CONNECTIONS [1000],
-# BUILD [1] (0: use the binaries already in target/release), MAX_SECONDS [600],
+# BUILD [1] (0: use the binaries already in target/release), MAX_SECONDS [900],
 # RAW_DIR [none] (keep the raw results there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +33,7 @@ LAUNCH_SECONDS=${LAUNCH_SECONDS:-5}
 LEARNERS=${LEARNERS:-1000}
 MEMORY_CONNECTIONS=${MEMORY_CONNECTIONS:-1000}
 BUILD=${BUILD:-1}
-MAX_SECONDS=${MAX_SECONDS:-600}
+MAX_SECONDS=${MAX_SECONDS:-900}
 RAW_DIR=${RAW_DIR:-}
 
 for tool in nginx wrk redis-server redis-cli taskset python3 curl; do
@@ -134,6 +136,7 @@ nginx_pids() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true); }
 
 UP_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+NGINX_H_PORT=$(free_port)
 GATE_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 GATE2_PORT=$(free_port)
@@ -175,6 +178,33 @@ http {
             proxy_pass http://platform;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+    }
+    # The same proxy sending the upstream what ltigate sends it for the
+    # benchmark's session: the forwarding headers and the identity headers
+    # (constants here; ltigate takes them from the cookie). Not a plain
+    # proxy: a like-for-like line, since parsing these headers costs the
+    # upstream, which shares the server CPU.
+    server {
+        listen 127.0.0.1:$NGINX_H_PORT;
+        location / {
+            proxy_pass http://platform;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-Host learn.bench.test;
+            proxy_set_header X-Request-Id \$request_id;
+            proxy_set_header X-LTI-User bench:learner-0;
+            proxy_set_header X-LTI-Upstream-User up-bench%253Alearner-0;
+            proxy_set_header X-LTI-Email zoe@example.org;
+            proxy_set_header X-LTI-Given-Name Zo%C3%AB;
+            proxy_set_header X-LTI-Family-Name van%20Dijk;
+            proxy_set_header X-LTI-Consumer Bench;
+            proxy_set_header X-LTI-Course-Roles C-1=Learner;
+            proxy_set_header X-LTI-Course C-1;
+            proxy_set_header X-LTI-Roles Learner;
         }
     }
 }
@@ -222,12 +252,12 @@ NGINX_IDLE_KB=$(status_kb VmRSS $(nginx_pids))
 
 # A session cookie from one real signed launch.
 COOKIE=$("$BIN/examples/launch_load" cookie "127.0.0.1:$GATE_PORT" "$PUBLIC_URL" "$KEY" "$SECRET")
-for port in "$UP_PORT" "$NGINX_PORT" "$GATE_PORT"; do
+for port in "$UP_PORT" "$NGINX_PORT" "$NGINX_H_PORT" "$GATE_PORT"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "http://127.0.0.1:$port/courses/C-1/page")
   [[ $code == 200 ]] || { echo "load.sh: 127.0.0.1:$port answered $code with the session cookie" >&2; exit 1; }
 done
 
-declare -A PORT=([direct]=$UP_PORT [nginx]=$NGINX_PORT [ltigate]=$GATE_PORT)
+declare -A PORT=([direct]=$UP_PORT [nginx]=$NGINX_PORT [nginx-h]=$NGINX_H_PORT [ltigate]=$GATE_PORT)
 
 wrk_run() { # target connections seconds → RESULT line
   local c=$1 threads=1
@@ -238,7 +268,7 @@ wrk_run() { # target connections seconds → RESULT line
 server_ticks() { # target
   case $1 in
     direct) echo 0 ;;
-    nginx) cpu_ticks $(nginx_pids) ;;
+    nginx | nginx-h) cpu_ticks $(nginx_pids) ;;
     ltigate) cpu_ticks "$GATE_PID" ;;
   esac
 }
@@ -248,9 +278,9 @@ echo "== proxied requests: ${DURATION}s per point, $REPS alternating runs" >&2
 : >"$TMP/proxy.tsv"
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for c in $CONCURRENCY; do
-  for target in direct nginx ltigate; do wrk_run "$c" 1 "$target" >/dev/null; done
+  for target in direct nginx nginx-h ltigate; do wrk_run "$c" 1 "$target" >/dev/null; done
   for rep in $(seq "$REPS"); do
-    for target in direct nginx ltigate; do
+    for target in direct nginx nginx-h ltigate; do
       before=$(server_ticks "$target")
       up_before=$(cpu_ticks "$UP_PID")
       line=$(wrk_run "$c" "$DURATION" "$target")

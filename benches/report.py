@@ -89,7 +89,9 @@ def main(raw):
     w(f"- Proxied requests: `GET /courses/C-1/page` with the session cookie from one real signed "
       f"launch (sent to all three targets); the upstream answers 200 with 64 bytes. "
       f"{facts['duration']} s per run, {facts['reps']} runs per point in the order direct, nginx, "
-      f"ltigate, after a 1 s warm-up of each; every figure is the median of the runs, each "
+      f"nginx-h, ltigate, after a 1 s warm-up of each; nginx-h is the same nginx sending the "
+      f"upstream the forwarding and identity headers ltigate sends (a like-for-like line: the "
+      f"upstream, which shares the server CPU, parses them); every figure is the median of the runs, each "
       f"statistic on its own. CPU seconds per 10k requests from /proc (10 ms ticks; nginx: master "
       f"+ workers).")
     w(f"- Launches: `examples/launch_load`, signed 25-parameter launches, fresh nonce each, "
@@ -101,7 +103,7 @@ def main(raw):
     w("| concurrency | target | req/s (median) | runs (req/s) | p50 ms | p99 ms | p99.9 ms | proxy CPU s / 10k req | upstream CPU s / 10k req | errors |")
     w("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for c in conc:
-        for target in ("direct", "nginx", "ltigate"):
+        for target in ("direct", "nginx", "nginx-h", "ltigate"):
             s = stats.get((c, target))
             if not s:
                 continue
@@ -172,6 +174,12 @@ def main(raw):
         ratio = g["rps"] / n["rps"]
         w(f"- Throughput ≥ nginx at concurrency {c}: {g['rps']:,.0f} vs {n['rps']:,.0f} req/s "
           f"({(ratio - 1) * 100:+.1f} %) — {verdict(ratio >= 1)}")
+        h = stats.get((c, "nginx-h"))
+        if h and None not in (g["cpu"], g["up_cpu"], h["cpu"], h["up_cpu"], n["cpu"], n["up_cpu"]):
+            w(f"  - like for like, against nginx-h (the same headers to the upstream): "
+              f"{g['rps']:,.0f} vs {h['rps']:,.0f} req/s ({(g['rps'] / h['rps'] - 1) * 100:+.1f} %); "
+              f"server CPU per request (proxy + upstream) {(g['cpu'] + g['up_cpu']) * 100:.1f} vs "
+              f"{(h['cpu'] + h['up_cpu']) * 100:.1f} µs (nginx: {(n['cpu'] + n['up_cpu']) * 100:.1f} µs)")
     for c in conc:
         g, n = stats.get((c, "ltigate")), stats.get((c, "nginx"))
         if not (g and n):
