@@ -8,6 +8,8 @@
 //! does not parse, a `Content-Length` that is not one number, a chunk line
 //! that is not hex are errors (the client gets a 502), never a guess.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -174,12 +176,19 @@ pub fn parse_response_head(
 }
 
 fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, H1Error> {
-    // Offsets of each field's name and value within the head.
-    let mut fields = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // Offsets of each field's name and value within the head (it is at
+    // most MAX_HEAD long).
+    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let (len, status, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        let len = match res.parse(buf) {
+        // Left uninitialised: the parser writes the fields it finds.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                 return Err(H1Error::HeadTooLarge)
@@ -199,12 +208,13 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
             _ => return Err(H1Error::Head("unknown version")),
         };
         let count = res.headers.len();
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
         for (slot, h) in fields.iter_mut().zip(res.headers.iter()) {
             *slot = (
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
+                offset(h.name.as_bytes()),
+                h.name.len() as u32,
+                offset(h.value),
+                h.value.len() as u32,
             );
         }
         (len, status, version, count)
@@ -213,6 +223,7 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     for &(ns, nl, vs, vl) in &fields[..count] {
+        let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
         let name = HeaderName::from_bytes(&head[ns..ns + nl])
             .map_err(|_| H1Error::Head("bad field name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
