@@ -93,7 +93,24 @@ async fn serve_keep_alive(stream: tokio::net::TcpStream) {
 async fn serve_one_and_close(mut stream: tokio::net::TcpStream) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    // Reads the body too (closing with unread bytes would reset the
+    // connection and could take the answer with it).
+    let text = String::from_utf8_lossy(&head[..end]).to_lowercase();
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while head.len() < end + length {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -188,6 +205,30 @@ async fn an_upstream_closing_every_connection_loses_no_request() {
         assert_eq!(status, 200, "request {i}");
     }
     assert_eq!(platform.accepted(), 50);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_upstream_closed_is_not_used_even_for_a_post() {
+    let (_api, platform, gate, cookie) = setup(Keep::CloseAfterOne, "u-8").await;
+    let browser = client();
+    for i in 0..20 {
+        // A POST is never sent twice, so each must find that the previous
+        // request's connection was closed (its end of stream is in by
+        // now) and open a new one instead of failing with a 502.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = browser
+            .post(gate.url("/courses/C-1/answer"))
+            .header("cookie", &cookie)
+            .header("sec-fetch-site", "same-origin")
+            .body("a=1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 200, "request {i}");
+    }
+    assert_eq!(platform.accepted(), 20);
 }
 
 #[tokio::test]

@@ -185,13 +185,18 @@ impl Upstream {
     /// The most recently used idle connection that is still open. Closed
     /// and stale ones are dropped.
     fn take_idle(&self, now: Instant) -> Option<Box<Conn>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(mut c) = idle.pop_back() {
+        loop {
+            // The lock is held for the pop only: a closed connection is
+            // dropped (closed) outside it.
+            let mut c = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_back()?;
             if c.fresh(now) && c.conn.looks_open() {
                 return Some(c.conn);
             }
         }
-        None
     }
 
     /// Keeps a connection for another client connection.
@@ -199,11 +204,16 @@ impl Upstream {
         if self.max_idle == 0 {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while idle.front().is_some_and(|c| !c.fresh(since)) || idle.len() >= self.max_idle {
-            idle.pop_front();
+        let mut evicted = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            while idle.front().is_some_and(|c| !c.fresh(since)) || idle.len() >= self.max_idle {
+                evicted.extend(idle.pop_front());
+            }
+            idle.push_back(Idle { conn, since });
         }
-        idle.push_back(Idle { conn, since });
+        // Closed outside the lock.
+        drop(evicted);
     }
 
     async fn connect_stream(&self) -> Result<TcpStream, UpstreamError> {
