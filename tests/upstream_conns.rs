@@ -348,6 +348,22 @@ async fn serve_script(
             head.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
         };
+        if target == "/early" {
+            // Refuses the upload before reading it, and reads nothing
+            // more for longer than the gate's upstream timeout.
+            let _ = stream
+                .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
+                .await;
+            log.lock().unwrap().push(Seen {
+                conn,
+                method,
+                target,
+                head,
+                body: Vec::new(),
+            });
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            return;
+        }
         let mut body = Vec::new();
         if field("transfer-encoding").as_deref() == Some("chunked") {
             loop {
@@ -637,4 +653,41 @@ async fn a_kept_connection_closed_unanswered_resends_a_get_but_never_a_post() {
         posts, 1,
         "a POST the upstream may have acted on is not sent again"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_refusing_an_upload_early_is_answered_without_waiting_for_the_body() {
+    let (_api, platform, gate, cookie) = scripted_setup("u-9").await;
+    // 64 MB announced and sent as fast as the sockets take it; the
+    // platform answers 413 after the head and reads nothing more.
+    let mut browser = tokio::net::TcpStream::connect(gate.public).await.unwrap();
+    let length = 64 << 20;
+    let head = format!(
+        "POST /early HTTP/1.1\r\nhost: {}\r\ncookie: {cookie}\r\nsec-fetch-site: same-origin\r\ncontent-length: {length}\r\n\r\n",
+        gate.public
+    );
+    browser.write_all(head.as_bytes()).await.unwrap();
+    let (mut from_gate, mut to_gate) = browser.into_split();
+    let upload = tokio::spawn(async move {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if to_gate.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match from_gate.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    // Not a 504 after the upstream timeout (2 s without progress): the
+    // platform's own answer.
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    upload.abort();
+    assert_eq!(platform.seen().len(), 1);
 }

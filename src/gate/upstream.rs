@@ -415,16 +415,26 @@ where
         return Err(Exchange::Unanswered(UpstreamError::Io(e)));
     }
     if framing != RequestFraming::Empty {
-        if let Err(e) = send_body(conn, framing, body).await {
-            // The upstream may have answered early (a 413) and closed:
-            // that answer is the response.
-            if matches!(e, UpstreamError::Io(_)) {
-                if let Ok(mut head) = read_head(conn, method).await {
-                    head.reusable = false;
-                    return Ok(head);
-                }
+        match send_body(conn, method, framing, body).await {
+            Ok(None) => {}
+            // The upstream answered before the body was through (a 413):
+            // that answer is the response, and the connection, with part
+            // of a body in it, is not used again.
+            Ok(Some(mut head)) => {
+                head.reusable = false;
+                return Ok(head);
             }
-            return Err(Exchange::Failed(e));
+            Err(e) => {
+                // It may also have answered and closed: the answer may
+                // still be readable.
+                if matches!(e, UpstreamError::Io(_)) {
+                    if let Ok(mut head) = read_head(conn, method).await {
+                        head.reusable = false;
+                        return Ok(head);
+                    }
+                }
+                return Err(Exchange::Failed(e));
+            }
         }
     }
     read_head(conn, method).await.map_err(|e| match e {
@@ -442,22 +452,39 @@ where
     })
 }
 
-/// Streams the request body as `framing` says.
+/// Streams the request body as `framing` says, reading from the upstream
+/// meanwhile: a response head that arrives before the body is through
+/// (the upstream refusing it early) ends the upload and is returned.
 async fn send_body<B>(
     conn: &mut Conn,
+    method: &Method,
     framing: RequestFraming,
     body: &mut B,
-) -> Result<(), UpstreamError>
+) -> Result<Option<h1::ResponseHead>, UpstreamError>
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    let Conn { io, read, write } = conn;
+    let (mut rd, mut wr) = io.split();
+    let mut early = EarlyAnswer { method, open: true };
     let chunked = framing == RequestFraming::Chunked;
     let mut left = match framing {
         RequestFraming::Length(n) => n,
         _ => u64::MAX,
     };
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            got = read_some(&mut rd, read), if early.open => {
+                if let Some(head) = early.check(got, read)? {
+                    return Ok(Some(head));
+                }
+                continue;
+            }
+            frame = body.frame() => frame,
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| UpstreamError::Body(e.into()))?;
         let Ok(data) = frame.into_data() else {
             // Trailers are not forwarded.
@@ -470,33 +497,30 @@ where
             left = left
                 .checked_sub(data.len() as u64)
                 .ok_or_else(|| UpstreamError::Body("request body longer than its length".into()))?;
-            conn.io.write_all(&data).await.map_err(UpstreamError::Io)?;
-            continue;
         }
-        conn.write.clear();
-        h1::write_chunk_size(&mut conn.write, data.len());
-        if data.len() <= READ_CHUNK {
-            conn.write.extend_from_slice(&data);
-            conn.write.extend_from_slice(b"\r\n");
-            let write = std::mem::take(&mut conn.write);
-            let sent = conn.io.write_all(&write).await;
-            conn.write = write;
-            sent.map_err(UpstreamError::Io)?;
-        } else {
-            let write = std::mem::take(&mut conn.write);
-            let sent = conn.io.write_all(&write).await;
-            conn.write = write;
-            sent.map_err(UpstreamError::Io)?;
-            conn.io.write_all(&data).await.map_err(UpstreamError::Io)?;
-            conn.io
-                .write_all(b"\r\n")
-                .await
-                .map_err(UpstreamError::Io)?;
+        write.clear();
+        if chunked {
+            h1::write_chunk_size(write, data.len());
+        }
+        let piece = write_piece(&mut wr, write, &data, chunked);
+        tokio::pin!(piece);
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut piece => {
+                    sent.map_err(UpstreamError::Io)?;
+                    break;
+                }
+                got = read_some(&mut rd, read), if early.open => {
+                    if let Some(head) = early.check(got, read)? {
+                        return Ok(Some(head));
+                    }
+                }
+            }
         }
     }
     if chunked {
-        conn.io
-            .write_all(b"0\r\n\r\n")
+        wr.write_all(b"0\r\n\r\n")
             .await
             .map_err(UpstreamError::Io)?;
     } else if left != 0 && left != u64::MAX {
@@ -504,7 +528,66 @@ where
             "request body shorter than its length".into(),
         ));
     }
+    Ok(None)
+}
+
+/// Writes one piece of the body: `prefix` (a chunk-size line, or nothing),
+/// the data, and for a chunk its CRLF. Small chunks go out in one write.
+async fn write_piece(
+    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    prefix: &mut Vec<u8>,
+    data: &Bytes,
+    chunked: bool,
+) -> io::Result<()> {
+    if chunked && data.len() <= READ_CHUNK {
+        prefix.extend_from_slice(data);
+        prefix.extend_from_slice(b"\r\n");
+        return wr.write_all(prefix).await;
+    }
+    if !prefix.is_empty() {
+        wr.write_all(prefix).await?;
+    }
+    wr.write_all(data).await?;
+    if chunked {
+        wr.write_all(b"\r\n").await?;
+    }
     Ok(())
+}
+
+async fn read_some(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    read: &mut BytesMut,
+) -> io::Result<usize> {
+    if read.capacity() - read.len() < READ_CHUNK / 4 {
+        read.reserve(READ_CHUNK);
+    }
+    rd.read_buf(read).await
+}
+
+/// Watches for a response during an upload.
+struct EarlyAnswer<'a> {
+    method: &'a Method,
+    /// Reading still makes sense (the upstream has not ended its side).
+    open: bool,
+}
+
+impl EarlyAnswer<'_> {
+    fn check(
+        &mut self,
+        got: io::Result<usize>,
+        read: &mut BytesMut,
+    ) -> Result<Option<h1::ResponseHead>, UpstreamError> {
+        match got {
+            // The upstream ended its side without a word: the rest of the
+            // body goes out (or fails) and reading the head says closed.
+            Ok(0) => {
+                self.open = false;
+                Ok(None)
+            }
+            Ok(_) => h1::parse_response_head(read, self.method).map_err(UpstreamError::Protocol),
+            Err(e) => Err(UpstreamError::Io(e)),
+        }
+    }
 }
 
 /// Reads until the response head is complete.
