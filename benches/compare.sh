@@ -9,8 +9,9 @@
 # given ltigate binary, all on the server CPU; then runs wrk (CPU 0) against
 # nginx and each binary in turn, REPS rounds, and prints per run: requests/s
 # and the CPU microseconds per request of the proxy and of the upstream
-# behind it (from /proc). Environment: CONNECTIONS [64], SECONDS_PER_RUN [4],
-# REPS [3]. Needs nginx, wrk, curl, python3 and the release examples
+# behind it, with their user and system parts (from /proc). Environment:
+# CONNECTIONS [64], SECONDS_PER_RUN [4], REPS [3]. Needs nginx, wrk, curl,
+# python3 and the release examples
 # (cargo build --release --examples). Loopback only; stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,14 +33,15 @@ cleanup() {
 }
 trap cleanup EXIT
 fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() {
-  local t=0 p f
+ticks() { # pids… → "user system" ticks, summed
+  local u=0 s=0 p f
   for p in "$@"; do
     f=$(sed 's/.*) //' "/proc/$p/stat")
     read -r -a a <<<"$f"
-    t=$((t + a[11] + a[12]))
+    u=$((u + a[11]))
+    s=$((s + a[12]))
   done
-  echo "$t"
+  echo "$u $s"
 }
 UP=$(fp)
 NG=$(fp)
@@ -112,14 +114,18 @@ echo "$C connections, ${D} s per run, $R rounds; CPU from /proc (10 ms ticks)"
 for r in $(seq "$R"); do
   for t in $targets; do
     # shellcheck disable=SC2086
-    p0=$(ticks ${PID[$t]})
-    u0=$(ticks "$UPID")
+    read -r pu0 ps0 <<<"$(ticks ${PID[$t]})"
+    read -r uu0 us0 <<<"$(ticks "$UPID")"
     out=$(run "$D" "$t")
     # shellcheck disable=SC2086
-    p1=$(ticks ${PID[$t]})
-    u1=$(ticks "$UPID")
+    read -r pu1 ps1 <<<"$(ticks ${PID[$t]})"
+    read -r uu1 us1 <<<"$(ticks "$UPID")"
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     bad=$(grep -c "Non-2xx\|Socket errors" <<<"$out" || true)
-    python3 -c "n=$n; print(f'round $r  {\"${NAME[$t]}\":<40} {n/$D:9.0f} req/s  proxy {($p1-$p0)*1e4/n:5.1f} us/req  upstream {($u1-$u0)*1e4/n:5.1f} us/req  errors={$bad}')"
+    python3 -c "
+n = $n
+k = 1e4 / n  # 10 ms ticks -> microseconds per request
+pu, ps, uu, us = ($pu1 - $pu0) * k, ($ps1 - $ps0) * k, ($uu1 - $uu0) * k, ($us1 - $us0) * k
+print(f'round $r  {\"${NAME[$t]}\":<40} {n/$D:9.0f} req/s  proxy {pu+ps:5.1f} us/req (user {pu:4.1f} sys {ps:4.1f})  upstream {uu+us:5.1f} us/req (user {uu:4.1f} sys {us:4.1f})  errors={$bad}')"
   done
 done
