@@ -249,13 +249,11 @@ impl ForwardShared {
         let req = Request::from_parts(parts, body);
         let upgrading = upgrade.is_some();
         let response = async {
-            if upgrading {
-                let resp = client.upstream.send_upgrade(req).await?;
-                Ok(resp.map(|b| b.map_err(Into::into).boxed()))
+            Ok(if upgrading {
+                boxed(client.upstream.send_upgrade(req).await?)
             } else {
-                let resp = client.upstream.send(req).await?;
-                Ok(resp.map(|b| b.map_err(Into::into).boxed()))
-            }
+                boxed(client.upstream.send(req).await?)
+            })
         };
         tokio::pin!(response);
         let deadline = tokio::time::sleep_until(started + self.timeout);
@@ -341,6 +339,15 @@ impl ForwardShared {
             json,
         ))
     }
+}
+
+/// A response with its body boxed as [`Body`].
+fn boxed<B>(resp: Response<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<super::BoxError>,
+{
+    resp.map(|b| b.map_err(Into::into).boxed())
 }
 
 /// Copies bytes both ways between an upgraded client connection and the

@@ -132,17 +132,8 @@ impl Conn {
     }
 
     /// Reads more of the response into the read buffer.
-    async fn fill(&mut self) -> io::Result<usize> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-            self.read.reserve(READ_CHUNK);
-        }
-        self.io.read_buf(&mut self.read).await
-    }
-
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-            self.read.reserve(READ_CHUNK);
-        }
+        make_room(&mut self.read);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
     }
 }
@@ -295,7 +286,6 @@ impl Affinity {
         };
         let kind = match head.framing {
             ResponseFraming::Empty => BodyKind::Empty,
-            ResponseFraming::Length(0) => BodyKind::Length(0),
             ResponseFraming::Length(n) => BodyKind::Length(n),
             ResponseFraming::Chunked => BodyKind::Chunked(ChunkedDecoder::default()),
             ResponseFraming::UntilClose => BodyKind::UntilClose,
@@ -558,10 +548,15 @@ async fn read_some(
     rd: &mut tokio::net::tcp::ReadHalf<'_>,
     read: &mut BytesMut,
 ) -> io::Result<usize> {
+    make_room(read);
+    rd.read_buf(read).await
+}
+
+/// Grows a read buffer that has little room left.
+fn make_room(read: &mut BytesMut) {
     if read.capacity() - read.len() < READ_CHUNK / 4 {
         read.reserve(READ_CHUNK);
     }
-    rd.read_buf(read).await
 }
 
 /// Watches for a response during an upload.
@@ -599,7 +594,7 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<h1::ResponseHead,
             return Ok(head);
         }
         let empty = conn.read.is_empty();
-        match conn.fill().await {
+        match std::future::poll_fn(|cx| conn.poll_fill(cx)).await {
             Ok(0) if empty => return Err(UpstreamError::Closed),
             Ok(0) => {
                 return Err(UpstreamError::Protocol(H1Error::Head(
