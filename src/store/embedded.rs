@@ -605,17 +605,25 @@ fn claim_in(
         return Ok(LicenceClaim::Existing);
     }
     let mut counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
-    let used = counts
-        .get(consumer)
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(0);
+    let used = used_of(&counts, consumer)?;
     if cap.is_some_and(|c| used >= c) {
         return Ok(LicenceClaim::Exhausted);
     }
     licences.insert(key, ()).map_err(db_err)?;
     counts.insert(consumer, used + 1).map_err(db_err)?;
     Ok(LicenceClaim::New { used: used + 1 })
+}
+
+/// Licences `consumer` holds, from the licence count table.
+fn used_of(
+    counts: &impl ReadableTable<&'static str, u64>,
+    consumer: &str,
+) -> Result<u64, StoreError> {
+    Ok(counts
+        .get(consumer)
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(0))
 }
 
 /// Gives back the licence `key` of `consumer`, if held.
@@ -625,11 +633,7 @@ fn release_in(txn: &WriteTransaction, key: &str, consumer: &str) -> Result<(), S
         return Ok(());
     }
     let mut counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
-    let used = counts
-        .get(consumer)
-        .map_err(db_err)?
-        .map(|v| v.value())
-        .unwrap_or(0);
+    let used = used_of(&counts, consumer)?;
     counts
         .insert(consumer, used.saturating_sub(1))
         .map_err(db_err)?;
@@ -729,11 +733,7 @@ impl Store for EmbeddedStore {
         let consumer = consumer.to_string();
         self.read(move |txn| {
             let counts = txn.open_table(LICENCE_COUNT).map_err(db_err)?;
-            Ok(counts
-                .get(consumer.as_str())
-                .map_err(db_err)?
-                .map(|v| v.value())
-                .unwrap_or(0))
+            used_of(&counts, &consumer)
         })
         .await
     }
