@@ -490,16 +490,21 @@ mod cases {
     }
 
     pub async fn ticket_take_is_atomic(store: SharedStore) {
-        const N: usize = 16;
         put(&*store, "race", b"the value", LONG).await;
-        let barrier = Arc::new(Barrier::new(N));
-        let tasks: Vec<_> = (0..N)
+        let got = race_take(&store, "race", 16).await;
+        assert_eq!(got, vec![b"the value".to_vec()], "values taken");
+    }
+
+    /// `n` tasks released at once all try to take ticket `name`: the
+    /// values they got.
+    pub async fn race_take(store: &SharedStore, name: &'static str, n: usize) -> Vec<Vec<u8>> {
+        let barrier = Arc::new(Barrier::new(n));
+        let tasks: Vec<_> = (0..n)
             .map(|_| {
-                let store = store.clone();
-                let barrier = barrier.clone();
+                let (store, barrier) = (store.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    store.take_ticket("race").await
+                    store.take_ticket(name).await
                 })
             })
             .collect();
@@ -509,7 +514,7 @@ mod cases {
                 got.push(v);
             }
         }
-        assert_eq!(got, vec![b"the value".to_vec()], "values taken");
+        got
     }
 
     pub async fn odd_inputs_do_not_collide(store: SharedStore) {
@@ -760,28 +765,12 @@ async fn embedded_tickets_survive_reopen() {
 /// comes back exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_a_written_ticket_is_taken_once() {
-    const N: usize = 16;
     let dir = tempfile::tempdir().unwrap();
     let store = open_embedded(&dir.path().join("store.db"));
     let value: Vec<u8> = (0..=255).collect();
     ops::put(&*store, "race", &value, Duration::from_secs(600)).await;
     store.flush().await.expect("flush");
-    let barrier = Arc::new(Barrier::new(N));
-    let tasks: Vec<_> = (0..N)
-        .map(|_| {
-            let (store, barrier) = (store.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store.take_ticket("race").await
-            })
-        })
-        .collect();
-    let mut got = Vec::new();
-    for t in tasks {
-        if let Some(v) = t.await.unwrap().expect("take_ticket") {
-            got.push(v);
-        }
-    }
+    let got = cases::race_take(&store, "race", 16).await;
     assert_eq!(got, vec![value]);
     store.flush().await.expect("flush");
     assert_eq!(ops::take(&*store, "race").await, None);
