@@ -21,7 +21,7 @@ use proxykit::session;
 use support::gate::{base_config, client, Gate};
 use support::lms::Launch;
 use support::upstream::Upstream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// How the counting platform treats its connections.
@@ -35,38 +35,37 @@ enum Keep {
     CloseAfterOne,
 }
 
-/// A platform that counts the connections it accepts. `/slow` answers
-/// after 100 ms.
-struct Platform {
+/// A platform listening on 127.0.0.1 that numbers the connections it
+/// accepts (from 1) and serves each with its own task.
+struct Listening {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Platform {
+impl Drop for Listening {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Platform {
-    async fn start(keep: Keep) -> Platform {
+impl Listening {
+    async fn start<F, Fut>(serve: F) -> Listening
+    where
+        F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    match keep {
-                        Keep::Alive => serve_keep_alive(stream).await,
-                        Keep::CloseAfterOne => serve_one_and_close(stream).await,
-                    }
-                });
+                let conn = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(serve(stream, conn));
             }
         });
-        Platform {
+        Listening {
             addr,
             accepted,
             task,
@@ -76,6 +75,18 @@ impl Platform {
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+}
+
+/// A platform that counts the connections it accepts. `/slow` answers
+/// after 100 ms.
+async fn platform(keep: Keep) -> Listening {
+    Listening::start(move |stream, _| async move {
+        match keep {
+            Keep::Alive => serve_keep_alive(stream).await,
+            Keep::CloseAfterOne => serve_one_and_close(stream).await,
+        }
+    })
+    .await
 }
 
 async fn serve_keep_alive(stream: tokio::net::TcpStream) {
@@ -91,30 +102,18 @@ async fn serve_keep_alive(stream: tokio::net::TcpStream) {
 }
 
 async fn serve_one_and_close(mut stream: tokio::net::TcpStream) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+    let mut buf = Vec::new();
+    let Some(end) = read_until(&mut stream, &mut buf, b"\r\n\r\n").await else {
+        return;
     };
     // Reads the body too (closing with unread bytes would reset the
     // connection and could take the answer with it).
-    let text = String::from_utf8_lossy(&head[..end]).to_lowercase();
-    let length: usize = text
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    let length: usize = field(&head, "content-length")
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    while head.len() < end + length {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+    if !fill_to(&mut stream, &mut buf, end + 4 + length).await {
+        return;
     }
     let _ = stream
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -122,24 +121,25 @@ async fn serve_one_and_close(mut stream: tokio::net::TcpStream) {
     // Dropping the stream closes the connection.
 }
 
-/// ltigate in front of `platform`, the provisioning API on the usual fake.
-async fn gate_for(platform: &Platform, api: &Upstream) -> Gate {
+/// ltigate in front of the platform at `platform`, the provisioning API on
+/// the usual fake.
+async fn gate_for(platform: SocketAddr, api: &Upstream) -> Gate {
     let dir = tempfile::tempdir().unwrap();
     let toml = proxykit::set_key(
         &base_config(&api.url(), dir.path()),
         "upstream",
         "url",
-        &format!("\"http://{}\"", platform.addr),
+        &format!("\"http://{platform}\""),
     );
     Gate::start_with(&toml, dir).await
 }
 
 /// The platform (`keep`), the API fake, ltigate in front and a session of
 /// `user` in course C-1.
-async fn setup(keep: Keep, user: &str) -> (Upstream, Platform, Gate, String) {
+async fn setup(keep: Keep, user: &str) -> (Upstream, Listening, Gate, String) {
     let api = Upstream::start(Some("upstream-token")).await;
-    let platform = Platform::start(keep).await;
-    let gate = gate_for(&platform, &api).await;
+    let platform = platform(keep).await;
+    let gate = gate_for(platform.addr, &api).await;
     let cookie = session(&gate, &Launch::acme(user, "C-1"), None).await;
     (api, platform, gate, cookie)
 }
@@ -271,16 +271,8 @@ struct Seen {
 /// `answer(name)`; `/drop` is read and the connection closed without an
 /// answer, unless it is the connection's first request.
 struct Scripted {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
+    listening: Listening,
     seen: Arc<std::sync::Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 fn answer(name: &str) -> &'static [u8] {
@@ -302,23 +294,11 @@ fn answer(name: &str) -> &'static [u8] {
 
 impl Scripted {
     async fn start() -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (counter, log) = (accepted.clone(), seen.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let conn = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(serve_script(stream, conn, log.clone()));
-            }
-        });
-        Scripted {
-            addr,
-            accepted,
-            seen,
-            task,
-        }
+        let log = seen.clone();
+        let listening =
+            Listening::start(move |stream, conn| serve_script(stream, conn, log.clone())).await;
+        Scripted { listening, seen }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -344,10 +324,6 @@ async fn serve_script(
         let mut line = head.lines().next().unwrap_or("").split(' ');
         let method = line.next().unwrap_or("").to_uppercase();
         let target = line.next().unwrap_or("").to_string();
-        let field = |name: &str| {
-            head.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-        };
         if target == "/early" {
             // Refuses the upload before reading it, and reads nothing
             // more for longer than the gate's upstream timeout.
@@ -365,7 +341,7 @@ async fn serve_script(
             return;
         }
         let mut body = Vec::new();
-        if field("transfer-encoding").as_deref() == Some("chunked") {
+        if field(&head, "transfer-encoding") == Some("chunked") {
             loop {
                 let Some(end) = read_until(&mut stream, &mut buf, b"\r\n").await else {
                     return;
@@ -373,10 +349,8 @@ async fn serve_script(
                 let size_line = String::from_utf8_lossy(&buf[..end]).to_string();
                 buf.drain(..end + 2);
                 let size = usize::from_str_radix(size_line.split(';').next().unwrap(), 16).unwrap();
-                while buf.len() < size + 2 {
-                    if !fill(&mut stream, &mut buf).await {
-                        return;
-                    }
+                if !fill_to(&mut stream, &mut buf, size + 2).await {
+                    return;
                 }
                 assert_eq!(&buf[size..size + 2], b"\r\n", "chunk data ends in CRLF");
                 body.extend_from_slice(&buf[..size]);
@@ -385,12 +359,10 @@ async fn serve_script(
                     break;
                 }
             }
-        } else if let Some(len) = field("content-length") {
+        } else if let Some(len) = field(&head, "content-length") {
             let len: usize = len.parse().unwrap();
-            while buf.len() < len {
-                if !fill(&mut stream, &mut buf).await {
-                    return;
-                }
+            if !fill_to(&mut stream, &mut buf, len).await {
+                return;
             }
             body = buf.drain(..len).collect();
         }
@@ -419,7 +391,8 @@ async fn serve_script(
     }
 }
 
-async fn fill(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+/// Reads what is there into `buf`; false at the end of the stream.
+async fn fill<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 8192];
     match stream.read(&mut chunk).await {
         Ok(0) | Err(_) => false,
@@ -430,8 +403,21 @@ async fn fill(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
     }
 }
 
-async fn read_until(
-    stream: &mut tokio::net::TcpStream,
+/// Reads until `buf` holds at least `len` bytes; false if the stream ends
+/// first.
+async fn fill_to<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut Vec<u8>, len: usize) -> bool {
+    while buf.len() < len {
+        if !fill(stream, buf).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Reads until `buf` holds `pat`: where it starts, or `None` if the stream
+/// ends first.
+async fn read_until<R: AsyncRead + Unpin>(
+    stream: &mut R,
     buf: &mut Vec<u8>,
     pat: &[u8],
 ) -> Option<usize> {
@@ -445,17 +431,16 @@ async fn read_until(
     }
 }
 
+/// A field's value in a lower-cased request head.
+fn field<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
 async fn scripted_setup(user: &str) -> (Upstream, Scripted, Gate, String) {
     let api = Upstream::start(Some("upstream-token")).await;
     let platform = Scripted::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let toml = proxykit::set_key(
-        &base_config(&api.url(), dir.path()),
-        "upstream",
-        "url",
-        &format!("\"http://{}\"", platform.addr),
-    );
-    let gate = Gate::start_with(&toml, dir).await;
+    let gate = gate_for(platform.listening.addr, &api).await;
     let cookie = session(&gate, &Launch::acme(user, "C-1"), None).await;
     (api, platform, gate, cookie)
 }
@@ -492,7 +477,7 @@ async fn responses_reach_the_client_as_the_upstream_framed_them() {
     assert!(r.headers().get("link").is_none());
     assert_eq!(r.text().await.unwrap(), "ok");
     // All of that on one upstream connection.
-    assert_eq!(platform.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(platform.listening.accepted(), 1);
 
     // Chunked and a length at once: the chunks count, the length is not
     // passed on, and the connection is not trusted again.
@@ -500,7 +485,7 @@ async fn responses_reach_the_client_as_the_upstream_framed_them() {
     assert_eq!(r.text().await.unwrap(), "ok");
     let r = fetch(reqwest::Method::GET, "close").await.unwrap();
     assert_eq!(r.text().await.unwrap(), "ok");
-    assert_eq!(platform.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(platform.listening.accepted(), 2);
     assert_eq!(
         fetch(reqwest::Method::GET, "length")
             .await
@@ -508,7 +493,7 @@ async fn responses_reach_the_client_as_the_upstream_framed_them() {
             .status(),
         200
     );
-    assert_eq!(platform.accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(platform.listening.accepted(), 3);
 }
 
 #[tokio::test]
@@ -677,13 +662,7 @@ async fn an_upstream_refusing_an_upload_early_is_answered_without_waiting_for_th
         }
     });
     let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        match from_gate.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
+    read_until(&mut from_gate, &mut answer, b"\r\n\r\n").await;
     let answer = String::from_utf8_lossy(&answer);
     // Not a 504 after the upstream timeout (2 s without progress): the
     // platform's own answer.
