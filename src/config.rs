@@ -161,7 +161,8 @@ pub struct RawUpstream {
     pub course_path: String,
     /// Pass the client's `Host` header upstream.
     pub pass_host_header: bool,
-    /// Timeout of a proxied request.
+    /// Timeout of a proxied request's answer, and longest a response
+    /// body may go without a byte.
     pub timeout: Quantity,
 }
 
@@ -522,7 +523,8 @@ pub struct UpstreamSettings {
     pub course_path: Option<String>,
     /// Pass `Host`.
     pub pass_host_header: bool,
-    /// Proxy timeout.
+    /// Proxy timeout: for the response head, and between two pieces of a
+    /// response body.
     pub timeout: Duration,
 }
 

@@ -377,6 +377,33 @@ async fn serve_script(
         if target == "/drop" && requests > 1 {
             return;
         }
+        if target == "/stall" {
+            // Part of the body, then nothing for far longer than the
+            // gate's upstream timeout, the connection kept open.
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok")
+                .await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        if target == "/trickle" {
+            // One byte every 700 ms: 3.5 s in all, longer than the gate's
+            // upstream timeout, but never silent for that long.
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for byte in b"hello" {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
         let reply = match target.strip_prefix("/r/") {
             Some(name) => answer(name),
             None => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".as_slice(),
@@ -669,4 +696,56 @@ async fn an_upstream_refusing_an_upload_early_is_answered_without_waiting_for_th
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     upload.abort();
     assert_eq!(platform.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_response_body_is_cut_off_when_the_upstream_stops_sending_it_not_when_it_is_slow() {
+    let (_api, platform, gate, cookie) = scripted_setup("u-9").await;
+    let browser = client();
+    // Slower in all than the upstream timeout (2 s), never silent for it.
+    let r = browser
+        .get(gate.url("/trickle"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello");
+
+    // Silent mid-body: ltigate ends the response once the timeout has
+    // passed without a byte, long before the upstream would close.
+    let started = std::time::Instant::now();
+    let r = browser
+        .get(gate.url("/stall"))
+        .header("cookie", &cookie)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let err = r
+        .bytes()
+        .await
+        .expect_err("a body the upstream stopped sending");
+    let waited = started.elapsed();
+    assert!(
+        !err.is_timeout(),
+        "ltigate, not the client, ended it: {err}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "cut off early: {waited:?}"
+    );
+
+    // The stalled connection is not used again; the trickling one was.
+    let r = browser
+        .get(gate.url("/r/length"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello");
+    let conns: Vec<usize> = platform.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns.len(), 3, "{conns:?}");
+    assert_eq!(conns[0], conns[1], "{conns:?}");
+    assert_ne!(conns[1], conns[2], "{conns:?}");
 }

@@ -118,7 +118,12 @@ impl Proxy {
             None => format!("{}:80", authority.host()),
         };
         let connect_timeout = s.upstream.timeout.min(Duration::from_secs(10));
-        let upstream = Upstream::new(address, connect_timeout, MAX_IDLE_UPSTREAM);
+        let upstream = Upstream::new(
+            address,
+            connect_timeout,
+            s.upstream.timeout,
+            MAX_IDLE_UPSTREAM,
+        );
 
         let stack = ServiceBuilder::new()
             // Who is asking: without a valid session only public paths pass.

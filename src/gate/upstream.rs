@@ -25,10 +25,17 @@
 //! task as the client takes it, so no other task or channel sits between
 //! the two sockets. A WebSocket upgrade goes through hyper's client on a
 //! connection of its own, which becomes the tunnel.
+//!
+//! A response body that receives nothing for the upstream timeout fails
+//! (the client's connection closes; the status is already out) and its
+//! upstream connection is closed: a stalled upstream never holds a client
+//! connection, a request slot or an upstream connection for ever. Only time
+//! spent waiting for the upstream counts, never time the client takes.
 
 mod h1;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,7 +51,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 pub use self::h1::H1Error;
 use self::h1::{ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
@@ -144,6 +151,8 @@ pub struct Upstream {
     /// `host:port` to connect to.
     address: String,
     connect_timeout: Duration,
+    /// Longest a response body may wait for its next bytes.
+    body_timeout: Duration,
     max_idle: usize,
     /// Oldest at the front; taken from the back.
     idle: Mutex<VecDeque<Idle>>,
@@ -163,11 +172,18 @@ impl Idle {
 
 impl Upstream {
     /// Connections to `address` (`host:port`), at most `max_idle` of them
-    /// kept idle.
-    pub fn new(address: String, connect_timeout: Duration, max_idle: usize) -> Arc<Self> {
+    /// kept idle. A response body that receives nothing for `body_timeout`
+    /// fails (and its connection is closed).
+    pub fn new(
+        address: String,
+        connect_timeout: Duration,
+        body_timeout: Duration,
+        max_idle: usize,
+    ) -> Arc<Self> {
         Arc::new(Upstream {
             address,
             connect_timeout,
+            body_timeout,
             max_idle,
             idle: Mutex::new(VecDeque::new()),
         })
@@ -295,6 +311,8 @@ impl Affinity {
             kind,
             reusable: head.reusable,
             home: self.clone(),
+            stall: None,
+            waited: false,
         });
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
@@ -624,6 +642,13 @@ pub struct UpstreamBody {
     kind: BodyKind,
     reusable: bool,
     home: Affinity,
+    /// When waiting for the upstream's next bytes ends the body. Made the
+    /// first time the body has to wait at all (most small bodies arrive
+    /// with their head and never do).
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` counts the current wait: cleared by every piece of
+    /// body, so the time the client takes between pieces never counts.
+    waited: bool,
 }
 
 impl UpstreamBody {
@@ -634,30 +659,9 @@ impl UpstreamBody {
         }
     }
 
-    /// The body is through: the connection goes home or is closed.
-    fn finish(&mut self) {
-        self.kind = BodyKind::Done;
-        if let Some(conn) = self.conn.take() {
-            if self.reusable && conn.read.is_empty() {
-                self.home.keep(conn);
-            }
-        }
-    }
-}
-
-fn broken(why: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, why)
-}
-
-impl HttpBody for UpstreamBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
+    /// The next piece of the body, read from the connection as needed.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self;
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -703,7 +707,24 @@ impl HttpBody for UpstreamBody {
                     }
                 }
             }
-            match ready!(conn.poll_fill(cx)) {
+            let filled = match conn.poll_fill(cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    ready!(this.poll_stalled(cx));
+                    let limit = this.home.0.upstream.body_timeout;
+                    tracing::warn!(
+                        ?limit,
+                        "the upstream sent nothing more of a response body in time; cutting it off"
+                    );
+                    this.conn = None;
+                    this.kind = BodyKind::Done;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the upstream stopped sending the response body",
+                    ))));
+                }
+            };
+            match filled {
                 Ok(0) => {
                     let until_close = matches!(this.kind, BodyKind::UntilClose);
                     this.conn = None;
@@ -715,7 +736,8 @@ impl HttpBody for UpstreamBody {
                         "the upstream closed the connection before the end of the body",
                     ))));
                 }
-                Ok(_) => {}
+                // Bytes came: the next wait counts from now.
+                Ok(_) => this.waited = false,
                 Err(e) => {
                     this.conn = None;
                     this.kind = BodyKind::Done;
@@ -723,6 +745,50 @@ impl HttpBody for UpstreamBody {
                 }
             }
         }
+    }
+
+    /// Called when the upstream has nothing more for now: Ready once the
+    /// body has waited `body_timeout` in a row.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.home.0.upstream.body_timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !std::mem::replace(&mut self.waited, true) {
+            stall.as_mut().reset(Instant::now() + limit);
+        }
+        Future::poll(stall.as_mut(), cx)
+    }
+
+    /// The body is through: the connection goes home or is closed.
+    fn finish(&mut self) {
+        self.kind = BodyKind::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.read.is_empty() {
+                self.home.keep(conn);
+            }
+        }
+    }
+}
+
+fn broken(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let polled = this.poll_body(cx);
+        if polled.is_ready() {
+            this.waited = false;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
