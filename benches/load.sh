@@ -24,6 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=benches/nginx.sh
+source benches/nginx.sh
 
 DURATION=${DURATION:-5}
 REPS=${REPS:-3}
@@ -154,61 +156,7 @@ wait_http "http://127.0.0.1:$UP_PORT/"
 
 # --- nginx -----------------------------------------------------------------
 mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx.conf" <<EOF
-worker_processes $WORKERS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events {
-    worker_connections 8192;
-}
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    upstream platform {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 128;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://platform;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-    # The same proxy sending the upstream what ltigate sends it for the
-    # benchmark's session: the forwarding headers and the identity headers
-    # (constants here; ltigate takes them from the cookie). Not a plain
-    # proxy: a like-for-like line, since parsing these headers costs the
-    # upstream, which shares the server CPU.
-    server {
-        listen 127.0.0.1:$NGINX_H_PORT;
-        location / {
-            proxy_pass http://platform;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto https;
-            proxy_set_header X-Forwarded-Host learn.bench.test;
-            proxy_set_header X-Request-Id \$request_id;
-            proxy_set_header X-LTI-User bench:learner-0;
-            proxy_set_header X-LTI-Upstream-User up-bench%253Alearner-0;
-            proxy_set_header X-LTI-Email zoe@example.org;
-            proxy_set_header X-LTI-Given-Name Zo%C3%AB;
-            proxy_set_header X-LTI-Family-Name van%20Dijk;
-            proxy_set_header X-LTI-Consumer Bench;
-            proxy_set_header X-LTI-Course-Roles C-1=Learner;
-            proxy_set_header X-LTI-Course C-1;
-            proxy_set_header X-LTI-Roles Learner;
-        }
-    }
-}
-EOF
+nginx_conf "$TMP/nginx" "$WORKERS" "$UP_PORT" "$NGINX_PORT" "$NGINX_H_PORT" >"$TMP/nginx.conf"
 "${SERVER_PIN[@]}" nginx -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")

@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# The nginx both load.sh and compare.sh measure, configured once: a plain
+# reverse proxy ("nginx") and the same proxy also sending the upstream the
+# headers ltigate sends ("nginx-h").
+#
+# nginx_conf DIR WORKERS UPSTREAM_PORT NGINX_PORT NGINX_H_PORT prints the
+# configuration (nginx -p DIR -c FILE; DIR/logs must exist).
+nginx_conf() {
+  local dir=$1 workers=$2 up=$3 plain=$4 with_headers=$5
+  cat <<EOF
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events {
+    worker_connections 8192;
+}
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    upstream platform {
+        server 127.0.0.1:$up;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$plain;
+        location / {
+            proxy_pass http://platform;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+    # The same proxy sending the upstream what ltigate sends it for the
+    # benchmark's session: the forwarding headers and the identity headers
+    # (constants here; ltigate takes them from the cookie). Not a plain
+    # proxy: a like-for-like line, since parsing these headers costs the
+    # upstream, which shares the server CPU.
+    server {
+        listen 127.0.0.1:$with_headers;
+        location / {
+            proxy_pass http://platform;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-Host learn.bench.test;
+            proxy_set_header X-Request-Id \$request_id;
+            proxy_set_header X-LTI-User bench:learner-0;
+            proxy_set_header X-LTI-Upstream-User up-bench%253Alearner-0;
+            proxy_set_header X-LTI-Email zoe@example.org;
+            proxy_set_header X-LTI-Given-Name Zo%C3%AB;
+            proxy_set_header X-LTI-Family-Name van%20Dijk;
+            proxy_set_header X-LTI-Consumer Bench;
+            proxy_set_header X-LTI-Course-Roles C-1=Learner;
+            proxy_set_header X-LTI-Course C-1;
+            proxy_set_header X-LTI-Roles Learner;
+        }
+    }
+}
+EOF
+}
