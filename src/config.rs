@@ -110,6 +110,8 @@ pub struct RawServer {
     pub max_connections: usize,
     /// Time a client has to send its request headers.
     pub header_read_timeout: Quantity,
+    /// Longest a client may take none of a response being sent to it.
+    pub send_timeout: Quantity,
     /// Largest request header block accepted.
     pub max_header_bytes: Quantity,
     /// Time in-flight requests get to finish on shutdown.
@@ -127,6 +129,7 @@ impl Default for RawServer {
             frame_ancestors: Vec::new(),
             max_connections: 10_000,
             header_read_timeout: "10s".into(),
+            send_timeout: "60s".into(),
             max_header_bytes: "32KiB".into(),
             shutdown_grace: "25s".into(),
         }
@@ -494,6 +497,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// See [`RawServer::header_read_timeout`].
     pub header_read_timeout: Duration,
+    /// See [`RawServer::send_timeout`].
+    pub send_timeout: Duration,
     /// See [`RawServer::max_header_bytes`].
     pub max_header_bytes: usize,
     /// See [`RawServer::shutdown_grace`].
@@ -1101,6 +1106,11 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
         "server.header_read_timeout",
         &raw.server.header_read_timeout,
     );
+    let send_timeout = c.duration("server.send_timeout", &raw.server.send_timeout);
+    if send_timeout.is_zero() && parse_duration(&raw.server.send_timeout).is_ok() {
+        c.problems
+            .push("server.send_timeout: must be longer than 0s".into());
+    }
     let max_header_bytes = c.size("server.max_header_bytes", &raw.server.max_header_bytes);
     if max_header_bytes != 0 && max_header_bytes < 1024 {
         c.problems
@@ -1468,6 +1478,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             frame_ancestors: raw.server.frame_ancestors.clone(),
             max_connections: raw.server.max_connections,
             header_read_timeout,
+            send_timeout,
             max_header_bytes,
             shutdown_grace,
         },
@@ -1693,6 +1704,22 @@ lms_id = "acme"
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         assert_eq!(err.0.len(), text.lines().count());
+    }
+
+    #[test]
+    fn send_timeout_defaults_to_a_minute_and_is_never_zero() {
+        let s = validate(&raw_from(MIN, &[]).unwrap()).unwrap();
+        assert_eq!(s.server.send_timeout, Duration::from_secs(60));
+        let raw = raw_from(MIN, &[("LTIGATE_SERVER__SEND_TIMEOUT", "0s")]).unwrap();
+        let err = validate(&raw).unwrap_err();
+        assert_eq!(
+            err.0,
+            vec!["server.send_timeout: must be longer than 0s".to_string()]
+        );
+        let raw = raw_from(MIN, &[("LTIGATE_SERVER__SEND_TIMEOUT", "soon")]).unwrap();
+        let err = validate(&raw).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].starts_with("server.send_timeout: "), "{err}");
     }
 
     #[test]

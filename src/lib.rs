@@ -213,6 +213,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let conn = server::ConnSettings {
         header_read_timeout: settings.server.header_read_timeout,
+        send_timeout: settings.server.send_timeout,
         max_header_bytes: settings.server.max_header_bytes,
         shutdown_grace: settings.server.shutdown_grace,
     };

@@ -1,16 +1,18 @@
 //! Listener plumbing: accept loop, HTTP/1.1 + HTTP/2 connections with the
-//! header-read timeout and header size limit, and graceful shutdown (stop
-//! accepting, let in-flight requests finish within `shutdown_grace`).
+//! header-read timeout, the send timeout and the header size limit, and
+//! graceful shutdown (stop accepting, let in-flight requests finish within
+//! `shutdown_grace`).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -20,8 +22,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::gate::{Body, BoxError};
 
@@ -30,6 +34,8 @@ use crate::gate::{Body, BoxError};
 pub struct ConnSettings {
     /// Time a client has to send its request headers.
     pub header_read_timeout: Duration,
+    /// Longest a client may take none of what is being sent to it.
+    pub send_timeout: Duration,
     /// Largest request header block; larger gets 431.
     pub max_header_bytes: usize,
     /// Time in-flight requests get on shutdown.
@@ -103,7 +109,8 @@ pub async fn serve<M, S, F>(
                     busy: Some(busy),
                 }
             });
-            let conn_fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
+            let io = TokioIo::new(SendTimeout::new(stream, conn.send_timeout));
+            let conn_fut = builder.serve_connection_with_upgrades(io, hyper_svc);
             // hyper closes an idle HTTP/1.1 connection after the header
             // timeout, but keeps an idle HTTP/2 one open for ever: a
             // connection with no request in flight for that long is closed
@@ -257,6 +264,110 @@ pub fn hold_until_sent<G: Send + Sync + Unpin + 'static>(
         }
         .boxed()
     })
+}
+
+/// A client connection whose writes fail once the client has taken nothing
+/// for `limit`: a client that stops reading a response (or a WebSocket)
+/// then no longer holds its request slot, the upstream connection behind
+/// it, or the upstream's worker writing into it. Only time a write waits
+/// for the client counts; a slow reader that keeps taking bytes is served.
+struct SendTimeout {
+    io: TcpStream,
+    limit: Duration,
+    /// Made the first time a write has to wait (most connections never do).
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` is counting the current wait.
+    waiting: bool,
+}
+
+impl SendTimeout {
+    fn new(io: TcpStream, limit: Duration) -> Self {
+        SendTimeout {
+            io,
+            limit,
+            stall: None,
+            waiting: false,
+        }
+    }
+
+    /// After a write returned `Pending`: an error once this wait has lasted
+    /// `limit`.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !std::mem::replace(&mut self.waiting, true) {
+            stall.as_mut().reset(Instant::now() + limit);
+        }
+        ready!(stall.as_mut().poll(cx));
+        tracing::debug!(
+            ?limit,
+            "the client took nothing for the send timeout; closing"
+        );
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took nothing of the response for the send timeout",
+        )))
+    }
+
+    fn wrote<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.waiting = false;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// A body that owns a guard.

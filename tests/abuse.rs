@@ -1,5 +1,5 @@
 //! Hostile clients, hostile input and a hostile LMS: slowloris
-//! connections, oversized headers and bodies, a burst of 10,000 nonces,
+//! connections, clients that stop reading, oversized headers and bodies, a burst of 10,000 nonces,
 //! malformed encodings, duplicated OAuth parameters, request smuggling,
 //! open redirects, another deployment's cookie, an XML entity bomb from
 //! the LMS, and secrets in debug logs.
@@ -1804,4 +1804,98 @@ fn the_security_table_names_tests_that_exist() {
         }
     }
     assert!(checked >= 40, "{checked} tests named");
+}
+
+/// Clients that stop reading a download hold their request slot (and the
+/// upstream connection behind it) for `send_timeout` (1 s) and no longer:
+/// with both slots of `max_connections = 2` held by them a learner gets a
+/// 503, then is served once they are cut off. A client that reads slowly
+/// but steadily gets the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_are_cut_off_after_the_send_timeout() {
+    const BIG: usize = 64 * 1024 * 1024;
+    const STEADY: usize = 12 * 1024 * 1024;
+    let _machine = shared_machine().await;
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(
+        &up.url(),
+        &[
+            ("server", "send_timeout", r#""1s""#),
+            ("server", "max_connections", "2"),
+        ],
+    )
+    .await;
+    let cookie = session(&gate, &Launch::acme("s-9", "C-1"), None).await;
+    let download = |bytes: usize| {
+        format!("GET /download?bytes={bytes} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n")
+    };
+    let learner = || async {
+        client()
+            .get(gate.url("/courses/C-1"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gate.public).await.unwrap();
+        stream.write_all(download(BIG).as_bytes()).await.unwrap();
+        assert_eq!(read_head(&mut stream).await.0, 200);
+        stalled.push(stream);
+    }
+    let stopped = Instant::now();
+    assert_eq!(learner().await, 503, "both slots are held");
+    let served_after = loop {
+        if learner().await == 200 {
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "the learner was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        served_after >= Duration::from_millis(900),
+        "slots freed before the send timeout: {served_after:?}"
+    );
+    // What they get afterwards is what was already on its way, then the end.
+    for mut stream in stalled {
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("ltigate closed the connection");
+            match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        assert!(got < BIG, "the whole body arrived: {got}");
+    }
+
+    // A small receive window, read a little every 20 ms: ltigate's writes
+    // wait for this client all along (its send buffer, at most 4 MiB on
+    // Linux, fills early), each wait far shorter than the send timeout,
+    // the whole far longer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(128 * 1024).unwrap();
+    let mut stream = socket.connect(gate.public).await.unwrap();
+    stream.write_all(download(STEADY).as_bytes()).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(read_head(&mut stream).await.0, 200);
+    let mut got = 0;
+    let mut buf = vec![0u8; 128 * 1024];
+    while got < STEADY {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got, STEADY, "cut off after {:?}", started.elapsed());
 }

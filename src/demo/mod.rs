@@ -325,6 +325,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Demo> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let conn = ConnSettings {
         header_read_timeout: std::time::Duration::from_secs(10),
+        send_timeout: std::time::Duration::from_secs(60),
         max_header_bytes: 32 * 1024,
         shutdown_grace: std::time::Duration::from_secs(2),
     };
