@@ -33,6 +33,7 @@ pub mod outcomes;
 pub mod provision;
 pub mod secret;
 pub mod server;
+pub mod stall;
 pub mod store;
 
 use config::{Settings, StoreSettings};

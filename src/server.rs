@@ -25,9 +25,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
 
 use crate::gate::{Body, BoxError};
+use crate::stall::Stall;
 
 /// Per-listener connection settings.
 #[derive(Debug, Clone, Copy)]
@@ -273,56 +273,34 @@ pub fn hold_until_sent<G: Send + Sync + Unpin + 'static>(
 /// for the client counts; a slow reader that keeps taking bytes is served.
 struct SendTimeout {
     io: TcpStream,
-    limit: Duration,
-    /// Made the first time a write has to wait (most connections never do).
-    stall: Option<Pin<Box<Sleep>>>,
-    /// Whether `stall` is counting the current wait.
-    waiting: bool,
+    stall: Stall,
 }
 
 impl SendTimeout {
     fn new(io: TcpStream, limit: Duration) -> Self {
         SendTimeout {
             io,
-            limit,
-            stall: None,
-            waiting: false,
+            stall: Stall::new(limit),
         }
     }
 
-    /// After a write returned `Pending`: an error once this wait has lasted
-    /// `limit`.
-    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let limit = self.limit;
-        let stall = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !std::mem::replace(&mut self.waiting, true) {
-            stall.as_mut().reset(Instant::now() + limit);
-        }
-        ready!(stall.as_mut().poll(cx));
-        tracing::debug!(
-            ?limit,
-            "the client took nothing for the send timeout; closing"
-        );
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client took nothing of the response for the send timeout",
-        )))
-    }
-
+    /// A write's outcome: once a write has waited for the client for the
+    /// limit, an error that ends the connection.
     fn wrote<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        match polled {
-            Poll::Pending => self.stalled(cx),
-            ready => {
-                self.waiting = false;
-                ready
-            }
+        if polled.is_ready() {
+            self.stall.progressed();
+            return polled;
         }
+        ready!(self.stall.poll_waited(cx));
+        tracing::debug!(limit = ?self.stall.limit(), "the client took nothing for the send timeout; closing");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took nothing of the response for the send timeout",
+        )))
     }
 }
 

@@ -35,7 +35,6 @@
 mod h1;
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,11 +50,12 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 pub use self::h1::H1Error;
 use self::h1::{ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
 use super::BoxError;
+use crate::stall::Stall;
 
 /// Longest an upstream connection may sit idle and still be used.
 pub const IDLE: Duration = Duration::from_secs(1);
@@ -310,9 +310,8 @@ impl Affinity {
             conn: Some(conn),
             kind,
             reusable: head.reusable,
+            stall: Stall::new(self.0.upstream.body_timeout),
             home: self.clone(),
-            stall: None,
-            waited: false,
         });
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
@@ -642,13 +641,10 @@ pub struct UpstreamBody {
     kind: BodyKind,
     reusable: bool,
     home: Affinity,
-    /// When waiting for the upstream's next bytes ends the body. Made the
-    /// first time the body has to wait at all (most small bodies arrive
-    /// with their head and never do).
-    stall: Option<Pin<Box<Sleep>>>,
-    /// Whether `stall` counts the current wait: cleared by every piece of
-    /// body, so the time the client takes between pieces never counts.
-    waited: bool,
+    /// Bounds each wait for the upstream's next bytes; progress is every
+    /// piece of body, so the time the client takes between pieces never
+    /// counts.
+    stall: Stall,
 }
 
 impl UpstreamBody {
@@ -710,8 +706,8 @@ impl UpstreamBody {
             let filled = match conn.poll_fill(cx) {
                 Poll::Ready(filled) => filled,
                 Poll::Pending => {
-                    ready!(this.poll_stalled(cx));
-                    let limit = this.home.0.upstream.body_timeout;
+                    ready!(this.stall.poll_waited(cx));
+                    let limit = this.stall.limit();
                     tracing::warn!(
                         ?limit,
                         "the upstream sent nothing more of a response body in time; cutting it off"
@@ -737,7 +733,7 @@ impl UpstreamBody {
                     ))));
                 }
                 // Bytes came: the next wait counts from now.
-                Ok(_) => this.waited = false,
+                Ok(_) => this.stall.progressed(),
                 Err(e) => {
                     this.conn = None;
                     this.kind = BodyKind::Done;
@@ -745,19 +741,6 @@ impl UpstreamBody {
                 }
             }
         }
-    }
-
-    /// Called when the upstream has nothing more for now: Ready once the
-    /// body has waited `body_timeout` in a row.
-    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let limit = self.home.0.upstream.body_timeout;
-        let stall = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !std::mem::replace(&mut self.waited, true) {
-            stall.as_mut().reset(Instant::now() + limit);
-        }
-        Future::poll(stall.as_mut(), cx)
     }
 
     /// The body is through: the connection goes home or is closed.
@@ -786,7 +769,7 @@ impl HttpBody for UpstreamBody {
         let this = &mut *self;
         let polled = this.poll_body(cx);
         if polled.is_ready() {
-            this.waited = false;
+            this.stall.progressed();
         }
         polled
     }
