@@ -139,6 +139,8 @@ fn bench_headers(c: &mut Criterion) {
     s.add_course("C-1", &["Learner".into()], 20);
     // Built once per opened session in the proxy; per request only inject.
     let identity = policy.identity(&s);
+    let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+    let peer_text = ltigate::gate::headers::peer_text(peer);
     c.bench_function("header policy (20 headers)", |b| {
         b.iter(|| {
             let mut h = template.clone();
@@ -146,7 +148,8 @@ fn bench_headers(c: &mut Criterion) {
             policy.inject(
                 &mut h,
                 &RequestContext {
-                    peer: std::net::IpAddr::from([127, 0, 0, 1]),
+                    peer,
+                    peer_text: &peer_text,
                     identity: Some(&identity),
                     path_course: None,
                     request_id: "req-1",

@@ -215,6 +215,14 @@ impl std::fmt::Write for StackText {
     }
 }
 
+/// A client address as `X-Forwarded-For` carries it.
+pub fn peer_text(peer: IpAddr) -> HeaderValue {
+    let mut text = StackText::new();
+    let _ = write!(text, "{peer}");
+    // An address's text is ASCII digits, dots, colons and hex letters.
+    HeaderValue::from_bytes(text.as_bytes()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// A fresh request id: 128 random bits as 32 lowercase hex digits.
 pub fn new_request_id(buf: &mut [u8; 32]) -> &str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -255,6 +263,9 @@ pub struct IdentityNames {
 pub struct RequestContext<'a> {
     /// Client address.
     pub peer: IpAddr,
+    /// `peer` as `X-Forwarded-For` carries it ([`peer_text`], made once
+    /// per client connection).
+    pub peer_text: &'a HeaderValue,
     /// The identity header values of the request's session, when it
     /// carries a valid one ([`HeaderPolicy::identity`]).
     pub identity: Option<&'a IdentityHeaders>,
@@ -441,16 +452,14 @@ impl HeaderPolicy {
     /// after [`HeaderPolicy::strip`].
     pub fn inject(&self, headers: &mut HeaderMap, ctx: &RequestContext<'_>) {
         // X-Forwarded-For: extend a trusted chain, else start one.
-        let mut peer = StackText::new();
-        let _ = write!(peer, "{}", ctx.peer);
         let xff = match self.trusted_chain(headers) {
             Some(prev) => {
                 let mut chain = prev.into_owned();
                 chain.push_str(", ");
-                chain.push_str(std::str::from_utf8(peer.as_bytes()).unwrap_or(""));
+                chain.push_str(ctx.peer_text.to_str().unwrap_or(""));
                 owned_value(chain)
             }
-            None => HeaderValue::from_bytes(peer.as_bytes()).ok(),
+            None => Some(ctx.peer_text.clone()),
         };
         if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
@@ -607,6 +616,7 @@ impl HeaderPolicy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
         let peer = req.client.peer.ip();
+        let peer_text = &req.client.peer_text;
         let headers = req.http.headers_mut();
         if let Some(host) = authority {
             headers.insert(header::HOST, host);
@@ -626,6 +636,7 @@ impl HeaderPolicy {
             headers,
             &RequestContext {
                 peer,
+                peer_text,
                 identity,
                 path_course: path_course.as_deref(),
                 request_id,
@@ -1015,8 +1026,11 @@ mod tests {
         identity: Option<&'a IdentityHeaders>,
         path_course: Option<&'a str>,
     ) -> RequestContext<'a> {
+        static PEER: std::sync::LazyLock<HeaderValue> =
+            std::sync::LazyLock::new(|| peer_text("10.0.0.9".parse().unwrap()));
         RequestContext {
             peer: "10.0.0.9".parse().unwrap(),
+            peer_text: &PEER,
             identity,
             path_course,
             request_id: "r1",

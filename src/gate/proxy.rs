@@ -60,6 +60,8 @@ pub struct ProxyRequest<B = Incoming> {
 pub struct ClientConn {
     /// The client's address.
     pub peer: SocketAddr,
+    /// Its text for `X-Forwarded-For`, made once.
+    pub peer_text: http::HeaderValue,
     /// The upstream connection of its last request.
     upstream: Affinity,
 }
@@ -141,6 +143,7 @@ impl Proxy {
     pub fn connection(&self, peer: SocketAddr) -> Arc<ClientConn> {
         Arc::new(ClientConn {
             peer,
+            peer_text: super::headers::peer_text(peer.ip()),
             upstream: Affinity::new(self.upstream.clone()),
         })
     }

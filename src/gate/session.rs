@@ -390,13 +390,19 @@ impl Lifetime {
 /// cookies may hold any bytes; only the value found must be UTF-8.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
     for h in headers {
-        for pair in h.split(|b| *b == b';') {
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+        // A sealed session is a long value: the separators are found with
+        // memchr, not byte by byte.
+        let mut rest = h;
+        while !rest.is_empty() {
+            let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+            let pair = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            let Some(eq) = memchr::memchr(b'=', pair) else {
                 continue;
             };
             let (n, v) = pair.split_at(eq);
             if n.trim_ascii() == name.as_bytes() {
-                let v = std::str::from_utf8(v.get(1..)?).ok()?;
+                let v = std::str::from_utf8(&v[1..]).ok()?;
                 return Some(v.trim().trim_matches('"'));
             }
         }
@@ -1073,5 +1079,52 @@ mod tests {
         assert_eq!(cookie_value(h.into_iter(), "__Host-s"), Some("abc"));
         let h: Vec<&[u8]> = vec![b"a", b"__Host-s=\xFF"];
         assert_eq!(cookie_value(h.into_iter(), "__Host-s"), None);
+        for (headers, found) in [
+            (vec![&b";;a;  __Host-s = v ;"[..]], Some("v")),
+            (vec![b"x__Host-s=1; __Host-s="], Some("")),
+            (vec![b"a=1", b"b=2;__Host-s=two"], Some("two")),
+            (vec![b"", b";", b"__Host-s"], None),
+        ] {
+            assert_eq!(cookie_value(headers.into_iter(), "__Host-s"), found);
+        }
+    }
+
+    /// The pairs as RFC 6265 splits them, one byte at a time.
+    fn cookie_value_by_bytes<'a>(headers: &[&'a [u8]], name: &str) -> Option<&'a str> {
+        for h in headers {
+            for pair in h.split(|b| *b == b';') {
+                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                    continue;
+                };
+                let (n, v) = pair.split_at(eq);
+                if n.trim_ascii() == name.as_bytes() {
+                    let v = std::str::from_utf8(&v[1..]).ok()?;
+                    return Some(v.trim().trim_matches('"'));
+                }
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cookie_value_finds_what_a_byte_by_byte_split_finds(
+            headers in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        proptest::sample::select(b"; =\"s\xff".to_vec()),
+                        proptest::strategy::Just(b'a'),
+                    ],
+                    0..40,
+                ),
+                0..4,
+            ),
+        ) {
+            let headers: Vec<&[u8]> = headers.iter().map(Vec::as_slice).collect();
+            proptest::prop_assert_eq!(
+                cookie_value(headers.iter().copied(), "s"),
+                cookie_value_by_bytes(&headers, "s")
+            );
+        }
     }
 }
