@@ -13,13 +13,26 @@
 # `GET /courses/C-1/page` on one kept-alive connection (curl, one after the
 # other). Prints instructions per request and the functions that changed most
 # against the first binary. User space only: system calls are not counted.
-# Environment: REQUESTS [2000], TOP [15]. Needs valgrind, curl, python3 and
+# With BROWSER=1 each request also carries the headers a browser sends
+# (User-Agent, Accept, Accept-Language, Accept-Encoding, Referer,
+# Sec-Fetch-*). Environment: REQUESTS [2000], TOP [15], BROWSER [0]. Needs valgrind, curl, python3 and
 # the release examples (cargo build --release --examples). Loopback only;
 # stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${REQUESTS:-2000}
 TOP=${TOP:-15}
+EXTRA=()
+if [[ ${BROWSER:-0} == 1 ]]; then
+  EXTRA=(
+    -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+    -H "Accept-Language: en-GB,en;q=0.7,nl;q=0.3"
+    -H "Accept-Encoding: gzip, deflate, br, zstd"
+    -H "Referer: https://learn.bench.test/courses/C-1/"
+    -H "Sec-Fetch-Dest: document" -H "Sec-Fetch-Mode: navigate" -H "Sec-Fetch-Site: same-origin"
+  )
+fi
 (($# >= 1)) || { echo "usage: benches/instructions.sh LTIGATE_BINARY..." >&2; exit 2; }
 REL=$PWD/target/release
 for b in "$REL/examples/bench_upstream" "$REL/examples/launch_load" "$@"; do
@@ -69,9 +82,9 @@ G
   PIDS+=("$pid")
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$a/readyz" && break; sleep 0.2; done
   cookie=$("$REL/examples/launch_load" cookie "127.0.0.1:$g" https://learn.bench.test bench-key bench-secret)
-  curl -s -o /dev/null -H "Cookie: $cookie" "http://127.0.0.1:$g/courses/C-1/page?warm=[1-200]"
+  curl -s -o /dev/null -H "Cookie: $cookie" "${EXTRA[@]}" "http://127.0.0.1:$g/courses/C-1/page?warm=[1-200]"
   callgrind_control -z "$pid" >/dev/null 2>&1
-  curl -s -o /dev/null -H "Cookie: $cookie" "http://127.0.0.1:$g/courses/C-1/page?n=[1-$N]"
+  curl -s -o /dev/null -H "Cookie: $cookie" "${EXTRA[@]}" "http://127.0.0.1:$g/courses/C-1/page?n=[1-$N]"
   callgrind_control -d "$pid" >/dev/null 2>&1
   # That dump is the first numbered file; the one written at exit is not.
   for _ in $(seq 50); do [[ -s "$T/g$i.cg.1" ]] && break; sleep 0.1; done
@@ -99,7 +112,8 @@ def flat(i):
         costs[name] = costs.get(name, 0) + value
     return total, costs
 runs = [flat(i + 1) for i in range(len(bins))]
-print(f"{n} requests on one connection; instructions per request (callgrind, user space)")
+extra = " with a browser's headers" if __import__("os").environ.get("BROWSER") == "1" else ""
+print(f"{n} requests{extra} on one connection; instructions per request (callgrind, user space)")
 for b, (total, _) in zip(bins, runs):
     print(f"  {total / n:9.0f}  {b}")
 base_total, base = runs[0]

@@ -50,10 +50,18 @@ pub struct ProxyRequest<B = Incoming> {
     pub http: Request<B>,
     /// The session, once the gate has checked it.
     pub session: Option<Arc<OpenedSession>>,
-    /// The client prefers JSON error bodies.
-    pub json: bool,
+    /// The client's `Accept` header: whether error bodies are JSON is
+    /// only worked out for an error ([`ProxyRequest::json`]).
+    pub accept: Option<http::HeaderValue>,
     /// The client connection the request came on.
     pub client: Arc<ClientConn>,
+}
+
+impl<B> ProxyRequest<B> {
+    /// The client prefers JSON error bodies.
+    pub fn json(&self) -> bool {
+        respond::accepts_json(self.accept.as_ref())
+    }
 }
 
 /// What a client connection keeps between its requests.
@@ -150,11 +158,10 @@ impl Proxy {
 
     /// Gates and proxies one request of `client`.
     pub async fn handle(&self, req: Request<Incoming>, client: &Arc<ClientConn>) -> Response<Body> {
-        let json = respond::prefers_json(req.headers());
         let req = ProxyRequest {
+            accept: req.headers().get(http::header::ACCEPT).cloned(),
             http: req,
             session: None,
-            json,
             client: client.clone(),
         };
         match self.stack.clone().oneshot(req).await {
@@ -224,17 +231,18 @@ impl ForwardShared {
     async fn forward(self: Arc<Self>, req: ProxyRequest<Incoming>) -> Response<Body> {
         let ProxyRequest {
             http: mut req,
-            json,
+            accept,
             client,
             ..
         } = req;
         let started = Instant::now();
+        let json = || respond::accepts_json(accept.as_ref());
         let Some(target) = self.target(req.uri()) else {
             return self.count(respond::error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "Bad request target.",
-                json,
+                json(),
             ));
         };
         let upgrade = is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
@@ -273,7 +281,7 @@ impl ForwardShared {
                 () = &mut deadline => {
                     match progress.as_ref().map(|p| p.deadline(self.timeout)) {
                         Some(next) if next > deadline.deadline() => deadline.as_mut().reset(next),
-                        _ => return self.timed_out(started, json),
+                        _ => return self.timed_out(started, json()),
                     }
                 }
             }
@@ -305,7 +313,7 @@ impl ForwardShared {
         result: Result<Response<Body>, UpstreamError>,
         upgrade: Option<OnUpgrade>,
         started: Instant,
-        json: bool,
+        json: impl Fn() -> bool,
     ) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
         let mut resp = match result {
@@ -316,7 +324,7 @@ impl ForwardShared {
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
                     "The learning platform cannot be reached right now. Please try again in a moment.",
-                    json,
+                    json(),
                 ));
             }
         };
@@ -327,7 +335,7 @@ impl ForwardShared {
                     StatusCode::BAD_GATEWAY,
                     "upstream_protocol",
                     "The learning platform answered in an unexpected way.",
-                    json,
+                    json(),
                 ));
             };
             let upstream = hyper::upgrade::on(&mut resp);

@@ -37,25 +37,34 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// True when the `Accept` header ranks `application/json` above `text/html`.
+/// Whether a request's `Accept` header prefers JSON to HTML (error pages
+/// are then JSON).
 pub fn prefers_json(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    accepts_json(headers.get(header::ACCEPT))
+}
+
+/// [`prefers_json`] from the `Accept` value alone (kept by requests that
+/// give their headers away before they may need an error page).
+pub fn accepts_json(accept: Option<&HeaderValue>) -> bool {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let mut json = -1.0f32;
     let mut html = -1.0f32;
     for item in accept.split(',') {
         let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .filter_map(|q| q.trim().parse::<f32>().ok())
-            .next()
-            .unwrap_or(1.0);
-        match media.as_str() {
-            "application/json" => json = json.max(q),
-            "text/html" => html = html.max(q),
-            _ => {}
+        let media = parts.next().unwrap_or("").trim();
+        let q = || {
+            parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .filter_map(|q| q.trim().parse::<f32>().ok())
+                .next()
+                .unwrap_or(1.0)
+        };
+        if media.eq_ignore_ascii_case("application/json") {
+            json = json.max(q());
+        } else if media.eq_ignore_ascii_case("text/html") {
+            html = html.max(q());
         }
     }
     json > 0.0 && json > html
@@ -166,5 +175,19 @@ mod tests {
             HeaderValue::from_static("text/html;q=0.5, application/json"),
         );
         assert!(prefers_json(&h));
+        // Media types are case-insensitive; a bad q counts as 1.
+        for (accept, json) in [
+            ("Application/JSON", true),
+            ("TEXT/HTML, application/json;q=0.8", false),
+            ("application/json;q=x, text/html;q=0.9", true),
+            ("application/json;q=0", false),
+        ] {
+            assert_eq!(
+                accepts_json(Some(&HeaderValue::from_static(accept))),
+                json,
+                "{accept}"
+            );
+        }
+        assert!(!accepts_json(None));
     }
 }

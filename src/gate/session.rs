@@ -697,7 +697,7 @@ where
                     req.http.uri().path(),
                 ) {
                     shared.rejections.count(reason);
-                    return Either::Left(std::future::ready(Ok(rejection(reason, req.json))));
+                    return Either::Left(std::future::ready(Ok(rejection(reason, req.json()))));
                 }
             }
         }
@@ -827,7 +827,7 @@ where
             );
             return Either::Left(std::future::ready(Ok(rejection(
                 SessionRejection::Csrf,
-                req.json,
+                req.json(),
             ))));
         }
         Either::Right(self.inner.call(req))
