@@ -15,7 +15,9 @@
 # against the first binary. User space only: system calls are not counted.
 # With BROWSER=1 each request also carries the headers a browser sends
 # (User-Agent, Accept, Accept-Language, Accept-Encoding, Referer,
-# Sec-Fetch-*). Environment: REQUESTS [2000], TOP [15], BROWSER [0]. Needs valgrind, curl, python3 and
+# Sec-Fetch-*). With KEEP=DIR the callgrind profiles are kept there
+# (DIR/1.callgrind for the first binary…; `callgrind_annotate FILE`).
+# Environment: REQUESTS [2000], TOP [15], BROWSER [0], KEEP [none]. Needs valgrind, curl, python3 and
 # the release examples (cargo build --release --examples). Loopback only;
 # stops what it started.
 set -euo pipefail
@@ -89,6 +91,10 @@ G
   # That dump is the first numbered file; the one written at exit is not.
   for _ in $(seq 50); do [[ -s "$T/g$i.cg.1" ]] && break; sleep 0.1; done
   echo "$T/g$i.cg.1" >"$T/g$i.file"
+  if [[ -n ${KEEP:-} ]]; then
+    mkdir -p "$KEEP"
+    cp "$T/g$i.cg.1" "$KEEP/$i.callgrind"
+  fi
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 done
