@@ -402,7 +402,7 @@ pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> 
             };
             let (n, v) = pair.split_at(eq);
             if n.trim_ascii() == name.as_bytes() {
-                let v = std::str::from_utf8(&v[1..]).ok()?;
+                let v = std::str::from_utf8(v.get(1..)?).ok()?;
                 return Some(v.trim().trim_matches('"'));
             }
         }
