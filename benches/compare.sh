@@ -5,7 +5,7 @@
 #   cp target/release/ltigate /tmp/ltigate-before    # build, change, build again
 #   benches/compare.sh /tmp/ltigate-before target/release/ltigate
 #
-# Starts the stub upstream, nginx (benches/nginx.sh, as load.sh: plain, and
+# Starts the stub upstream, nginx (benches/common.sh, as load.sh: plain, and
 # nginx-h sending the upstream ltigate's headers) and each given ltigate
 # binary, all on the server CPU; then runs wrk (CPU 0) against nginx,
 # nginx-h and each binary in turn, REPS rounds, and prints per run: requests/s
@@ -19,8 +19,8 @@
 # (cargo build --release --examples). Loopback only; stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=benches/nginx.sh
-source benches/nginx.sh
+# shellcheck source=benches/common.sh
+source benches/common.sh
 C=${CONNECTIONS:-64}
 D=${SECONDS_PER_RUN:-4}
 R=${REPS:-3}
@@ -40,7 +40,6 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ticks() { # pids… → "user system" ticks, summed
   local u=0 s=0 p f
   for p in "$@"; do
@@ -51,9 +50,9 @@ ticks() { # pids… → "user system" ticks, summed
   done
   echo "$u $s"
 }
-UP=$(fp)
-NG=$(fp)
-NH=$(fp)
+UP=$(free_port)
+NG=$(free_port)
+NH=$(free_port)
 "${SERVER[@]}" "$REL/examples/bench_upstream" "127.0.0.1:$UP" >/dev/null 2>&1 &
 UPID=$!
 PIDS+=("$UPID")
@@ -70,28 +69,10 @@ NAME[nginx-h]=nginx-h
 i=0
 for b in "$@"; do
   i=$((i + 1))
-  g=$(fp)
-  a=$(fp)
+  g=$(free_port)
+  a=$(free_port)
   mkdir -p "$T/g$i"
-  cat >"$T/g$i.toml" <<G
-[server]
-listen = "127.0.0.1:$g"
-admin_listen = "127.0.0.1:$a"
-public_url = "https://learn.bench.test"
-[upstream]
-url = "http://127.0.0.1:$UP"
-api_url = "http://127.0.0.1:$UP/api"
-api_token = "bench-upstream-token"
-[session]
-secret = "bench-session-secret-0123456789abcdef"
-[store]
-path = "$T/g$i/ltigate.db"
-[[consumers]]
-name = "Bench"
-key = "bench-key"
-secret = "bench-secret"
-lms_id = "bench"
-G
+  ltigate_conf "$g" "$a" "$UP" "path = \"$T/g$i/ltigate.db\"" >"$T/g$i.toml"
   "${SERVER[@]}" "$b" -c "$T/g$i.toml" serve >"$T/g$i.log" 2>&1 &
   PID[b$i]=$!
   PIDS+=("${PID[b$i]}")
@@ -100,7 +81,7 @@ G
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$a/readyz" && break; sleep 0.1; done
 done
 sleep 0.5
-COOKIE=$("$REL/examples/launch_load" cookie "127.0.0.1:${PORT[b1]}" https://learn.bench.test bench-key bench-secret)
+COOKIE=$("$REL/examples/launch_load" cookie "127.0.0.1:${PORT[b1]}" "$PUBLIC_URL" "$KEY" "$SECRET")
 PID[nginx]="$NPID $(pgrep -P "$NPID" | tr '\n' ' ')"
 PID[nginx-h]=${PID[nginx]}
 targets="nginx nginx-h"

@@ -22,6 +22,8 @@
 # stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source benches/common.sh
 N=${REQUESTS:-2000}
 TOP=${TOP:-15}
 EXTRA=()
@@ -31,7 +33,7 @@ if [[ ${BROWSER:-0} == 1 ]]; then
     -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
     -H "Accept-Language: en-GB,en;q=0.7,nl;q=0.3"
     -H "Accept-Encoding: gzip, deflate, br, zstd"
-    -H "Referer: https://learn.bench.test/courses/C-1/"
+    -H "Referer: $PUBLIC_URL/courses/C-1/"
     -H "Sec-Fetch-Dest: document" -H "Sec-Fetch-Mode: navigate" -H "Sec-Fetch-Site: same-origin"
   )
 fi
@@ -50,40 +52,21 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(fp)
+UP=$(free_port)
 "${SERVER[@]}" "$REL/examples/bench_upstream" "127.0.0.1:$UP" >/dev/null 2>&1 &
 PIDS+=("$!")
 i=0
 for b in "$@"; do
   i=$((i + 1))
-  g=$(fp)
-  a=$(fp)
+  g=$(free_port)
+  a=$(free_port)
   mkdir -p "$T/g$i"
-  cat >"$T/g$i.toml" <<G
-[server]
-listen = "127.0.0.1:$g"
-admin_listen = "127.0.0.1:$a"
-public_url = "https://learn.bench.test"
-[upstream]
-url = "http://127.0.0.1:$UP"
-api_url = "http://127.0.0.1:$UP/api"
-api_token = "bench-upstream-token"
-[session]
-secret = "bench-session-secret-0123456789abcdef"
-[store]
-path = "$T/g$i/ltigate.db"
-[[consumers]]
-name = "Bench"
-key = "bench-key"
-secret = "bench-secret"
-lms_id = "bench"
-G
+  ltigate_conf "$g" "$a" "$UP" "path = \"$T/g$i/ltigate.db\"" >"$T/g$i.toml"
   "${SERVER[@]}" valgrind --tool=callgrind --callgrind-out-file="$T/g$i.cg" "$b" -c "$T/g$i.toml" serve >"$T/g$i.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$a/readyz" && break; sleep 0.2; done
-  cookie=$("$REL/examples/launch_load" cookie "127.0.0.1:$g" https://learn.bench.test bench-key bench-secret)
+  cookie=$("$REL/examples/launch_load" cookie "127.0.0.1:$g" "$PUBLIC_URL" "$KEY" "$SECRET")
   curl -s -o /dev/null -H "Cookie: $cookie" "${EXTRA[@]}" "http://127.0.0.1:$g/courses/C-1/page?warm=[1-200]"
   callgrind_control -z "$pid" >/dev/null 2>&1
   curl -s -o /dev/null -H "Cookie: $cookie" "${EXTRA[@]}" "http://127.0.0.1:$g/courses/C-1/page?n=[1-$N]"

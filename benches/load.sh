@@ -24,8 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-# shellcheck source=benches/nginx.sh
-source benches/nginx.sh
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 DURATION=${DURATION:-5}
 REPS=${REPS:-3}
@@ -101,10 +101,6 @@ else
   PINNING="nothing pinned (1 CPU)"
 fi
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 wait_http() { # url [seconds]
   local deadline=$((SECONDS + ${2:-15}))
   until curl -s -o /dev/null "$1"; do
@@ -144,9 +140,6 @@ ADMIN_PORT=$(free_port)
 GATE2_PORT=$(free_port)
 ADMIN2_PORT=$(free_port)
 REDIS_PORT=$(free_port)
-PUBLIC_URL=https://learn.bench.test
-KEY=bench-key
-SECRET=bench-secret
 
 # --- upstream --------------------------------------------------------------
 "${SERVER_PIN[@]}" "$BIN/examples/bench_upstream" "127.0.0.1:$UP_PORT" >"$TMP/upstream.log" 2>&1 &
@@ -163,33 +156,8 @@ PIDS+=("$NGINX_PID")
 wait_http "http://127.0.0.1:$NGINX_PORT/"
 
 # --- ltigate ---------------------------------------------------------------
-gate_config() { # listen admin store-line
-  cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:$2"
-public_url = "$PUBLIC_URL"
-
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
-api_url = "http://127.0.0.1:$UP_PORT/api"
-api_token = "bench-upstream-token"
-
-[session]
-secret = "bench-session-secret-0123456789abcdef"
-
-[store]
-$3
-
-[[consumers]]
-name = "Bench"
-key = "$KEY"
-secret = "$SECRET"
-lms_id = "bench"
-EOF
-}
 mkdir -p "$TMP/embedded"
-gate_config "$GATE_PORT" "$ADMIN_PORT" "path = \"$TMP/embedded/ltigate.db\"" >"$TMP/ltigate.toml"
+ltigate_conf "$GATE_PORT" "$ADMIN_PORT" "$UP_PORT" "path = \"$TMP/embedded/ltigate.db\"" >"$TMP/ltigate.toml"
 "${SERVER_PIN[@]}" "$BIN/ltigate" -c "$TMP/ltigate.toml" serve >"$TMP/ltigate.log" 2>&1 &
 GATE_PID=$!
 PIDS+=("$GATE_PID")
@@ -291,7 +259,7 @@ mkdir -p "$TMP/redis"
   --appendonly yes --appendfsync everysec --maxmemory-policy noeviction --daemonize no >"$TMP/redis.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-gate_config "$GATE2_PORT" "$ADMIN2_PORT" "url = \"redis://127.0.0.1:$REDIS_PORT\"" >"$TMP/ltigate-redis.toml"
+ltigate_conf "$GATE2_PORT" "$ADMIN2_PORT" "$UP_PORT" "url = \"redis://127.0.0.1:$REDIS_PORT\"" >"$TMP/ltigate-redis.toml"
 "${SERVER_PIN[@]}" "$BIN/ltigate" -c "$TMP/ltigate-redis.toml" serve >"$TMP/ltigate-redis.log" 2>&1 &
 GATE2_PID=$!
 PIDS+=("$GATE2_PID")

@@ -1,5 +1,48 @@
 # shellcheck shell=bash
-# The nginx both load.sh and compare.sh measure, configured once: a plain
+# What the bench scripts share: the nginx they measure and ltigate's bench
+# configuration, each written once.
+
+# The benchmark's deployment: the public URL the launches are signed for,
+# and the one consumer.
+PUBLIC_URL=https://learn.bench.test
+KEY=bench-key
+SECRET=bench-secret
+
+# free_port: a free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# ltigate_conf LISTEN_PORT ADMIN_PORT UPSTREAM_PORT STORE_LINE prints
+# ltigate's configuration (STORE_LINE: the [store] section's one line, e.g.
+# path = "/tmp/x/ltigate.db").
+ltigate_conf() {
+  cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+public_url = "$PUBLIC_URL"
+
+[upstream]
+url = "http://127.0.0.1:$3"
+api_url = "http://127.0.0.1:$3/api"
+api_token = "bench-upstream-token"
+
+[session]
+secret = "bench-session-secret-0123456789abcdef"
+
+[store]
+$4
+
+[[consumers]]
+name = "Bench"
+key = "$KEY"
+secret = "$SECRET"
+lms_id = "bench"
+EOF
+}
+
+# The nginx load.sh and compare.sh measure, configured once: a plain
 # reverse proxy ("nginx") and the same proxy also sending the upstream the
 # headers ltigate sends ("nginx-h").
 #
