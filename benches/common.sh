@@ -13,6 +13,28 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# setup NAME BINARY…: checks that the release examples and the given
+# ltigate binaries exist, then makes the scratch directory $T and a
+# trap that stops every process in $PIDS and removes $T on exit.
+setup() {
+  local name=$1 b
+  shift
+  (($# >= 1)) || { echo "usage: benches/$name LTIGATE_BINARY..." >&2; exit 2; }
+  REL=$PWD/target/release
+  for b in "$REL/examples/bench_upstream" "$REL/examples/launch_load" "$@"; do
+    [[ -x $b ]] || { echo "$name: $b is missing (cargo build --release --examples --bin ltigate)" >&2; exit 2; }
+  done
+  T=$(mktemp -d "/tmp/ltigate-${name%.sh}.XXXXXX")
+  PIDS=()
+  trap cleanup EXIT
+}
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  rm -rf "$T"
+}
+
 # ltigate_conf LISTEN_PORT ADMIN_PORT UPSTREAM_PORT STORE_LINE prints
 # ltigate's configuration (STORE_LINE: the [store] section's one line, e.g.
 # path = "/tmp/x/ltigate.db").

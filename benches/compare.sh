@@ -26,20 +26,8 @@ D=${SECONDS_PER_RUN:-4}
 R=${REPS:-3}
 SYSCALLS=${SYSCALLS:-0}
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,context-switches
-(($# >= 1)) || { echo "usage: benches/compare.sh LTIGATE_BINARY..." >&2; exit 2; }
-REL=$PWD/target/release
-for b in "$REL/examples/bench_upstream" "$REL/examples/launch_load" "$@"; do
-  [[ -x $b ]] || { echo "compare.sh: $b is missing (cargo build --release --examples --bin ltigate)" >&2; exit 2; }
-done
+setup compare.sh "$@"
 if (($(nproc) >= 2)); then LOAD=(taskset -c 0); SERVER=(taskset -c 1); else LOAD=(); SERVER=(); fi
-T=$(mktemp -d /tmp/ltigate-compare.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  rm -rf "$T"
-}
-trap cleanup EXIT
 ticks() { # pids… → "user system" ticks, summed
   local u=0 s=0 p f
   for p in "$@"; do

@@ -37,21 +37,9 @@ if [[ ${BROWSER:-0} == 1 ]]; then
     -H "Sec-Fetch-Dest: document" -H "Sec-Fetch-Mode: navigate" -H "Sec-Fetch-Site: same-origin"
   )
 fi
-(($# >= 1)) || { echo "usage: benches/instructions.sh LTIGATE_BINARY..." >&2; exit 2; }
-REL=$PWD/target/release
-for b in "$REL/examples/bench_upstream" "$REL/examples/launch_load" "$@"; do
-  [[ -x $b ]] || { echo "instructions.sh: $b is missing (cargo build --release --examples --bin ltigate)" >&2; exit 2; }
-done
+setup instructions.sh "$@"
 command -v callgrind_control >/dev/null || { echo "instructions.sh: needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 if (($(nproc) >= 2)); then SERVER=(taskset -c 1); else SERVER=(); fi
-T=$(mktemp -d /tmp/ltigate-instructions.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  rm -rf "$T"
-}
-trap cleanup EXIT
 UP=$(free_port)
 "${SERVER[@]}" "$REL/examples/bench_upstream" "127.0.0.1:$UP" >/dev/null 2>&1 &
 PIDS+=("$!")
