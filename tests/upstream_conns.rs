@@ -218,8 +218,7 @@ async fn a_kept_connection_the_upstream_closed_is_not_used_even_for_a_post() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let status = browser
             .post(gate.url("/courses/C-1/answer"))
-            .header("cookie", &cookie)
-            .header("sec-fetch-site", "same-origin")
+            .headers(same_site(&cookie))
             .body("a=1")
             .send()
             .await
@@ -458,6 +457,18 @@ async fn read_until<R: AsyncRead + Unpin>(
     }
 }
 
+/// What a browser sends with a request it makes from the platform's own
+/// page: the session cookie, and a same-origin fetch (no CSRF refusal).
+fn same_site(cookie: &str) -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("cookie", cookie.parse().unwrap());
+    h.insert(
+        "sec-fetch-site",
+        reqwest::header::HeaderValue::from_static("same-origin"),
+    );
+    h
+}
+
 /// A field's value in a lower-cased request head.
 fn field<'h>(head: &'h str, name: &str) -> Option<&'h str> {
     head.lines()
@@ -564,8 +575,7 @@ async fn request_bodies_reach_the_upstream_framed_by_ltigate() {
     // A length: sent with it.
     let r = browser
         .post(gate.url("/form"))
-        .header("cookie", &cookie)
-        .header("sec-fetch-site", "same-origin")
+        .headers(same_site(&cookie))
         .body("a=1&b=2")
         .send()
         .await
@@ -583,8 +593,7 @@ async fn request_bodies_reach_the_upstream_framed_by_ltigate() {
     let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
     let r = browser
         .put(gate.url("/upload"))
-        .header("cookie", &cookie)
-        .header("sec-fetch-site", "same-origin")
+        .headers(same_site(&cookie))
         .body(reqwest::Body::wrap(stream))
         .send()
         .await
@@ -593,8 +602,7 @@ async fn request_bodies_reach_the_upstream_framed_by_ltigate() {
     // No body: a POST says so.
     let r = browser
         .post(gate.url("/empty"))
-        .header("cookie", &cookie)
-        .header("sec-fetch-site", "same-origin")
+        .headers(same_site(&cookie))
         .send()
         .await
         .unwrap();
@@ -649,8 +657,7 @@ async fn a_kept_connection_closed_unanswered_resends_a_get_but_never_a_post() {
 
     let post = browser
         .post(gate.url("/drop"))
-        .header("cookie", &cookie)
-        .header("sec-fetch-site", "same-origin")
+        .headers(same_site(&cookie))
         .body("once")
         .send()
         .await
