@@ -475,24 +475,20 @@ mod tests {
         let mut out = Vec::new();
         write_request_head(&mut out, &Method::GET, "/", &headers, RequestFraming::Empty);
         assert!(String::from_utf8(out).unwrap().ends_with("x-a: 2\r\n\r\n"));
-        let mut out = Vec::new();
-        write_request_head(
-            &mut out,
-            &Method::PUT,
-            "/",
-            &HeaderMap::new(),
-            RequestFraming::Empty,
-        );
-        assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
-        let mut out = Vec::new();
-        write_request_head(
-            &mut out,
-            &Method::PUT,
-            "/",
-            &HeaderMap::new(),
-            RequestFraming::Chunked,
-        );
-        assert_eq!(out, b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+        for (framing, head) in [
+            (
+                RequestFraming::Empty,
+                &b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"[..],
+            ),
+            (
+                RequestFraming::Chunked,
+                b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            ),
+        ] {
+            let mut out = Vec::new();
+            write_request_head(&mut out, &Method::PUT, "/", &HeaderMap::new(), framing);
+            assert_eq!(out, head);
+        }
     }
 
     #[test]
