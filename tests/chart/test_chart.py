@@ -65,6 +65,10 @@ CHART_MANAGED = {
 }
 SECRET_KEYS = {"api_token", "secret", "secrets", "previous_secrets"}
 
+# Keys ltigate adds to DESIGN §8's listing, each named in the README's
+# "Additions to the shared contract" (the shared contract is not edited here).
+CONTRACT_ADDITIONS = {"server.send_timeout"}
+
 helm.disable_logging()
 CI_FILES = sorted(CI_DIR.glob("*-values.yaml"))
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_FILES]
@@ -204,12 +208,19 @@ def secret_material(docs: list[dict], values: dict) -> dict[str, str]:
 
 
 def design_keys() -> set[str]:
-    """Keys of DESIGN §8's configuration listing, `*_file` twins folded."""
+    """Keys of DESIGN §8's configuration listing, `*_file` twins folded, and ltigate's additions."""
     if not DESIGN.is_file():
         pytest.skip(f"{DESIGN} not found")
     section = DESIGN.read_text().split("## 8. Configuration", 1)[1].split("\n## ", 1)[0]
     listing = tomllib.loads(re.search(r"```toml\n(.*?)```", section, re.S).group(1))
-    return flat_keys(listing)
+    return flat_keys(listing) | CONTRACT_ADDITIONS
+
+
+def test_contract_additions_are_documented():
+    """Every key added to the contract is in the README's list of additions."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Additions to the shared contract", 1)[1].split("\n#", 1)[0]
+    assert CONTRACT_ADDITIONS <= set(re.findall(r"`([a-z_]+\.[a-z_]+)`", section))
 
 
 def flat_keys(config: dict) -> set[str]:
