@@ -251,6 +251,55 @@ async fn wrong_secret_and_unknown_key_look_the_same() {
     assert!(up.api_calls().is_empty());
 }
 
+/// Neither the HTML page nor the JSON error, fresh or stale, tells a
+/// configured key from an unknown one.
+#[tokio::test]
+async fn no_answer_tells_which_keys_exist() {
+    let (up, gate) = setup().await;
+    let mut answers = Vec::new();
+    for stale in [false, true] {
+        for json in [false, true] {
+            let mut seen = Vec::new();
+            for key in ["acme-key", "who-is-this"] {
+                let mut l = Launch::new(key, "not-the-secret", "u-6", Some("C-1"));
+                if stale {
+                    l.timestamp -= 3600;
+                }
+                let mut req = client()
+                    .post(gate.url(&l.path_and_query()))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(l.body());
+                if json {
+                    req = req.header("accept", "application/json");
+                }
+                let r = req.send().await.unwrap();
+                seen.push((r.status(), r.text().await.unwrap()));
+            }
+            assert_eq!(seen[0], seen[1], "stale {stale}, json {json}");
+            assert_eq!(seen[0].0, 401);
+            answers.push(seen.remove(0).1);
+        }
+    }
+    assert!(answers[1].contains("\"bad_signature\""), "{}", answers[1]);
+    assert!(answers[3].contains("\"stale_timestamp\""), "{}", answers[3]);
+    assert_ne!(
+        answers[0], answers[2],
+        "a stale launch is still told it expired"
+    );
+    // What really happened is counted.
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"unknown_consumer\"}")
+            .await,
+        4.0
+    );
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"stale_timestamp\"}")
+            .await,
+        2.0
+    );
+    assert!(up.api_calls().is_empty());
+}
+
 #[tokio::test]
 async fn a_tampered_parameter_breaks_the_signature() {
     let (_up, gate) = setup().await;

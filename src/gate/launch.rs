@@ -48,7 +48,12 @@ pub struct Ticket {
 
 /// A refused launch.
 struct Failure {
+    /// Why: the metric label and the log line.
     reason: Rejection,
+    /// What the client is told (status, error code, message): the reason,
+    /// except for an unknown key, which is answered as a known key with a
+    /// wrong secret would be.
+    shown: Rejection,
     /// Log detail; never contains secrets or signatures.
     detail: String,
     /// Set only once the signature has verified.
@@ -59,6 +64,7 @@ impl Failure {
     fn new(reason: Rejection, detail: impl Into<String>) -> Self {
         Failure {
             reason,
+            shown: reason,
             detail: detail.into(),
             return_url: None,
         }
@@ -119,22 +125,23 @@ where
 }
 
 fn rejection_response(f: Failure, json: bool) -> Response<Body> {
-    let status = StatusCode::from_u16(f.reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let shown = f.shown;
+    let status = StatusCode::from_u16(shown.status()).unwrap_or(StatusCode::BAD_REQUEST);
     if let Some(url) = f.return_url {
         let sep = if url.contains('?') { '&' } else { '?' };
         let location = format!(
             "{url}{sep}lti_errormsg={}&lti_errorlog={}",
-            percent_encode(f.reason.message().as_bytes()),
-            f.reason.label()
+            percent_encode(shown.message().as_bytes()),
+            shown.label()
         );
         return respond::see_other(&location);
     }
-    let message = if f.reason == Rejection::InvalidRequest {
-        format!("{} ({})", f.reason.message(), f.detail)
+    let message = if shown == Rejection::InvalidRequest {
+        format!("{} ({})", shown.message(), f.detail)
     } else {
-        f.reason.message().to_string()
+        shown.message().to_string()
     };
-    respond::error(status, f.reason.label(), &message, json)
+    respond::error(status, shown.label(), &message, json)
 }
 
 /// The URL the LMS signed: public scheme/host/port (or the forwarded ones,
@@ -266,18 +273,28 @@ where
     let launch = parse(&query, &form, path_course.as_deref())
         .map_err(|e| Failure::new(Rejection::InvalidRequest, e.0))?;
 
-    // Consumer.
     let settings = &state.settings;
-    let consumer = settings
-        .consumer_by_key(&launch.consumer_key)
-        .ok_or_else(|| Failure::new(Rejection::UnknownConsumer, "unknown oauth_consumer_key"))?;
-    *consumer_label = consumer.name.clone();
-
-    // Timestamp.
     let now = unix_now();
     let skew = settings.launch.max_clock_skew.as_secs() as i64;
     let delta = launch.timestamp - now as i64;
-    if delta.abs() > skew {
+    let stale = delta.abs() > skew;
+
+    // Consumer. An unknown key gets the answer a known key with a wrong
+    // secret would get, stale timestamp included: which keys exist is not
+    // told (the metric and the log still say `unknown_consumer`).
+    let Some(consumer) = settings.consumer_by_key(&launch.consumer_key) else {
+        let mut f = Failure::new(Rejection::UnknownConsumer, "unknown oauth_consumer_key");
+        f.shown = if stale {
+            Rejection::StaleTimestamp
+        } else {
+            Rejection::BadSignature
+        };
+        return Err(f);
+    };
+    *consumer_label = consumer.name.clone();
+
+    // Timestamp.
+    if stale {
         return Err(Failure::new(
             Rejection::StaleTimestamp,
             format!("oauth_timestamp is {delta} s from now (allowed ±{skew} s)"),
@@ -307,9 +324,8 @@ where
     // From here on the LMS is authenticated: its return URL may be used.
     let return_url = launch.return_url.clone();
     let fail = |reason: Rejection, detail: String| Failure {
-        reason,
-        detail,
         return_url: return_url.clone(),
+        ..Failure::new(reason, detail)
     };
 
     let existing = state.session_from(&parts.headers, now).ok();
