@@ -67,7 +67,7 @@ SECRET_KEYS = {"api_token", "secret", "secrets", "previous_secrets"}
 
 # Keys ltigate adds to DESIGN §8's listing, each named in the README's
 # "Additions to the shared contract" (the shared contract is not edited here).
-CONTRACT_ADDITIONS = {"server.send_timeout"}
+CONTRACT_ADDITIONS = {"server.send_timeout", "store.timeout"}
 
 helm.disable_logging()
 CI_FILES = sorted(CI_DIR.glob("*-values.yaml"))
@@ -658,6 +658,7 @@ def test_trial_redis():
     config = tomllib.loads(config_toml(docs))
     svc = next(d for d in of_kind(docs, "Service") if d["metadata"]["name"] == f"{RELEASE}-ltigate-redis")
     assert config["store"]["url"] == f"redis://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}"
+    assert config["store"]["timeout"] == "1500ms"
 
 
 def test_sidecar_pod():

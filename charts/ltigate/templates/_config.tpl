@@ -57,6 +57,9 @@
 {{- end }}
 {{- $_ := set $store "cluster" ($cfg.store.cluster | default false) }}
 {{- end }}
+{{- with ($cfg.store | default dict).timeout }}
+{{- $_ := set $store "timeout" . }}
+{{- end }}
 
 [store]
 {{- include "ltigate.tomlKeys" $store }}
