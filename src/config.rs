@@ -100,7 +100,7 @@ pub struct RawServer {
     pub admin_listen: String,
     /// Base of the URL the LMS signs; may carry a path prefix. Required.
     pub public_url: String,
-    /// Honour `X-Forwarded-*` / `Forwarded` from the client side.
+    /// Honour `X-Forwarded-*` from a trusted proxy in front.
     pub trust_forwarded_headers: bool,
     /// Path prefixes proxied without a session.
     pub public_paths: Vec<String>,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ltigate::lti::oauth1::SignatureMethod;
-use support::gate::{client, Gate};
+use support::gate::{base_config, client, Gate, PUBLIC_URL};
 use support::lms::{encode, Launch};
 use support::upstream::{Mode, Upstream};
 
@@ -249,6 +249,43 @@ async fn wrong_secret_and_unknown_key_look_the_same() {
         .unwrap();
     assert!(!metrics.contains("who-is-this"));
     assert!(up.api_calls().is_empty());
+}
+
+/// Behind an ingress that strips a path prefix, the LMS signs the public URL
+/// with its prefix and port; with `trust_forwarded_headers` the proxy's
+/// `X-Forwarded-*` name that URL instead, and without it they are ignored.
+#[tokio::test]
+async fn the_signature_covers_the_url_the_lms_used() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let public = "https://learn.example.test:8443/tools/lti/launch";
+    let forwarded = "https://tools.school.example/gate/lti/launch";
+    for trusted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = base_config(&up.url(), dir.path()).replace(
+            &format!("public_url = \"{PUBLIC_URL}\""),
+            &format!(
+                "public_url = \"https://learn.example.test:8443/tools/\"\n\
+                 trust_forwarded_headers = {trusted}"
+            ),
+        );
+        let gate = Gate::start_with(&toml, dir).await;
+        for (signed, accepted) in [(public, !trusted), (forwarded, trusted)] {
+            let mut l = Launch::acme("u-fw", "C-1");
+            l.url = signed.into();
+            let r = client()
+                .post(gate.url("/lti/launch"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "tools.school.example")
+                .header("x-forwarded-prefix", "/gate")
+                .body(l.body())
+                .send()
+                .await
+                .unwrap();
+            let want = if accepted { 303 } else { 401 };
+            assert_eq!(r.status(), want, "trusted {trusted}, signed {signed}");
+        }
+    }
 }
 
 /// Neither the HTML page nor the JSON error, fresh or stale, tells a

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::respond;
 use super::session::Session;
 use super::{unix_now, with_header, AppState, Body};
-use crate::config::Consumer;
+use crate::config::{Consumer, PublicUrl};
 use crate::lti::encode::{parse_form, percent_encode};
 use crate::lti::launch::{parse, LaunchParams, Rejection};
 use crate::lti::oauth1::{self, VerifyRequest};
@@ -145,14 +145,24 @@ fn rejection_response(f: Failure, json: bool) -> Response<Body> {
 }
 
 /// The URL the LMS signed: public scheme/host/port (or the forwarded ones,
-/// when trusted), the public path prefix, and the raw request path.
-fn signed_base_uri(state: &AppState, headers: &HeaderMap, raw_path: &str) -> String {
-    let public = &state.settings.server.public_url;
+/// when `trust_forwarded` says a proxy in front sets them), the public path
+/// prefix (or `X-Forwarded-Prefix`), and the raw request path.
+///
+/// A forwarded scheme other than the public one drops the public port (it
+/// belongs to the other scheme); a forwarded host carries its own port or
+/// none; `X-Forwarded-Port` decides last. Of a list, the first value counts:
+/// it was set by the proxy nearest the browser.
+fn signed_base_uri(
+    public: &PublicUrl,
+    trust_forwarded: bool,
+    headers: &HeaderMap,
+    raw_path: &str,
+) -> String {
     let mut scheme = public.scheme.clone();
     let mut host = public.host.clone();
     let mut port = public.port;
     let mut prefix = public.prefix.clone();
-    if state.settings.server.trust_forwarded_headers {
+    if trust_forwarded {
         let first = |name: &str| {
             headers
                 .get(name)
@@ -162,8 +172,11 @@ fn signed_base_uri(state: &AppState, headers: &HeaderMap, raw_path: &str) -> Str
                 .filter(|v| !v.is_empty())
         };
         if let Some(p) = first("x-forwarded-proto") {
-            scheme = p.to_ascii_lowercase();
-            port = None;
+            let p = p.to_ascii_lowercase();
+            if p != scheme {
+                scheme = p;
+                port = None;
+            }
         }
         if let Some(h) = first("x-forwarded-host") {
             match h
@@ -302,7 +315,12 @@ where
     }
 
     // Signature.
-    let base_uri = signed_base_uri(state, &parts.headers, parts.uri.path());
+    let base_uri = signed_base_uri(
+        &settings.server.public_url,
+        settings.server.trust_forwarded_headers,
+        &parts.headers,
+        parts.uri.path(),
+    );
     let secrets: Vec<&[u8]> = consumer.secrets.iter().map(|s| s.expose()).collect();
     let verified = oauth1::verify(
         &VerifyRequest {
@@ -612,6 +630,148 @@ async fn release(state: &AppState, consumer: &Consumer, course: &str, learner: &
         Err(e) => {
             state.metrics.store_failed("licence");
             tracing::warn!(error = %e, "cannot release the licence of a failed launch");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn public(url: &str) -> PublicUrl {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse().unwrap())),
+            None => (authority, None),
+        };
+        PublicUrl {
+            scheme: scheme.into(),
+            host: host.into(),
+            port,
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("/{prefix}")
+            },
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, value.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_signed_url_is_the_public_one_with_its_prefix() {
+        for (url, path, want) in [
+            (
+                "https://learn.example",
+                "/lti/launch",
+                "https://learn.example/lti/launch",
+            ),
+            (
+                "https://learn.example:8443/tools/gate",
+                "/lti/launch/C%2F1",
+                "https://learn.example:8443/tools/gate/lti/launch/C%2F1",
+            ),
+            (
+                "http://LEARN.example:80/p",
+                "/lti/launch",
+                "http://learn.example/p/lti/launch",
+            ),
+        ] {
+            assert_eq!(
+                signed_base_uri(&public(url), false, &HeaderMap::new(), path),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_when_trusted() {
+        let forwarded = headers(&[
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-port", "8080"),
+            ("x-forwarded-prefix", "/x"),
+        ]);
+        let p = public("https://learn.example/gate");
+        assert_eq!(
+            signed_base_uri(&p, false, &forwarded, "/lti/launch"),
+            "https://learn.example/gate/lti/launch"
+        );
+        assert_eq!(
+            signed_base_uri(&p, true, &forwarded, "/lti/launch"),
+            "http://evil.example:8080/x/lti/launch"
+        );
+    }
+
+    #[test]
+    fn forwarded_parts_replace_only_what_they_name() {
+        let p = public("https://learn.example:8443/gate");
+        for (sent, want) in [
+            // The same scheme keeps the public port; another scheme drops it.
+            (
+                vec![("x-forwarded-proto", "https")],
+                "https://learn.example:8443/gate/lti/launch",
+            ),
+            (
+                vec![("x-forwarded-proto", "HTTP")],
+                "http://learn.example/gate/lti/launch",
+            ),
+            // A host carries its own port, or none.
+            (
+                vec![("x-forwarded-host", "lms-tools.example")],
+                "https://lms-tools.example/gate/lti/launch",
+            ),
+            (
+                vec![("x-forwarded-host", "lms-tools.example:9443")],
+                "https://lms-tools.example:9443/gate/lti/launch",
+            ),
+            (
+                vec![("x-forwarded-host", "[2001:db8::1]:9443")],
+                "https://[2001:db8::1]:9443/gate/lti/launch",
+            ),
+            (
+                vec![("x-forwarded-host", "[2001:db8::1]")],
+                "https://[2001:db8::1]/gate/lti/launch",
+            ),
+            // The port decides last; a default port is dropped.
+            (
+                vec![
+                    ("x-forwarded-host", "a.example:9443"),
+                    ("x-forwarded-port", "443"),
+                ],
+                "https://a.example/gate/lti/launch",
+            ),
+            (
+                vec![("x-forwarded-port", "not-a-port")],
+                "https://learn.example:8443/gate/lti/launch",
+            ),
+            // The prefix replaces the public one, without its trailing slash.
+            (
+                vec![("x-forwarded-prefix", "/other/")],
+                "https://learn.example:8443/other/lti/launch",
+            ),
+            // Of a list, the first (nearest the browser); empty values are ignored.
+            (
+                vec![("x-forwarded-proto", "http, https")],
+                "http://learn.example/gate/lti/launch",
+            ),
+            (
+                vec![("x-forwarded-host", " ")],
+                "https://learn.example:8443/gate/lti/launch",
+            ),
+        ] {
+            assert_eq!(
+                signed_base_uri(&p, true, &headers(&sent), "/lti/launch"),
+                want,
+                "{sent:?}"
+            );
         }
     }
 }
