@@ -15,8 +15,10 @@ use support::lms::Launch;
 use support::redis::RedisServer;
 use support::upstream::Upstream;
 
+/// Moodle's shape, with XML's special characters and whitespace around it:
+/// all of it is the consumer's identifier and must come back as it was sent.
 const SOURCED: &str =
-    r#"{"data":{"instanceid":"2","userid":"3","launchid":771},"hash":"<a&b>'q'"}"#;
+    r#" {"data":{"instanceid":"2","userid":"3","launchid":771},"hash":"<a&b>'q'"} "#;
 
 async fn launch(gate: &Gate, l: &Launch) -> u16 {
     client()

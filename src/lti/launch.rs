@@ -347,7 +347,10 @@ pub fn parse(
         email: non_empty(get("lis_person_contact_email_primary")?),
         course,
         outcome_service_url: non_empty(get("lis_outcome_service_url")?),
-        result_sourcedid: non_empty(get("lis_result_sourcedid")?),
+        // The consumer's identifier, echoed verbatim in every outcome request.
+        result_sourcedid: get("lis_result_sourcedid")?
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string),
         return_url,
         context_id: non_empty(get("context_id")?),
     })
@@ -396,6 +399,19 @@ mod tests {
         assert_eq!(p.given_name.as_deref(), Some("Zoë"));
         assert_eq!(p.family_name.as_deref(), Some("van Dijk"));
         assert_eq!(p.timestamp, 1_700_000_000);
+    }
+
+    #[test]
+    fn the_result_sourcedid_is_kept_verbatim() {
+        let with = |v: &str| {
+            let mut b = base();
+            b.push(("lis_result_sourcedid".into(), v.into()));
+            parse(&[], &b, None).unwrap().result_sourcedid
+        };
+        assert_eq!(with(" 4f:a b \n").as_deref(), Some(" 4f:a b \n"));
+        assert_eq!(with(" \t"), None);
+        assert_eq!(with(""), None);
+        assert_eq!(parse(&[], &base(), None).unwrap().result_sourcedid, None);
     }
 
     #[test]

@@ -382,7 +382,7 @@ impl<'s> Collector<'s> {
                 if let Some((field, depth)) = self.current {
                     if depth == path.len() {
                         if let Some(slot) = self.values.get_mut(field) {
-                            *slot = Some(self.buffer.trim().to_owned());
+                            *slot = Some(self.buffer.clone());
                         }
                         self.current = None;
                     }
@@ -391,8 +391,13 @@ impl<'s> Collector<'s> {
         }
     }
 
-    /// The collected value of field `i`.
+    /// The collected value of field `i`, surrounding whitespace trimmed.
     fn take(&mut self, i: usize) -> Option<String> {
+        self.take_verbatim(i).map(|v| v.trim().to_owned())
+    }
+
+    /// The collected value of field `i` as it was (an identifier).
+    fn take_verbatim(&mut self, i: usize) -> Option<String> {
         self.values.get_mut(i).and_then(Option::take)
     }
 }
@@ -432,7 +437,8 @@ pub fn parse_response(body: &[u8]) -> Result<PoxResponse, PoxError> {
 pub struct PoxRequest {
     /// `imsx_messageIdentifier`.
     pub message_id: String,
-    /// `sourcedGUID/sourcedId`, unescaped and trimmed.
+    /// `sourcedGUID/sourcedId`, unescaped and verbatim (whitespace included:
+    /// it is the consumer's identifier, echoed as the launch sent it).
     pub sourced_id: String,
     /// The requested operation.
     pub operation: Operation,
@@ -479,7 +485,10 @@ pub fn parse_request(body: &[u8]) -> Result<PoxRequest, PoxError> {
     let message_id = fields
         .take(0)
         .ok_or(PoxError::Missing("imsx_messageIdentifier"))?;
-    let sourced_id = fields.take(1).ok_or(PoxError::Missing("sourcedId"))?;
+    let sourced_id = fields
+        .take_verbatim(1)
+        .filter(|id| !id.trim().is_empty())
+        .ok_or(PoxError::Missing("sourcedId"))?;
     Ok(PoxRequest {
         message_id,
         sourced_id,
@@ -622,6 +631,22 @@ mod tests {
         assert_eq!(parsed.as_ref().map(|r| r.message_id.as_str()), Ok("m\r1"));
         let response = build_response("m", "r\r", "readResult", &CodeMajor::Success, "d\re", None);
         assert!(!response.contains('\r'), "{response:?}");
+    }
+
+    #[test]
+    fn a_sourced_id_keeps_its_whitespace() {
+        for id in [" s-1", "s-1 ", "a\tb\n", "\u{a0}x"] {
+            let xml = build_request("m", id, &Operation::Read).unwrap_or_default();
+            let parsed = parse_request(xml.as_bytes());
+            assert_eq!(parsed.map(|r| r.sourced_id), Ok(id.to_owned()), "{id:?}");
+        }
+        let blank = build_request("m", "s", &Operation::Read)
+            .unwrap_or_default()
+            .replace("<sourcedId>s<", "<sourcedId> \n <");
+        assert_eq!(
+            parse_request(blank.as_bytes()),
+            Err(PoxError::Missing("sourcedId"))
+        );
     }
 
     #[test]
