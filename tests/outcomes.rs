@@ -113,6 +113,27 @@ async fn completion_reaches_the_gradebook_with_sourcedid_intact() {
     assert_eq!(outbox(&gate).await["jobs"].as_array().unwrap().len(), 0);
 }
 
+/// The LMS checks the signature over the URL it received; the HTTP client
+/// sends an outcome URL normalised (braces, spaces and non-ASCII encoded, dot
+/// segments resolved), so that is the URL signed.
+#[tokio::test]
+async fn an_outcome_url_is_signed_as_it_is_sent() {
+    let (_up, gate, lms) = setup().await;
+    let url = format!(
+        "http://{}/grade/{{term}}/señor/../x y\"1\"?tool=a b&n=ü",
+        lms.addr
+    );
+    let l = Launch::acme("g-url", "C-1")
+        .set("lis_outcome_service_url", &url)
+        .set("lis_result_sourcedid", "sid-url");
+    assert_eq!(launch(&gate, &l).await, 303);
+    let (status, body) = webhook(&gate, event("e-url", "acme:g-url", "C-1", 0.5)).await;
+    assert_eq!(status, 202, "{body}");
+    let got = lms.wait_accepted(1, Duration::from_secs(5)).await;
+    assert_eq!(got, vec![("sid-url".to_string(), 0.5)]);
+    assert!(lms.rejected().is_empty(), "{:?}", lms.rejected());
+}
+
 #[tokio::test]
 async fn percentage_becomes_a_fraction_and_sha256_launches_get_sha256_deliveries() {
     let (_up, gate, lms) = setup().await;

@@ -94,13 +94,21 @@ impl Deliver for BasicOutcomes {
             Ok(b) => b,
             Err(e) => return Verdict::Dead(format!("cannot build the request: {e}")),
         };
+        // Signed as it goes on the wire: the HTTP client sends the URL
+        // normalised (WHATWG: `{`, `"`, spaces and non-ASCII in the path
+        // percent-encoded, dot segments resolved), and the LMS verifies what
+        // it received.
+        let wire = match reqwest::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return Verdict::Dead(format!("outcome URL does not parse: {e}")),
+        };
         let now_s = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let auth = match authorization_header(&OutboundRequest {
             http_method: "POST",
-            url,
+            url: wire.as_str(),
             consumer_key: &consumer.key,
             consumer_secret: key_secret.expose(),
             method,
@@ -113,7 +121,7 @@ impl Deliver for BasicOutcomes {
         };
         let sent = self
             .client
-            .post(url.as_str())
+            .post(wire)
             .header(CONTENT_TYPE, "application/xml")
             .header(AUTHORIZATION, auth)
             .body(body)
