@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ltigate::lti::oauth1::SignatureMethod;
 use ltigate::secret::Secret;
 use support::fake_lms::{Answer, FakeLms};
-use support::gate::{client, Gate, WEBHOOK_SECRET};
+use support::gate::{base_config, client, Gate, WEBHOOK_SECRET};
 use support::lms::Launch;
 use support::redis::RedisServer;
 use support::upstream::Upstream;
@@ -179,6 +179,42 @@ async fn bad_stale_and_missing_signatures_are_401() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(lms.received().is_empty());
+}
+
+/// Without `webhook.secret` nothing can be verified: every webhook is a 401
+/// saying so, whatever its body, and no body is read.
+#[tokio::test]
+async fn without_a_webhook_secret_every_webhook_is_401() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = base_config(&up.url(), dir.path()).replace(
+        &format!("secret = \"{WEBHOOK_SECRET}\""),
+        "max_body = \"1KiB\"",
+    );
+    let gate = Gate::start_with(&toml, dir).await;
+    let body = event("e-none", "acme:g-none", "C-1", 0.5).to_string();
+    // Over max_body, yet small enough to arrive with the headers.
+    let oversized = "x".repeat(2048);
+    for (body, signature) in [
+        (body.as_str(), sign(&body)),
+        (oversized.as_str(), String::new()),
+    ] {
+        let (status, answer) = webhook_raw(&gate, body, &signature).await;
+        assert_eq!(status, 401, "{answer}");
+        assert_eq!(answer["error"], "bad_signature");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("webhook.secret"),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        gate.metric("ltigate_webhooks_total{result=\"bad_signature\"}")
+            .await,
+        2.0
+    );
 }
 
 #[tokio::test]

@@ -91,6 +91,15 @@ where
 {
     let settings = &app.settings;
     let (parts, body) = req.into_parts();
+    // Without a secret nothing could be verified: no body is read.
+    let Some(secret) = &settings.webhook.secret else {
+        return answer(
+            app,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            json!({"error": "bad_signature", "message": "webhooks are disabled: webhook.secret is not configured"}),
+        );
+    };
     // The body gets as long as headers do: a stalled sender holds nothing.
     let read = tokio::time::timeout(
         settings.server.header_read_timeout,
@@ -127,14 +136,6 @@ where
         }
     };
 
-    let Some(secret) = &settings.webhook.secret else {
-        return answer(
-            app,
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            json!({"error": "bad_signature", "message": "webhooks are disabled: webhook.secret is not configured"}),
-        );
-    };
     let header = parts
         .headers
         .get(SIGNATURE_HEADER)
