@@ -99,6 +99,12 @@ async fn accepted_launch_provisions_and_sets_a_sealed_cookie() {
         calls[1].json(),
         serde_json::json!({"role": "learner", "environment": "acme-env"})
     );
+    for op in ["put_user", "put_subscription"] {
+        let series = format!("ltigate_upstream_api_duration_seconds_count{{op=\"{op}\"}}");
+        assert_eq!(gate.metric(&series).await, 1.0, "{series}");
+        let series = format!("ltigate_upstream_api_requests_total{{op=\"{op}\",result=\"ok\"}}");
+        assert_eq!(gate.metric(&series).await, 1.0, "{series}");
+    }
 
     // The ticket leads to the landing path, once.
     let ticket_url = location(&r);

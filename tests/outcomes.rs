@@ -409,12 +409,26 @@ async fn too_many_requests_honours_retry_after() {
             .0,
         202
     );
+    // Between the attempts the job is counted in the outbox gauges.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while lms.received().is_empty() {
+        assert!(Instant::now() < deadline, "no first attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gate.metric("ltigate_outbox_depth").await, 1.0);
+    assert_eq!(gate.metric("ltigate_outbox_dead").await, 0.0);
+    assert!(gate.metric("ltigate_outbox_oldest_age_seconds").await > 0.0);
+    assert_eq!(outbox(&gate).await["jobs"][0]["state"], "pending");
     lms.wait_accepted(1, Duration::from_secs(8)).await;
     let r = lms.received();
     assert_eq!(r.len(), 2);
     let gap = r[1].at - r[0].at;
     // retry_max is 1 s in the test configuration; Retry-After asks for 2.
     assert!(gap >= Duration::from_millis(1900), "{gap:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gate.metric("ltigate_outbox_depth").await, 0.0);
+    assert_eq!(gate.metric("ltigate_outbox_oldest_age_seconds").await, 0.0);
 }
 
 #[tokio::test]
@@ -462,6 +476,9 @@ async fn pox_failure_is_a_dead_letter_that_an_operator_can_retry() {
         .await
         .unwrap();
     assert_eq!(status["outbox"]["dead"], 1);
+    assert_eq!(status["outbox"]["depth"], 0);
+    assert_eq!(gate.metric("ltigate_outbox_dead").await, 1.0);
+    assert_eq!(gate.metric("ltigate_outbox_depth").await, 0.0);
 
     // The operator sees it and re-queues it with the CLI.
     let cli = |args: Vec<String>| async move {
@@ -524,6 +541,8 @@ async fn pox_failure_is_a_dead_letter_that_an_operator_can_retry() {
         lms.wait_accepted(1, Duration::from_secs(5)).await,
         vec![("sid-10".to_string(), 0.5)]
     );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gate.metric("ltigate_outbox_dead").await, 0.0);
 }
 
 #[tokio::test]
