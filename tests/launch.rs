@@ -568,6 +568,45 @@ async fn licence_cap_refuses_new_learners_but_keeps_existing_ones() {
     );
 }
 
+#[tokio::test]
+async fn with_count_staff_teachers_take_licences_too() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "[licences]\ncount_staff = true\n").await;
+    let beta = |user: &str| Launch::new("beta-key", "beta-new", user, Some("C-1"));
+    let staff = |user: &str| beta(user).set("roles", "Instructor");
+    assert_eq!(post(&gate, &staff("t-1"), None).await.status(), 303);
+    assert_eq!(post(&gate, &beta("a"), None).await.status(), 303);
+    assert_eq!(post(&gate, &staff("t-2"), None).await.status(), 403);
+    assert_eq!(post(&gate, &beta("b"), None).await.status(), 403);
+    // Whoever holds a licence keeps it.
+    assert_eq!(post(&gate, &staff("t-1"), None).await.status(), 303);
+    assert_eq!(
+        gate.metric("ltigate_licences_used{consumer=\"Beta\"}")
+            .await,
+        2.0
+    );
+}
+
+/// A course's own `landing_path` wins over `upstream.landing_path`, and the
+/// course ID is percent-encoded into it.
+#[tokio::test]
+async fn the_landing_path_is_the_courses_own_with_the_course_encoded() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let extra = "[courses.\"C 1/ü\"]\nlanding_path = \"/learn/{course}/start?from=lti\"\n";
+    let gate = Gate::start(&up.url(), extra).await;
+    for (course, landing) in [
+        ("C 1/ü", "/learn/C%201%2F%C3%BC/start?from=lti"),
+        ("C-1", "/courses/C-1"),
+        ("C+2 ü", "/courses/C%2B2%20%C3%BC"),
+    ] {
+        let r = post(&gate, &Launch::acme("u-land", course), None).await;
+        assert_eq!(r.status(), 303, "{course}");
+        let ticket = client().get(gate.url(&location(&r))).send().await.unwrap();
+        assert_eq!(ticket.status(), 303, "{course}");
+        assert_eq!(location(&ticket), landing, "{course}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_learners_against_a_cap_of_five() {
     let up = Upstream::start(Some("upstream-token")).await;
