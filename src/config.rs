@@ -672,7 +672,30 @@ pub struct Settings {
     pub courses: BTreeMap<String, Course>,
 }
 
+/// Longest shared secret every LMS keeps whole: Brightspace (D2L) keeps the
+/// first 100 characters of a pasted secret and signs with those.
+pub const MAX_PORTABLE_SECRET: usize = 100;
+
 impl Settings {
+    /// What is valid but likely wrong, one line each, for `check-config`
+    /// and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.consumers {
+            for (i, secret) in c.secrets.iter().enumerate() {
+                let len = secret.expose().len();
+                if len > MAX_PORTABLE_SECRET {
+                    out.push(format!(
+                        "consumer {:?}: secret {} is {len} characters; Brightspace keeps only the first {MAX_PORTABLE_SECRET} of a pasted secret, so its launches would fail as bad_signature",
+                        c.name,
+                        i + 1
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// The consumer with this `oauth_consumer_key`.
     pub fn consumer_by_key(&self, key: &str) -> Option<&Consumer> {
         self.consumers.iter().find(|c| c.key == key)

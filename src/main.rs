@@ -190,8 +190,11 @@ fn outbox(config: Option<&Path>, args: &OutboxArgs) -> ExitCode {
 
 fn check_config(config: Option<&Path>) -> ExitCode {
     match load(config) {
-        Ok((raw, _)) => {
+        Ok((raw, settings)) => {
             print!("{}", ltigate::config::render_redacted(&raw));
+            for w in settings.warnings() {
+                eprintln!("config: warning: {w}");
+            }
             eprintln!("configuration is valid");
             ExitCode::SUCCESS
         }
@@ -205,6 +208,9 @@ fn serve(config: Option<&Path>) -> ExitCode {
         Ok((_, s)) => s,
         Err(code) => return code,
     };
+    for w in settings.warnings() {
+        tracing::warn!("config: {w}");
+    }
     match runtime() {
         Ok(rt) => rt.block_on(run_until_signal(settings)),
         Err(code) => code,

@@ -25,6 +25,31 @@ fn check_config(toml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// A secret longer than Brightspace keeps is valid, but check-config says
+/// what it would do there, without printing the secret.
+#[test]
+fn check_config_warns_of_a_secret_brightspace_would_truncate() {
+    let long = "s".repeat(101);
+    let toml = |secret: &str| {
+        format!(
+            "[server]\npublic_url = \"https://learn.example.com\"\n\
+             [session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+             [[consumers]]\nname = \"D2L\"\nkey = \"d2l\"\nlms_id = \"d2l\"\n\
+             secrets = [\"ok-secret\", \"{secret}\"]\n"
+        )
+    };
+    let (code, _, err) = check_config(&toml(&long), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: consumer \"D2L\": secret 2 is 101 characters"),
+        "{err}"
+    );
+    assert!(!err.contains(&long));
+    let (code, _, err) = check_config(&toml(&long[..100]), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
+
 #[test]
 fn check_config_prints_the_effective_config_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
