@@ -191,9 +191,19 @@ fn single<'a>(
     body: &'a [(String, String)],
     name: &str,
 ) -> Result<Option<&'a str>, InvalidRequest> {
+    single_where(query, body, name, |n| n == name)
+}
+
+/// [`single`] over every parameter whose name `matches`.
+fn single_where<'a>(
+    query: &'a [(String, String)],
+    body: &'a [(String, String)],
+    name: &str,
+    matches: impl Fn(&str) -> bool,
+) -> Result<Option<&'a str>, InvalidRequest> {
     let mut found: Option<&str> = None;
     for (n, v) in body.iter().chain(query.iter()) {
-        if n == name {
+        if matches(n) {
             match found {
                 None => found = Some(v),
                 Some(prev) if prev == v => {}
@@ -206,6 +216,19 @@ fn single<'a>(
         }
     }
     Ok(found)
+}
+
+/// Whether `sent` names the custom parameter `custom_<name>` (`name` in
+/// lowercase): LTI 1.1 §3.2 has the consumer lowercase a custom parameter's
+/// name and turn every character other than a–z and 0–9 into `_`; a consumer
+/// that did not is read as if it had.
+fn is_custom(sent: &str, name: &str) -> bool {
+    let normalised = sent.bytes().map(|b| match b.to_ascii_lowercase() {
+        c @ (b'a'..=b'z' | b'0'..=b'9') => c,
+        _ => b'_',
+    });
+    sent.len() == "custom_".len() + name.len()
+        && normalised.eq(b"custom_".iter().chain(name.as_bytes()).copied())
 }
 
 fn non_empty(v: Option<&str>) -> Option<String> {
@@ -286,7 +309,9 @@ pub fn parse(
         ));
     }
 
-    let custom_course = non_empty(get("custom_course")?);
+    let custom_course = non_empty(single_where(query, body, "custom_course", |n| {
+        is_custom(n, "course")
+    })?);
     let path_course = path_course.map(str::trim).filter(|c| !c.is_empty());
     let course = match (path_course, custom_course) {
         (Some(p), Some(c)) if p != c => {
@@ -399,6 +424,37 @@ mod tests {
         assert_eq!(p.given_name.as_deref(), Some("Zoë"));
         assert_eq!(p.family_name.as_deref(), Some("van Dijk"));
         assert_eq!(p.timestamp, 1_700_000_000);
+    }
+
+    #[test]
+    fn custom_course_is_read_under_any_unnormalised_name() {
+        for name in [
+            "custom_course",
+            "custom_Course",
+            "Custom-COURSE",
+            "custom.course",
+        ] {
+            let mut b = base();
+            b.retain(|(n, _)| n != "custom_course");
+            b.push((name.into(), "C-7".into()));
+            assert_eq!(parse(&[], &b, None).unwrap().course, "C-7", "{name}");
+        }
+        for name in [
+            "custom_courses",
+            "custom_cours",
+            "course",
+            "ext_course",
+            "custom_coursé",
+        ] {
+            let mut b = base();
+            b.retain(|(n, _)| n != "custom_course");
+            b.push((name.into(), "C-7".into()));
+            assert!(parse(&[], &b, None).is_err(), "{name}");
+        }
+        // Two spellings with different values are as ambiguous as one name twice.
+        let mut b = base();
+        b.push(("custom_Course".into(), "C-8".into()));
+        assert!(parse(&[], &b, None).unwrap_err().0.contains("twice"));
     }
 
     #[test]
