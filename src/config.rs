@@ -993,6 +993,27 @@ fn read_secret_file(path: &str) -> Result<Secret, String> {
     }
 }
 
+/// Reads a file of secrets, one a line, newest first (a rotation): blank
+/// lines skipped, a line's `\r` dropped, each line read as
+/// [`read_secret_file`] reads a whole file. Each secret comes with its line
+/// number, so a bad one can be named.
+fn read_secret_lines(path: &str) -> Result<Vec<(usize, Result<Secret, String>)>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| {
+            let secret = match std::str::from_utf8(line) {
+                Ok(text) if text.starts_with("base64:") => Secret::parse(text),
+                _ => Ok(Secret::new(line)),
+            };
+            (i + 1, secret)
+        })
+        .collect())
+}
+
 /// Resolves an inline secret and its `_file` twin (at most one of them).
 fn resolve_secret(
     key: &str,
@@ -1259,25 +1280,23 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
         }
     }
     if let Some(f) = &s.previous_secrets_file {
-        match std::fs::read_to_string(f) {
-            Ok(text) => {
-                for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-                    match Secret::parse(line.trim_end_matches('\r')) {
+        match read_secret_lines(f) {
+            Ok(lines) => {
+                for (n, line) in lines {
+                    match line {
                         Ok(k) if k.len() >= MIN_SESSION_KEY => previous_secrets.push(k),
                         Ok(_) => c.problems.push(format!(
-                            "session.previous_secrets_file: line {}: must be at least {MIN_SESSION_KEY} bytes",
-                            i + 1
+                            "session.previous_secrets_file: line {n}: must be at least {MIN_SESSION_KEY} bytes"
                         )),
-                        Err(e) => c.problems.push(format!(
-                            "session.previous_secrets_file: line {}: {e}",
-                            i + 1
-                        )),
+                        Err(e) => c
+                            .problems
+                            .push(format!("session.previous_secrets_file: line {n}: {e}")),
                     }
                 }
             }
-            Err(e) => c.problems.push(format!(
-                "session.previous_secrets_file: cannot read `{f}`: {e}"
-            )),
+            Err(e) => c
+                .problems
+                .push(format!("session.previous_secrets_file: {e}")),
         }
     }
 
@@ -1432,8 +1451,19 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             }
         }
         if let Some(f) = &rc.secret_file {
-            match read_secret_file(f) {
-                Ok(s) => secrets.push(s),
+            // One secret, or several during a rotation: one a line, newest first.
+            match read_secret_lines(f) {
+                Ok(lines) if lines.is_empty() => c
+                    .problems
+                    .push(format!("{at}.secret_file: `{f}` holds no secret")),
+                Ok(lines) => {
+                    for (n, line) in lines {
+                        match line {
+                            Ok(s) => secrets.push(s),
+                            Err(e) => c.problems.push(format!("{at}.secret_file: line {n}: {e}")),
+                        }
+                    }
+                }
                 Err(e) => c.problems.push(format!("{at}.secret_file: {e}")),
             }
         }
@@ -1682,6 +1712,50 @@ lms_id = "acme"
             .0
             .iter()
             .any(|l| l.starts_with("session.secret: required with Redis")));
+    }
+
+    #[test]
+    fn secret_files_hold_a_rotation_one_secret_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let consumer = write("consumer", "new-secret\r\n\nbase64:b2xkLXNlY3JldA==\n");
+        let previous = write(
+            "previous",
+            &format!("{}\n\n{}\r\n", "p".repeat(32), "q".repeat(40)),
+        );
+        let config = |consumer: &str, previous: &str| {
+            format!(
+                "[server]\npublic_url = \"https://x.example\"\n[session]\nsecret = \"{}\"\n\
+                 previous_secrets_file = \"{previous}\"\n\
+                 [[consumers]]\nname=\"a\"\nkey=\"k\"\nsecret_file=\"{consumer}\"\nlms_id=\"a\"\n",
+                "s".repeat(32)
+            )
+        };
+        let s = validate(&raw_from(&config(&consumer, &previous), &[]).unwrap()).unwrap();
+        let secrets: Vec<&[u8]> = s.consumers[0].secrets.iter().map(|s| s.expose()).collect();
+        assert_eq!(secrets, [&b"new-secret"[..], b"old-secret"]);
+        let previous: Vec<usize> = s.session.previous_secrets.iter().map(|k| k.len()).collect();
+        assert_eq!(previous, [32, 40]);
+
+        // Bad lines are named by their number; an empty file is no secret.
+        let empty = write("empty", "\n\n");
+        let short = write("short", &format!("{}\n\nshort\n", "p".repeat(32)));
+        let err = validate(&raw_from(&config(&empty, &short), &[]).unwrap()).unwrap_err();
+        let text = err.0.join("\n");
+        assert!(
+            text.contains(&format!(
+                "consumers[0].secret_file: `{empty}` holds no secret"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("session.previous_secrets_file: line 3: must be at least 32 bytes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -460,6 +460,20 @@ def test_check_config_reads_the_mounted_secret_files(tmp_path):
     assert "session" in result.stdout + result.stderr
 
 
+def test_a_consumer_secret_rotation_is_one_secret_a_line(tmp_path):
+    """secrets.consumers.<key> as a list: the mounted file holds them newest
+    first, one a line, which ltigate reads as a rotation."""
+    values = merged(
+        load_values(CI_DIR / "standalone-values.yaml"),
+        {"secrets": {"consumers": {"acme-moodle": ["ci-consumer-secret-new", "ci-consumer-secret-old"]}}},
+    )
+    docs = render(values)
+    config, env, material = materialise(docs, values, tmp_path)
+    assert material["consumer-acme-moodle"] == "ci-consumer-secret-new\nci-consumer-secret-old"
+    result = check_config(config, env, tmp_path)
+    assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
+
+
 # ---------------------------------------------------------------------------
 # The pod
 # ---------------------------------------------------------------------------
@@ -705,6 +719,8 @@ SCHEMA_REJECTS = {
     "unknown strategy": {"strategy": {"type": "BlueGreen"}},
     "platform named like ltigate": {"platform": {"name": "ltigate"}},
     "bad secret key name": {"secrets": {"keys": {"apiToken": "api token"}}},
+    "consumer secret list with a newline": {"secrets": {"consumers": {"acme-moodle": ["a\nb"]}}},
+    "empty consumer secret list": {"secrets": {"consumers": {"acme-moodle": []}}},
 }
 
 

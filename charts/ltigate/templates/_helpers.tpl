@@ -156,7 +156,12 @@ embedded
 {{- $ckey := toString (default "" $c.key) }}
 {{- $value := "" }}
 {{- if not $existing }}
-{{- $value = index ($s.consumers | default dict) $ckey | default "" | toString }}
+{{- $given := index ($s.consumers | default dict) $ckey | default "" }}
+{{- if kindIs "slice" $given }}
+{{- $value = join "\n" $given }}
+{{- else }}
+{{- $value = toString $given }}
+{{- end }}
 {{- end }}
 {{- $_ := set $consumers $ckey (dict "key" (include "ltigate.consumerSecretKey" (list $ $ckey)) "value" $value) }}
 {{- end }}
