@@ -993,11 +993,14 @@ fn read_secret_file(path: &str) -> Result<Secret, String> {
     }
 }
 
+/// A secret read from a file's line, with the line's number (from 1).
+type NumberedSecret = (usize, Result<Secret, String>);
+
 /// Reads a file of secrets, one a line, newest first (a rotation): blank
 /// lines skipped, a line's `\r` dropped, each line read as
 /// [`read_secret_file`] reads a whole file. Each secret comes with its line
 /// number, so a bad one can be named.
-fn read_secret_lines(path: &str) -> Result<Vec<(usize, Result<Secret, String>)>, String> {
+fn read_secret_lines(path: &str) -> Result<Vec<NumberedSecret>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
     Ok(bytes
         .split(|&b| b == b'\n')
