@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -256,6 +256,7 @@ impl ForwardShared {
             Arc::new(Progress {
                 origin: started,
                 last_ms: AtomicU64::new(0),
+                waiting_for_client: AtomicBool::new(false),
             })
         });
         let body = RequestBody {
@@ -279,8 +280,9 @@ impl ForwardShared {
                 biased;
                 result = &mut response => break result,
                 () = &mut deadline => {
-                    match progress.as_ref().map(|p| p.deadline(self.timeout)) {
-                        Some(next) if next > deadline.deadline() => deadline.as_mut().reset(next),
+                    match progress.as_ref().map(|p| (p.deadline(self.timeout), p.waiting_for_client())) {
+                        Some((next, _)) if next > deadline.deadline() => deadline.as_mut().reset(next),
+                        Some((_, true)) => return self.client_stalled(started, json()),
                         _ => return self.timed_out(started, json()),
                     }
                 }
@@ -345,6 +347,19 @@ impl ForwardShared {
         self.count(resp)
     }
 
+    /// The client stopped sending its request body for the timeout: its
+    /// fault, not the upstream's.
+    fn client_stalled(&self, started: Instant, json: bool) -> Response<Body> {
+        self.duration.observe(started.elapsed().as_secs_f64());
+        tracing::info!(timeout = ?self.timeout, "the client stopped sending its request body");
+        self.count(respond::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "Your request stopped arriving. Please try again.",
+            json,
+        ))
+    }
+
     fn timed_out(&self, started: Instant, json: bool) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
         tracing::warn!(timeout = ?self.timeout, "upstream did not answer in time");
@@ -381,16 +396,23 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
     }
 }
 
-/// When the request body last moved (ms after `origin`).
+/// When the request body last moved (ms after `origin`), and whether ltigate
+/// is waiting for the client to send more of it (rather than for the
+/// upstream to take what it has).
 struct Progress {
     origin: Instant,
     last_ms: AtomicU64,
+    waiting_for_client: AtomicBool,
 }
 
 impl Progress {
     fn touch(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn waiting_for_client(&self) -> bool {
+        self.waiting_for_client.load(Ordering::Relaxed)
     }
 
     fn deadline(&self, timeout: Duration) -> Instant {
@@ -413,10 +435,12 @@ impl http_body::Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if polled.is_ready() {
-            if let Some(p) = &self.progress {
+        if let Some(p) = &self.progress {
+            if polled.is_ready() {
                 p.touch();
             }
+            p.waiting_for_client
+                .store(polled.is_pending(), Ordering::Relaxed);
         }
         polled
     }
