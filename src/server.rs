@@ -19,7 +19,7 @@ use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,6 +28,10 @@ use tokio::sync::watch;
 
 use crate::gate::{Body, BoxError};
 use crate::stall::Stall;
+
+mod h2_send;
+
+use h2_send::{SendWait, StreamExecutor};
 
 /// Per-listener connection settings.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +61,9 @@ pub async fn serve<M, S, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let make_service = Arc::new(make_service);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(StreamExecutor {
+        send_timeout: conn.send_timeout,
+    });
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -224,7 +230,8 @@ where
         let this = self.project();
         let resp = std::task::ready!(this.inner.poll(cx));
         Poll::Ready(Ok(match this.busy.take() {
-            Some(busy) => hold_until_sent(resp, busy),
+            // On HTTP/2, the stream's send timeout watches this body.
+            Some(busy) => hold(resp, busy, SendWait::current()),
             None => resp,
         }))
     }
@@ -257,10 +264,20 @@ pub fn hold_until_sent<G: Send + Sync + Unpin + 'static>(
     resp: Response<Body>,
     guard: G,
 ) -> Response<Body> {
+    hold(resp, guard, None)
+}
+
+/// [`hold_until_sent`], the body reporting to `send_wait` when there is one.
+fn hold<G: Send + Sync + Unpin + 'static>(
+    resp: Response<Body>,
+    guard: G,
+    send_wait: Option<Arc<SendWait>>,
+) -> Response<Body> {
     resp.map(|inner| {
         GuardedBody {
             inner,
             _guard: guard,
+            send_wait,
         }
         .boxed()
     })
@@ -348,10 +365,12 @@ impl AsyncWrite for SendTimeout {
     }
 }
 
-/// A body that owns a guard.
+/// A body that owns a guard, and on HTTP/2 tells its stream's send timeout
+/// whether hyper is waiting to send what it handed over.
 struct GuardedBody<G> {
     inner: Body,
     _guard: G,
+    send_wait: Option<Arc<SendWait>>,
 }
 
 impl<G> http_body::Body for GuardedBody<G>
@@ -365,7 +384,14 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(wait) = &self.send_wait {
+            match &polled {
+                Poll::Ready(Some(Ok(_))) => wait.handed_over(),
+                _ => wait.asked(),
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

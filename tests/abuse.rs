@@ -17,6 +17,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use proxykit::{
     echo, gate_with, launch, location, metric, read_head, session, session_cookie, COOKIE,
 };
@@ -1898,4 +1899,117 @@ async fn clients_that_stop_reading_are_cut_off_after_the_send_timeout() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(got, STEADY, "cut off after {:?}", started.elapsed());
+}
+
+/// On HTTP/2 a client can keep reading the connection and leave one
+/// stream's window shut. Such a stream is reset after the send timeout,
+/// freeing its request slot and upstream connection; the connection and its
+/// other streams go on, and a stream read slowly but steadily is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_left_unread_are_reset_after_the_send_timeout() {
+    const BIG: usize = 64 * 1024 * 1024;
+    const STEADY: usize = 2 * 1024 * 1024;
+    let _machine = shared_machine().await;
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(
+        &up.url(),
+        &[
+            ("server", "send_timeout", r#""1s""#),
+            ("server", "max_connections", "2"),
+        ],
+    )
+    .await;
+    let cookie = session(&gate, &Launch::acme("s-10", "C-1"), None).await;
+    let stream = TcpStream::connect(gate.public).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = |path: String| {
+        http::Request::get(format!("http://{}{path}", gate.public))
+            .header("cookie", &cookie)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let learner = || async {
+        client()
+            .get(gate.url("/courses/C-1"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+
+    // Two downloads whose bodies this client never reads: hyper's client
+    // opens no window for them, while its connection task reads on.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let r = h2
+            .send_request(get(format!("/download?bytes={BIG}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        stalled.push(r.into_body());
+    }
+    let stopped = Instant::now();
+    assert_eq!(learner().await, 503, "both slots are held");
+    let served_after = loop {
+        if learner().await == 200 {
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "the learner was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        served_after >= Duration::from_millis(900),
+        "slots freed before the send timeout: {served_after:?}"
+    );
+    // The streams were reset after what was already on its way.
+    for body in stalled {
+        let mut body = body;
+        let mut got = 0;
+        let ended = loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.data_ref().map_or(0, |d| d.len()),
+                Some(Err(e)) => break Some(e),
+                None => break None,
+            }
+        };
+        assert!(ended.is_some(), "the stream ended as if complete");
+        assert!(got < BIG, "the whole body arrived: {got}");
+    }
+
+    // The connection itself goes on: a new stream on it is answered, and
+    // one read in bursts with pauses under the timeout (the whole far
+    // longer) arrives whole.
+    let r = h2.send_request(get("/courses/C-1".into())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h2
+        .send_request(get(format!("/download?bytes={STEADY}")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let started = Instant::now();
+    let mut body = r.into_body();
+    let (mut got, mut since_pause) = (0, 0);
+    while let Some(frame) = body.frame().await {
+        let n = frame.unwrap().data_ref().map_or(0, |d| d.len());
+        got += n;
+        since_pause += n;
+        if since_pause >= 256 * 1024 {
+            since_pause = 0;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    assert_eq!(got, STEADY, "cut off after {:?}", started.elapsed());
+    assert!(started.elapsed() > Duration::from_secs(2));
+    drop(h2);
+    conn.abort();
 }
