@@ -44,6 +44,24 @@ pub struct Ticket {
     /// Course.
     #[serde(rename = "k")]
     pub course: String,
+    /// When it expires (Unix seconds); 0 in tickets written before it was kept.
+    #[serde(rename = "e", default)]
+    pub expires: u64,
+}
+
+impl Ticket {
+    /// How long it still lives at `now`: `None` once expired. Putting a
+    /// ticket back (the new-window fallback) keeps its first expiry, so
+    /// reloading the frame never stretches it.
+    pub fn remaining(&self, now: u64) -> Option<Duration> {
+        if self.expires == 0 {
+            return Some(TICKET_TTL);
+        }
+        self.expires
+            .checked_sub(now)
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+    }
 }
 
 /// A refused launch.
@@ -591,6 +609,7 @@ async fn accept(
         landing,
         external_id: external_id.clone(),
         course: launch.course.clone(),
+        expires: now + TICKET_TTL.as_secs(),
     })
     .map_err(|e| Failure::new(Rejection::UpstreamError, e.to_string()))?;
     if let Err(e) = state.store.put_ticket(&ticket, &value, TICKET_TTL).await {
@@ -773,5 +792,27 @@ mod tests {
                 "{sent:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod ticket_tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_put_back_keeps_its_first_expiry() {
+        let t = Ticket {
+            cookie: String::new(),
+            landing: String::new(),
+            external_id: String::new(),
+            course: String::new(),
+            expires: 1_000_060,
+        };
+        assert_eq!(t.remaining(1_000_000), Some(TICKET_TTL));
+        assert_eq!(t.remaining(1_000_059), Some(Duration::from_secs(1)));
+        assert_eq!(t.remaining(1_000_060), None);
+        assert_eq!(t.remaining(2_000_000), None);
+        let older = Ticket { expires: 0, ..t };
+        assert_eq!(older.remaining(2_000_000), Some(TICKET_TTL));
     }
 }

@@ -67,15 +67,14 @@ pub async fn handle_continue<B>(state: &AppState, req: Request<B>) -> Response<B
     if cookie_matches {
         return respond::see_other(&t.landing);
     }
+    let Some(remaining) = t.remaining(now) else {
+        return expired();
+    };
     if in_frame {
         // The cookie set inside the LMS frame was dropped (third-party
-        // cookies blocked). Put the ticket back and offer a new window,
-        // where the cookie is first-party.
-        if let Err(e) = state
-            .store
-            .put_ticket(&ticket, &raw, super::launch::TICKET_TTL)
-            .await
-        {
+        // cookies blocked). Put the ticket back, with what is left of its
+        // life, and offer a new window, where the cookie is first-party.
+        if let Err(e) = state.store.put_ticket(&ticket, &raw, remaining).await {
             state.metrics.store_failed("ticket");
             tracing::warn!(error = %e, "cannot keep a launch ticket for the new window");
         }
