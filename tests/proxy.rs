@@ -206,6 +206,55 @@ async fn forged_identity_and_forwarding_headers_never_reach_the_upstream() {
     assert_eq!(rec.headers["x-lti-user"], "acme:u-2");
 }
 
+/// A renamed cookie, another identity prefix, another ID separator and
+/// `Partitioned` are used everywhere the defaults would be.
+#[tokio::test]
+async fn cookie_name_header_prefix_and_id_separator_can_be_changed() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = gate_with(
+        &up.url(),
+        &[
+            ("session", "cookie_name", r#""__Host-acme_gate""#),
+            ("session", "header_prefix", r#""X-Acme-""#),
+            ("session", "partitioned", "true"),
+            ("launch", "id_separator", r#""/""#),
+        ],
+    )
+    .await;
+    let r = proxykit::launch(&gate, &Launch::acme("u-p", "C-1"), None).await;
+    assert_eq!(r.status(), 303);
+    let cookies = set_cookies(&r);
+    let set = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-acme_gate="))
+        .unwrap_or_else(|| panic!("no renamed cookie in {cookies:?}"));
+    assert!(set.contains("; Partitioned"), "{set}");
+    assert!(
+        !cookies.iter().any(|c| c.starts_with(COOKIE)),
+        "{cookies:?}"
+    );
+    assert_eq!(up.api_calls()[0].path, "/api/users/acme%2Fu-p");
+    let cookie = set.split(';').next().unwrap_or_default().to_string();
+
+    up.clear();
+    let r = raw(
+        gate.public,
+        &format!(
+            "GET /courses/C-1 HTTP/1.1\r\nHost: learn.example.test\r\n\
+             Cookie: theme=dark; {cookie}\r\nX-Acme-User: admin\r\nX_Acme_Roles: Administrator\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let h = &up.records()[0].headers;
+    assert_eq!(h["x-acme-user"], "acme/u-p");
+    assert_eq!(h["x-acme-roles"], "Learner");
+    assert_eq!(h.get_all("x-acme-user").iter().count(), 1);
+    assert!(!h.contains_key("x_acme_roles"));
+    assert!(!h.keys().any(|k| k.as_str().starts_with("x-lti-")), "{h:?}");
+    assert_eq!(h["cookie"], "theme=dark");
+}
+
 #[tokio::test]
 async fn ltigate_cookie_never_reaches_the_upstream() {
     let up = Upstream::start(Some("upstream-token")).await;
