@@ -162,6 +162,15 @@ fn rejection_response(f: Failure, json: bool) -> Response<Body> {
     respond::error(status, shown.label(), &message, json)
 }
 
+/// How long a nonce must be kept, counted from `now` (whole Unix seconds,
+/// the clock rounded down): its timestamp is accepted while
+/// `now − timestamp ≤ skew`, that is until the end of second
+/// `timestamp + skew`, whatever fraction of `now` has passed already.
+fn nonce_ttl(timestamp: i64, now: u64, skew: i64) -> Duration {
+    let end = timestamp.saturating_add(skew).saturating_add(1);
+    Duration::from_secs(end.saturating_sub(now as i64).max(1) as u64)
+}
+
 /// The URL the LMS signed: public scheme/host/port (or the forwarded ones,
 /// when `trust_forwarded` says a proxy in front sets them), the public path
 /// prefix (or `X-Forwarded-Prefix`), and the raw request path.
@@ -367,7 +376,7 @@ where
     let existing = state.session_from(&parts.headers, now).ok();
 
     // Replay.
-    let ttl = Duration::from_secs((launch.timestamp + skew - now as i64).max(1) as u64);
+    let ttl = nonce_ttl(launch.timestamp, now, skew);
     match state
         .store
         .record_nonce(&consumer.key, &launch.nonce, ttl)
@@ -682,6 +691,23 @@ mod tests {
             h.append(*name, value.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn a_nonce_outlives_the_last_second_its_timestamp_is_accepted_in() {
+        // Accepted while now − ts ≤ 300: up to the end of second ts + 300.
+        let ts = 1_700_000_000;
+        assert_eq!(nonce_ttl(ts, ts as u64, 300), Duration::from_secs(301));
+        assert_eq!(nonce_ttl(ts, ts as u64 + 300, 300), Duration::from_secs(1));
+        // A timestamp from the future: kept until it is as old as allowed.
+        assert_eq!(
+            nonce_ttl(ts + 300, ts as u64, 300),
+            Duration::from_secs(601)
+        );
+        assert_eq!(
+            nonce_ttl(i64::MAX, 0, 300),
+            Duration::from_secs(i64::MAX as u64)
+        );
     }
 
     #[test]

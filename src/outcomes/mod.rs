@@ -219,13 +219,21 @@ fn snippet(body: &[u8]) -> String {
     t.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Parses `Retry-After`: seconds, or an HTTP date (relative to `now`).
+/// Longest wait a `Retry-After` can ask for: an LMS asking for more would
+/// park a grade past any outage worth waiting for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `Retry-After`: seconds, or an HTTP date (relative to `now`), at
+/// most [`MAX_RETRY_AFTER`] either way.
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(24 * 3600)));
-    }
-    httpdate_parse(v).map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate_parse(v)?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
@@ -442,6 +450,16 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        // Neither form parks a grade for more than a day.
+        assert_eq!(parse_retry_after("999999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2025 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
