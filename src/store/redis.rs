@@ -763,15 +763,19 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
-        let mut jobs = Vec::new();
-        for member in due.iter().chain(dead.iter()).chain(waiting.iter()) {
-            let key = outbox_key("job", member);
-            let fields: Vec<String> = self
-                .run(async |mut c| redis::cmd("HGETALL").arg(&key).query_async(&mut c).await)
-                .await?;
-            if let Some(job) = job_from_fields(&fields) {
-                jobs.push(job);
+        // The jobs' hashes in pipelines (all in the outbox's hash slot), a
+        // round trip per thousand jobs rather than per job.
+        let members: Vec<&String> = due.iter().chain(&dead).chain(&waiting).collect();
+        let mut jobs = Vec::with_capacity(members.len());
+        for chunk in members.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for member in chunk {
+                pipe.cmd("HGETALL").arg(outbox_key("job", member));
             }
+            let rows: Vec<Vec<String>> = self
+                .run(async |mut c| pipe.query_async(&mut c).await)
+                .await?;
+            jobs.extend(rows.iter().filter_map(|fields| job_from_fields(fields)));
         }
         Ok(jobs)
     }
