@@ -115,6 +115,8 @@ conformance! {
         duplicates_and_waiting,
         event_ids_expire,
         newer_event_while_leased,
+        duplicate_events_are_recorded_atomically,
+        a_completion_racing_a_newer_event_never_loses_it,
         retries_dead_letters_and_retry,
         expired_leases_come_back,
         release_hands_back,
@@ -1624,6 +1626,81 @@ mod outbox_cases {
         assert!(second[0].job.version > first.job.version);
         assert!(store.complete(&second[0]).await.unwrap());
         assert!(store.outbox_jobs().await.unwrap().is_empty());
+    }
+
+    /// A webhook retried while the first delivery of it is still being
+    /// handled: of N identical events at once, one is queued.
+    pub async fn duplicate_events_are_recorded_atomically(store: SharedStore) {
+        const N: usize = 32;
+        let e = who("dup");
+        with_target(&*store, &e).await;
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let (store, barrier, e) = (store.clone(), barrier.clone(), e.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.enqueue(&e, "e-same", 0.5, TTL).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.expect("task").expect("enqueue"));
+        }
+        let queued = outcomes
+            .iter()
+            .filter(|o| **o == EnqueueOutcome::Queued)
+            .count();
+        let duplicates = outcomes
+            .iter()
+            .filter(|o| **o == EnqueueOutcome::Duplicate)
+            .count();
+        assert_eq!((queued, duplicates), (1, N - 1), "{outcomes:?}");
+        assert_eq!(store.outbox_jobs().await.unwrap().len(), 1);
+    }
+
+    /// The delivery of an old score completing at the moment a newer score
+    /// arrives: whichever lands first, the newer score stays queued.
+    pub async fn a_completion_racing_a_newer_event_never_loses_it(store: SharedStore) {
+        let e = who("race");
+        with_target(&*store, &e).await;
+        for round in 0..20u32 {
+            let old = f64::from(round) / 100.0;
+            let new = f64::from(round) / 100.0 + 0.5;
+            store
+                .enqueue(&e, &format!("old-{round}"), old, TTL)
+                .await
+                .unwrap();
+            let l = lease(&*store, LEASE, 10).await.remove(0);
+            assert_eq!(l.job.score, old);
+            let barrier = Arc::new(Barrier::new(2));
+            let completing = {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.complete(&l).await
+                })
+            };
+            let newer = {
+                let (store, barrier, e) = (store.clone(), barrier.clone(), e.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.enqueue(&e, &format!("new-{round}"), new, TTL).await
+                })
+            };
+            completing.await.expect("task").expect("complete");
+            assert_eq!(
+                newer.await.expect("task").expect("enqueue"),
+                EnqueueOutcome::Queued
+            );
+            let jobs = store.outbox_jobs().await.unwrap();
+            let scores: Vec<f64> = jobs.iter().map(|j| j.score).collect();
+            assert_eq!(scores, [new], "round {round}");
+            // Deliver the newer one too, for a clean next round.
+            let l = lease(&*store, LEASE, 10).await.remove(0);
+            assert!(store.complete(&l).await.unwrap());
+        }
     }
 
     pub async fn retries_dead_letters_and_retry(store: SharedStore) {
