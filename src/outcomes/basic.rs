@@ -14,7 +14,7 @@ use crate::config::{Consumer, OutcomeSettings};
 use crate::gate::launch::random_token;
 use crate::lti::oauth1::{authorization_header, OutboundRequest, SignatureMethod};
 use crate::lti::outcomes::{build_request, Operation};
-use crate::store::Job;
+use crate::store::{now_millis, Job};
 
 /// Largest LMS answer read.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -68,13 +68,32 @@ impl Deliver for BasicOutcomes {
             return Verdict::Dead(format!("outcome URL refused: {why}"));
         }
         if !self.settings.allow_insecure_targets {
-            match resolves_publicly(url).await {
-                Ok(()) => {}
-                Err(Resolve::Internal(why)) => {
+            let resolved = tokio::time::timeout(self.settings.timeout, resolves_publicly(url));
+            match resolved.await {
+                Ok(Ok(())) => {}
+                Ok(Err(Resolve::Internal(why))) => {
                     return Verdict::Dead(format!("outcome URL refused: {why}"))
                 }
-                Err(Resolve::Failed(why)) => return Verdict::Retry { after: None, why },
+                Ok(Err(Resolve::Failed(why))) => return Verdict::Retry { after: None, why },
+                Err(_) => {
+                    return Verdict::Retry {
+                        after: None,
+                        why: format!(
+                            "resolving the outcome host took longer than {:?}",
+                            self.settings.timeout
+                        ),
+                    }
+                }
             }
+        }
+        // Never start a request that could outlive the lease: once it runs
+        // out another process may lease the job and send a newer score,
+        // which this older one must not land after.
+        if !fits_in_lease(job.lease_until_ms, now_millis(), self.settings.timeout) {
+            return Verdict::Retry {
+                after: None,
+                why: "too little of the lease was left for a delivery".into(),
+            };
         }
         // The secret that verified the launch, else the current one.
         let key_secret = consumer
@@ -179,6 +198,13 @@ enum Resolve {
 
 /// Resolves the URL's host and refuses internal addresses (a public name
 /// pointing inside).
+/// Whether a request started at `now_ms` ends, timeout included, before the
+/// lease does.
+fn fits_in_lease(lease_until_ms: u64, now_ms: u64, timeout: Duration) -> bool {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    now_ms.saturating_add(timeout_ms) <= lease_until_ms
+}
+
 async fn resolves_publicly(url: &str) -> Result<(), Resolve> {
     let parsed = reqwest::Url::parse(url).map_err(|e| Resolve::Internal(e.to_string()))?;
     let host = parsed
@@ -198,4 +224,20 @@ async fn resolves_publicly(url: &str) -> Result<(), Resolve> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::fits_in_lease;
+
+    #[test]
+    fn a_delivery_starts_only_if_it_ends_within_the_lease() {
+        let timeout = Duration::from_secs(30);
+        assert!(fits_in_lease(100_000, 70_000, timeout));
+        assert!(!fits_in_lease(100_000, 70_001, timeout));
+        assert!(!fits_in_lease(100_000, 200_000, timeout));
+        assert!(!fits_in_lease(u64::MAX - 1, u64::MAX - 2, timeout));
+    }
 }
