@@ -908,15 +908,26 @@ impl Store for EmbeddedStore {
                 .map_err(db_err)?
             {
                 let (k, _) = entry.map_err(db_err)?;
-                keys.push(k.value().1.to_string());
+                let (at, key) = k.value();
+                keys.push((at, key.to_string()));
                 if keys.len() >= max {
                     break;
                 }
             }
             let mut leases = Vec::new();
-            for key in keys {
-                let Some(old) = load_job(&t.jobs, &key)? else {
-                    continue;
+            for (at, key) in keys {
+                let old = match load_job(&t.jobs, &key) {
+                    Ok(Some(job)) => job,
+                    Ok(None) => continue,
+                    // A row that does not decode would head the due index
+                    // for ever and hold up every other grade: it leaves the
+                    // index (its row stays, for an operator to look at).
+                    Err(StoreError::Corrupt(why)) => {
+                        tracing::error!(job = %key, error = %why, "an outbox job cannot be read; it is no longer delivered");
+                        t.due.remove((at, key.as_str())).map_err(db_err)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 };
                 let mut job = old.clone();
                 job.lease_until_ms = now.saturating_add(lease_ms);
@@ -1010,11 +1021,13 @@ impl Store for EmbeddedStore {
             let t = txn.open_table(JOBS).map_err(db_err)?;
             let mut out = Vec::new();
             for entry in t.iter().map_err(db_err)? {
-                let (_, v) = entry.map_err(db_err)?;
-                out.push(
-                    serde_json::from_slice(v.value())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
+                let (k, v) = entry.map_err(db_err)?;
+                match serde_json::from_slice(v.value()) {
+                    Ok(job) => out.push(job),
+                    // Listed without it rather than not at all (logged
+                    // when it was taken out of delivery).
+                    Err(e) => tracing::debug!(job = %k.value(), error = %e, "an outbox job cannot be read"),
+                }
             }
             Ok(out)
         })
@@ -1168,11 +1181,48 @@ fn new_token() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::compound;
+    use std::time::Duration;
+
+    use redb::Database;
+
+    use super::{compound, EmbeddedStore, DUE, JOBS};
+    use crate::store::{EnqueueOutcome, Enrolment, Store};
 
     #[test]
     fn compound_keys_are_unambiguous() {
         assert_ne!(compound(&["a:b", "c"]), compound(&["a", "b:c"]));
         assert_ne!(compound(&["ab", "c", "d"]), compound(&["a", "bc", "d"]));
+    }
+
+    /// A job row that no longer decodes (a damaged file, a format this
+    /// version does not read) holds up no other grade.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_job_holds_up_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ltigate.db");
+        {
+            let db = Database::create(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut jobs = w.open_table(JOBS).unwrap();
+                jobs.insert("unreadable", b"{not json".as_slice()).unwrap();
+                let mut due = w.open_table(DUE).unwrap();
+                due.insert((0u64, "unreadable"), ()).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let e = Enrolment::new("Acme", "C-1", "acme:u");
+        store.put_enrolment(&e, Some(b"target")).await.unwrap();
+        let queued = store.enqueue(&e, "e-1", 0.5, Duration::from_secs(60)).await;
+        assert_eq!(queued.unwrap(), EnqueueOutcome::Queued);
+        for _ in 0..2 {
+            let leases = store.lease_due(Duration::from_secs(60), 10).await.unwrap();
+            if let Some(l) = leases.first() {
+                assert_eq!((leases.len(), l.job.score), (1, 0.5));
+                assert!(store.complete(l).await.unwrap());
+            }
+        }
+        assert!(store.outbox_jobs().await.unwrap().is_empty());
     }
 }

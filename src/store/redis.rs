@@ -673,14 +673,21 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
-        Ok(rows
+        let leases: Vec<Lease> = rows
             .iter()
             .filter_map(|fields| job_from_fields(fields))
             .map(|job| Lease {
                 token: job.lease_token.clone(),
                 job,
             })
-            .collect())
+            .collect();
+        if leases.len() < rows.len() {
+            tracing::error!(
+                unreadable = rows.len() - leases.len(),
+                "outbox jobs in Redis cannot be read; they come back each lease and are never delivered"
+            );
+        }
+        Ok(leases)
     }
 
     async fn complete(&self, lease: &Lease) -> Result<bool, StoreError> {
