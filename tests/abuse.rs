@@ -994,10 +994,14 @@ async fn smuggling_attempts_never_reach_the_upstream_as_requests() {
         ("signed length", "POST /static/c HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello"),
         ("TE in HTTP/1.0", "POST /static/c HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ("obs-fold", "GET /static/c HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n X-LTI-User: admin\r\n\r\n"),
+        ("two hosts", "GET /static/c HTTP/1.1\r\nHost: learn.example.test\r\nHost: evil.example\r\n\r\n"),
     ] {
         let wire = send(wire).await;
         assert_eq!(statuses(&wire), [400], "{case}: {}", String::from_utf8_lossy(&wire));
     }
+    // CONNECT would make the upstream connection a tunnel: never sent on.
+    let wire = send("CONNECT /static/c HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(statuses(&wire), [405], "{}", String::from_utf8_lossy(&wire));
     assert!(up.records().is_empty(), "{:?}", up.records());
 
     // A bare LF ends a header line: what follows is a header of its own,

@@ -142,14 +142,14 @@ fn same_name(name: &str, target: &str) -> bool {
     name.len() == target.len() && has_prefix(name, target)
 }
 
-/// The comma-separated tokens of every `Connection` header.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The comma-separated tokens of every `Connection` header, as bytes: a
+/// value with other bytes than visible ASCII still names its headers.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
 }
 
@@ -159,7 +159,7 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
         .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// Removes `Connection`, every header it names and the hop-by-hop set, in
@@ -177,13 +177,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A hop-by-hop name, `_` read as `-` (`Transfer_Encoding` reaches a CGI
+/// or WSGI application as the same variable as `Transfer-Encoding`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    HOP_BY_HOP.iter().any(|h| same_name(name.as_str(), h))
 }
 
 /// Whether `Connection` lists `name` (as an option naming a header).
 fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_str()))
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
 /// A small stack buffer for formatting header values without allocating.
@@ -1083,6 +1085,27 @@ mod tests {
         assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
         assert_eq!(h.get("accept").unwrap(), "text/html");
         assert_eq!(h.get("x-ltified").unwrap(), "kept: not the prefix");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_in_every_spelling_and_whatever_connection_holds() {
+        let mut h = headers(&[
+            ("Transfer_Encoding", "chunked"),
+            ("Keep_Alive", "timeout=5"),
+            ("Proxy_Connection", "keep-alive"),
+            ("X-Named", "gone"),
+            ("X-Other", "gone too"),
+            ("X-Kept", "kept"),
+        ]);
+        // A Connection value with a byte outside visible ASCII still names
+        // the headers it lists.
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"X-Named, \xff, x-other").unwrap(),
+        );
+        policy(false).strip(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::Authority;
-use http::{Request, Response, StatusCode, Uri};
+use http::{header, Method, Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -237,6 +237,24 @@ impl ForwardShared {
         } = req;
         let started = Instant::now();
         let json = || respond::accepts_json(accept.as_ref());
+        if req.method() == Method::CONNECT {
+            // A 2xx would turn the upstream connection into a tunnel.
+            return self.count(respond::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "CONNECT is not supported.",
+                json(),
+            ));
+        }
+        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+            // RFC 9112 §3.2: an upstream would pick one or join them.
+            return self.count(respond::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "More than one Host header.",
+                json(),
+            ));
+        }
         let Some(target) = self.target(req.uri()) else {
             return self.count(respond::error(
                 StatusCode::BAD_REQUEST,

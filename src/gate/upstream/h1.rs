@@ -252,11 +252,22 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
             ResponseFraming::UntilClose
         }
     } else if headers.contains_key(CONTENT_LENGTH) {
-        ResponseFraming::Length(content_length(&headers)?)
+        let n = content_length(&headers)?;
+        // `5, 5` or two equal fields: one length goes on to the client.
+        let mut values = headers.get_all(CONTENT_LENGTH).iter();
+        if values.next().is_some_and(|v| v.as_bytes().contains(&b',')) || values.next().is_some() {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        ResponseFraming::Length(n)
     } else {
         ResponseFraming::UntilClose
     };
-    if framing == ResponseFraming::UntilClose || status == StatusCode::SWITCHING_PROTOCOLS {
+    // A 2xx to CONNECT turns the connection into a tunnel (RFC 9112 §6.3);
+    // ltigate never sends CONNECT, and never reuses such a connection.
+    if framing == ResponseFraming::UntilClose
+        || status == StatusCode::SWITCHING_PROTOCOLS
+        || (*method == Method::CONNECT && status.is_success())
+    {
         reusable = false;
     }
     Ok(Some(ResponseHead {
@@ -431,7 +442,12 @@ fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     if digits > 15 {
         return Err(H1Error::Chunked("chunk size too large"));
     }
-    let rest = line[digits..].trim_ascii_start();
+    // Only blanks (BWS) before an extension: a CR or LF here is not one.
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
     if !rest.is_empty() && rest[0] != b';' {
         return Err(H1Error::Chunked("chunk size is not hex"));
     }
@@ -492,6 +508,35 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_size_line_allows_blanks_before_an_extension_and_nothing_else() {
+        for (line, size) in [
+            (&b"5"[..], 5),
+            (b"5;name=value", 5),
+            (b"5 ;x", 5),
+            (b"5\t;x", 5),
+            (b"A", 10),
+        ] {
+            assert_eq!(
+                chunk_size(line),
+                Ok(size),
+                "{:?}",
+                line.escape_ascii().to_string()
+            );
+        }
+        for line in [
+            &b"5\r"[..],
+            b"5\r;x",
+            b"5\n",
+            b"5 x",
+            b"5\x0c;x",
+            b";x",
+            b"5;x\ry",
+        ] {
+            assert!(chunk_size(line).is_err(), "{}", line.escape_ascii());
+        }
+    }
+
+    #[test]
     fn chunk_size_lines_are_lowercase_hex() {
         for (n, line) in [(1, "1\r\n"), (255, "ff\r\n"), (65536, "10000\r\n")] {
             let mut out = Vec::new();
@@ -513,12 +558,17 @@ mod tests {
         assert!(h.reusable);
         assert_eq!(h.headers["x-y"], "z");
         assert_eq!(h.headers["content-length"], "5");
-        let h = head(
-            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
-            Method::GET,
-        )
-        .unwrap();
-        assert_eq!(h.unwrap().framing, ResponseFraming::Length(5));
+        // A repeated length goes on to the client as one value.
+        for repeated in [
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\n{repeated}\r\n");
+            let h = head(&raw, Method::GET).unwrap().unwrap();
+            assert_eq!(h.framing, ResponseFraming::Length(5));
+            let lengths: Vec<_> = h.headers.get_all("content-length").iter().collect();
+            assert_eq!(lengths, ["5"], "{repeated:?}");
+        }
         for bad in ["5, 6", "-1", "0x5", "", "+5", "99999999999999999999"] {
             let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
             assert_eq!(
@@ -607,6 +657,12 @@ mod tests {
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
                 Method::GET,
                 ResponseFraming::Empty,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 Connection established\r\nContent-Length: 0\r\n\r\n",
+                Method::CONNECT,
+                ResponseFraming::Length(0),
                 false,
             ),
         ];
