@@ -15,7 +15,6 @@
 #![warn(missing_docs)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -39,7 +38,6 @@ pub mod store;
 use config::{Settings, StoreSettings};
 use gate::session::{Lifetime, Sealer};
 use gate::{respond, AppState};
-use secret::Secret;
 
 /// A running ltigate: its bound addresses and a way to stop it.
 pub struct Running {
@@ -67,80 +65,12 @@ impl Running {
     }
 }
 
-/// The session key: configured, or (embedded store only) generated once and
-/// kept beside the database.
-fn session_key(settings: &Settings) -> anyhow::Result<Secret> {
-    if let Some(k) = &settings.session.secret {
-        return Ok(k.clone());
-    }
-    let StoreSettings::Embedded { path } = &settings.store else {
-        anyhow::bail!("session.secret: required with Redis");
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let key_path = dir.join("session.key");
-    if let Ok(bytes) = std::fs::read(&key_path) {
-        if bytes.len() >= config::MIN_SESSION_KEY {
-            tracing::info!(path = %key_path.display(), "using the generated session key");
-            return Ok(Secret::new(bytes));
-        }
-        anyhow::bail!(
-            "{}: too short for a session key; delete it to generate a new one",
-            key_path.display()
-        );
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut key = vec![0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    write_private(&key_path, &key)?;
-    tracing::info!(
-        path = %key_path.display(),
-        "generated a session key (set session.secret_file to manage it yourself)"
-    );
-    Ok(Secret::new(key))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-/// Listen backlog: a burst of connections beyond what is being accepted
-/// waits in the kernel queue (capped by `net.core.somaxconn`) instead of
-/// waiting for SYN retransmits, so overload meets the fast 503s.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// Starts both listeners and the background tasks.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let settings = Arc::new(settings);
     let consumer_names: Vec<String> = settings.consumers.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(metrics::Metrics::new(&consumer_names));
-    let key = session_key(&settings)?;
+    let key = gate::session_key::session_key(&settings)?;
     let sealer = Sealer::new(&key, &settings.session.previous_secrets);
     let store = store::open(&settings.store).await?;
     if let StoreSettings::Redis {
@@ -201,9 +131,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ready: Default::default(),
     });
 
-    let public_listener = bind(settings.server.listen)
+    let public_listener = server::bind(settings.server.listen)
         .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
-    let admin_listener = bind(settings.server.admin_listen).with_context(|| {
+    let admin_listener = server::bind(settings.server.admin_listen).with_context(|| {
         format!(
             "server.admin_listen: cannot bind {}",
             settings.server.admin_listen

@@ -142,6 +142,24 @@ pub async fn serve<M, S, F>(
     }
 }
 
+/// Listen backlog: a burst of connections beyond what is being accepted
+/// waits in the kernel queue (capped by `net.core.somaxconn`) instead of
+/// waiting for SYN retransmits, so overload meets the fast 503s.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` (`SO_REUSEADDR`, a backlog of
+/// [`LISTEN_BACKLOG`]).
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The `make_service` of [`serve`] for a listener that keeps no state per
 /// connection: every connection gets (a clone of) `service`.
 pub fn stateless<S>(service: S) -> impl Fn(SocketAddr) -> S + Send + Sync + 'static

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod respond;
 pub mod router;
 pub mod session;
+pub mod session_key;
 pub mod tickets;
 pub mod upstream;
 
