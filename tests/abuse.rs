@@ -1812,16 +1812,9 @@ fn the_security_table_names_tests_that_exist() {
     assert!(checked >= 40, "{checked} tests named");
 }
 
-/// Clients that stop reading a download hold their request slot (and the
-/// upstream connection behind it) for `send_timeout` (1 s) and no longer:
-/// with both slots of `max_connections = 2` held by them a learner gets a
-/// 503, then is served once they are cut off. A client that reads slowly
-/// but steadily gets the whole body.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_that_stop_reading_are_cut_off_after_the_send_timeout() {
-    const BIG: usize = 64 * 1024 * 1024;
-    const STEADY: usize = 12 * 1024 * 1024;
-    let _machine = shared_machine().await;
+/// A gate with two request slots and a send timeout of one second, and a
+/// learner's session cookie.
+async fn two_slots_and_a_one_second_send_timeout(user: &str) -> (Upstream, Gate, String) {
     let up = Upstream::start(Some("upstream-token")).await;
     let gate = gate_with(
         &up.url(),
@@ -1831,27 +1824,22 @@ async fn clients_that_stop_reading_are_cut_off_after_the_send_timeout() {
         ],
     )
     .await;
-    let cookie = session(&gate, &Launch::acme("s-9", "C-1"), None).await;
-    let download = |bytes: usize| {
-        format!("GET /download?bytes={bytes} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n")
-    };
+    let cookie = session(&gate, &Launch::acme(user, "C-1"), None).await;
+    (up, gate, cookie)
+}
+
+/// With both slots held by clients that stopped reading: a learner gets
+/// 503, then 200 once the send timeout (1 s) has freed a slot, not before.
+async fn a_learner_is_served_once_the_send_timeout_frees_a_slot(gate: &Gate, cookie: &str) {
     let learner = || async {
         client()
             .get(gate.url("/courses/C-1"))
-            .header("cookie", &cookie)
+            .header("cookie", cookie)
             .send()
             .await
             .unwrap()
             .status()
     };
-
-    let mut stalled = Vec::new();
-    for _ in 0..2 {
-        let mut stream = TcpStream::connect(gate.public).await.unwrap();
-        stream.write_all(download(BIG).as_bytes()).await.unwrap();
-        assert_eq!(read_head(&mut stream).await.0, 200);
-        stalled.push(stream);
-    }
     let stopped = Instant::now();
     assert_eq!(learner().await, 503, "both slots are held");
     let served_after = loop {
@@ -1868,6 +1856,31 @@ async fn clients_that_stop_reading_are_cut_off_after_the_send_timeout() {
         served_after >= Duration::from_millis(900),
         "slots freed before the send timeout: {served_after:?}"
     );
+}
+
+/// Clients that stop reading a download hold their request slot (and the
+/// upstream connection behind it) for `send_timeout` (1 s) and no longer:
+/// with both slots of `max_connections = 2` held by them a learner gets a
+/// 503, then is served once they are cut off. A client that reads slowly
+/// but steadily gets the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_are_cut_off_after_the_send_timeout() {
+    const BIG: usize = 64 * 1024 * 1024;
+    const STEADY: usize = 12 * 1024 * 1024;
+    let _machine = shared_machine().await;
+    let (_up, gate, cookie) = two_slots_and_a_one_second_send_timeout("s-9").await;
+    let download = |bytes: usize| {
+        format!("GET /download?bytes={bytes} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n")
+    };
+
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gate.public).await.unwrap();
+        stream.write_all(download(BIG).as_bytes()).await.unwrap();
+        assert_eq!(read_head(&mut stream).await.0, 200);
+        stalled.push(stream);
+    }
+    a_learner_is_served_once_the_send_timeout_frees_a_slot(&gate, &cookie).await;
     // What they get afterwards is what was already on its way, then the end.
     for mut stream in stalled {
         let mut got = 0;
@@ -1915,16 +1928,7 @@ async fn http2_streams_left_unread_are_reset_after_the_send_timeout() {
     const BIG: usize = 64 * 1024 * 1024;
     const STEADY: usize = 2 * 1024 * 1024;
     let _machine = shared_machine().await;
-    let up = Upstream::start(Some("upstream-token")).await;
-    let gate = gate_with(
-        &up.url(),
-        &[
-            ("server", "send_timeout", r#""1s""#),
-            ("server", "max_connections", "2"),
-        ],
-    )
-    .await;
-    let cookie = session(&gate, &Launch::acme("s-10", "C-1"), None).await;
+    let (_up, gate, cookie) = two_slots_and_a_one_second_send_timeout("s-10").await;
     let stream = TcpStream::connect(gate.public).await.unwrap();
     let (mut h2, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -1939,16 +1943,6 @@ async fn http2_streams_left_unread_are_reset_after_the_send_timeout() {
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap()
     };
-    let learner = || async {
-        client()
-            .get(gate.url("/courses/C-1"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-
     // Two downloads whose bodies this client never reads: hyper's client
     // opens no window for them, while its connection task reads on.
     let mut stalled = Vec::new();
@@ -1960,22 +1954,7 @@ async fn http2_streams_left_unread_are_reset_after_the_send_timeout() {
         assert_eq!(r.status(), 200);
         stalled.push(r.into_body());
     }
-    let stopped = Instant::now();
-    assert_eq!(learner().await, 503, "both slots are held");
-    let served_after = loop {
-        if learner().await == 200 {
-            break stopped.elapsed();
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(15),
-            "the learner was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        served_after >= Duration::from_millis(900),
-        "slots freed before the send timeout: {served_after:?}"
-    );
+    a_learner_is_served_once_the_send_timeout_frees_a_slot(&gate, &cookie).await;
     // The streams were reset after what was already on its way.
     for body in stalled {
         let mut body = body;
