@@ -252,14 +252,7 @@ async fn idle_http2_connections_are_closed_like_http1_ones() {
 
     // A request slower than the timeout is answered on HTTP/2, and the
     // connection is closed once it has been idle for the timeout.
-    let stream = TcpStream::connect(gate.public).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut h2, conn) = http2_client(gate.public).await;
     let req = http::Request::get(format!("http://{}/slow?ms=1500", gate.public))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -1812,6 +1805,24 @@ fn the_security_table_names_tests_that_exist() {
     assert!(checked >= 40, "{checked} tests named");
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `addr`, its connection
+/// task running.
+async fn http2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (h2, tokio::spawn(conn))
+}
+
 /// A gate with two request slots and a send timeout of one second, and a
 /// learner's session cookie.
 async fn two_slots_and_a_one_second_send_timeout(user: &str) -> (Upstream, Gate, String) {
@@ -1929,14 +1940,7 @@ async fn http2_streams_left_unread_are_reset_after_the_send_timeout() {
     const STEADY: usize = 2 * 1024 * 1024;
     let _machine = shared_machine().await;
     let (_up, gate, cookie) = two_slots_and_a_one_second_send_timeout("s-10").await;
-    let stream = TcpStream::connect(gate.public).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut h2, conn) = http2_client(gate.public).await;
     let get = |path: String| {
         http::Request::get(format!("http://{}{path}", gate.public))
             .header("cookie", &cookie)
