@@ -300,8 +300,10 @@ impl ForwardShared {
                 () = &mut deadline => {
                     match progress.as_ref().map(|p| (p.deadline(self.timeout), p.waiting_for_client())) {
                         Some((next, _)) if next > deadline.deadline() => deadline.as_mut().reset(next),
-                        Some((_, true)) => return self.client_stalled(started, json()),
-                        _ => return self.timed_out(started, json()),
+                        last => {
+                            let client_stalled = last.is_some_and(|(_, waiting)| waiting);
+                            return self.timed_out(started, client_stalled, json());
+                        }
                     }
                 }
             }
@@ -365,28 +367,26 @@ impl ForwardShared {
         self.count(resp)
     }
 
-    /// The client stopped sending its request body for the timeout: its
-    /// fault, not the upstream's.
-    fn client_stalled(&self, started: Instant, json: bool) -> Response<Body> {
+    /// No answer within the timeout: the upstream's doing (504), or the
+    /// client's when it stopped sending its request body (408).
+    fn timed_out(&self, started: Instant, client_stalled: bool, json: bool) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
-        tracing::info!(timeout = ?self.timeout, "the client stopped sending its request body");
-        self.count(respond::error(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "Your request stopped arriving. Please try again.",
-            json,
-        ))
-    }
-
-    fn timed_out(&self, started: Instant, json: bool) -> Response<Body> {
-        self.duration.observe(started.elapsed().as_secs_f64());
-        tracing::warn!(timeout = ?self.timeout, "upstream did not answer in time");
-        self.count(respond::error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "The learning platform did not answer in time. Please try again.",
-            json,
-        ))
+        let (status, code, message) = if client_stalled {
+            tracing::info!(timeout = ?self.timeout, "the client stopped sending its request body");
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Your request stopped arriving. Please try again.",
+            )
+        } else {
+            tracing::warn!(timeout = ?self.timeout, "upstream did not answer in time");
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "The learning platform did not answer in time. Please try again.",
+            )
+        };
+        self.count(respond::error(status, code, message, json))
     }
 }
 
