@@ -22,7 +22,7 @@ setup() {
   (($# >= 1)) || { echo "usage: benches/$name LTIGATE_BINARY..." >&2; exit 2; }
   REL=$PWD/target/release
   for b in "$REL/examples/bench_upstream" "$REL/examples/launch_load" "$@"; do
-    [[ -x $b ]] || { echo "$name: $b is missing (cargo build --release --examples --bin ltigate)" >&2; exit 2; }
+    [[ -x $b ]] || { echo "$name: $b is missing (cargo build --release --bin ltigate && cargo build --release --examples)" >&2; exit 2; }
   done
   T=$(mktemp -d "/tmp/ltigate-${name%.sh}.XXXXXX")
   PIDS=()

@@ -47,8 +47,11 @@ done
 
 if [[ -z ${LOAD_SH_BOUNDED:-} ]]; then
   if [[ $BUILD == 1 ]]; then
-    echo "== cargo build --release --examples --bin ltigate" >&2
-    cargo build --release --examples --bin ltigate >&2
+    # The binary on its own: built together with the examples it would get
+    # the dev-dependencies' features (tokio's test-util clock) too.
+    echo "== cargo build --release --bin ltigate && cargo build --release --examples" >&2
+    cargo build --release --bin ltigate >&2
+    cargo build --release --examples >&2
   fi
   # The measurements stop by themselves: TERM after MAX_SECONDS runs the
   # cleanup below, KILL 30 s later if that hangs.
@@ -56,7 +59,7 @@ if [[ -z ${LOAD_SH_BOUNDED:-} ]]; then
 fi
 BIN=$ROOT/target/release
 for b in "$BIN/ltigate" "$BIN/examples/bench_upstream" "$BIN/examples/launch_load"; do
-  [[ -x $b ]] || { echo "load.sh: $b is missing (cargo build --release --examples --bin ltigate)" >&2; exit 2; }
+  [[ -x $b ]] || { echo "load.sh: $b is missing (cargo build --release --bin ltigate && cargo build --release --examples)" >&2; exit 2; }
 done
 
 TMP=$(mktemp -d /tmp/ltigate-load.XXXXXX)
