@@ -1828,5 +1828,21 @@ mod outbox_cases {
         assert_eq!((s.depth, s.dead), (2, 0));
         let oldest = s.oldest_created_ms.unwrap();
         assert!(ltigate::store::now_millis() - oldest < 5_000);
+        // A dead letter leaves the depth and the age for the dead count;
+        // the waiting job is the oldest left.
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        assert!(store.fail(&l, Failure::Dead, "dead").await.unwrap());
+        let s = store.outbox_stats().await.unwrap();
+        assert_eq!((s.depth, s.dead), (1, 1));
+        let waiting = store
+            .outbox_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.state == JobState::Waiting)
+            .unwrap();
+        assert_eq!(s.oldest_created_ms, Some(waiting.created_ms));
+        store.retry_dead(None).await.unwrap();
+        assert_eq!(store.outbox_stats().await.unwrap().dead, 0);
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 
 use super::{
     compound, now_millis, EnqueueOutcome, Enrolment, Failure, Job, JobState, Lease, LicenceClaim,
-    NonceCheck, Store, StoreError,
+    NonceCheck, OutboxStats, Store, StoreError,
 };
 
 const KEY_PREFIX: &str = "ltigate";
@@ -785,6 +785,46 @@ impl Store for RedisStore {
             jobs.extend(rows.iter().filter_map(|fields| job_from_fields(fields)));
         }
         Ok(jobs)
+    }
+
+    /// Counted without reading the jobs: the sizes of the due, dead and
+    /// waiting indexes, and one field (`created_at`) of each job not dead,
+    /// pipelined.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let (due, dead, waiting): (Vec<String>, u64, Vec<String>) = self
+            .run(async |mut c| {
+                redis::pipe()
+                    .cmd("ZRANGE")
+                    .arg(format!("{OUTBOX}:due"))
+                    .arg(0)
+                    .arg(-1)
+                    .cmd("ZCARD")
+                    .arg(format!("{OUTBOX}:dead"))
+                    .cmd("SMEMBERS")
+                    .arg(format!("{OUTBOX}:waiting"))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let members: Vec<&String> = due.iter().chain(&waiting).collect();
+        let mut oldest_created_ms: Option<u64> = None;
+        for chunk in members.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for member in chunk {
+                pipe.cmd("HGET")
+                    .arg(outbox_key("job", member))
+                    .arg("created_at");
+            }
+            let created: Vec<Option<u64>> = self
+                .run(async |mut c| pipe.query_async(&mut c).await)
+                .await?;
+            oldest_created_ms = created.into_iter().flatten().chain(oldest_created_ms).min();
+        }
+        Ok(OutboxStats {
+            depth: members.len() as u64,
+            dead,
+            oldest_created_ms,
+        })
     }
 
     async fn retry_dead(&self, id: Option<&str>) -> Result<usize, StoreError> {
