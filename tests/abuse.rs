@@ -710,14 +710,7 @@ async fn invalid_utf8_and_percent_sequences_are_400_and_spend_no_nonce() {
         assert_eq!(r.status(), 400, "{path}");
         refused += 1;
     }
-    assert_eq!(
-        metric(
-            &gate,
-            "ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}"
-        )
-        .await,
-        refused as f64
-    );
+    assert_eq!(invalid_requests(&gate).await, refused as f64);
     assert!(up.api_calls().is_empty());
     // The nonce is still unspent.
     let r = post_raw(&gate, "/lti/launch", good.into_bytes()).await;
@@ -875,15 +868,27 @@ async fn duplicated_oauth_parameters_are_refused() {
     }
     assert!(up.api_calls().is_empty());
     assert_eq!(
-        metric(
-            &gate,
-            "ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}"
-        )
-        .await,
+        invalid_requests(&gate).await,
         (cases.len() + polluted.len()) as f64
     );
     let r = post_raw(&gate, "/lti/launch", l.body().into_bytes()).await;
     assert_eq!(r.status(), 303);
+}
+
+/// Launches refused as `invalid_request`, under the consumer whose key they
+/// name (`Acme`) or under `unknown`.
+async fn invalid_requests(gate: &Gate) -> f64 {
+    let mut n = 0.0;
+    for consumer in ["Acme", "unknown"] {
+        n += metric(
+            gate,
+            &format!(
+                "ltigate_launches_total{{consumer=\"{consumer}\",result=\"invalid_request\"}}"
+            ),
+        )
+        .await;
+    }
+    n
 }
 
 /// A 64 KiB body of one signed launch padded with `filler(i)` parameters.

@@ -476,10 +476,17 @@ async fn malformed_launches_are_invalid_requests() {
     assert_eq!(j["error"], "invalid_request");
 
     assert!(up.api_calls().is_empty());
+    // Counted under the LMS whose key they name; without a readable key,
+    // under `unknown`.
+    assert_eq!(
+        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"invalid_request\"}")
+            .await,
+        5.0
+    );
     assert_eq!(
         gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}")
             .await,
-        7.0
+        2.0
     );
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::respond;
 use super::session::Session;
 use super::{unix_now, with_header, AppState, Body};
-use crate::config::{Consumer, PublicUrl};
+use crate::config::{Consumer, PublicUrl, Settings};
 use crate::lti::encode::{parse_form, percent_encode};
 use crate::lti::launch::{parse, LaunchParams, Rejection};
 use crate::lti::oauth1::{self, VerifyRequest};
@@ -160,6 +160,26 @@ fn rejection_response(f: Failure, json: bool) -> Response<Body> {
         shown.message().to_string()
     };
     respond::error(status, shown.label(), &message, json)
+}
+
+/// The configured consumer whose key a launch names (once, or always with
+/// the same value), for the metric label of a launch refused before its
+/// key was looked up.
+fn named_consumer<'a>(
+    settings: &'a Settings,
+    query: &[(String, String)],
+    form: &[(String, String)],
+) -> Option<&'a Consumer> {
+    let mut keys = query
+        .iter()
+        .chain(form)
+        .filter(|(n, _)| n == "oauth_consumer_key")
+        .map(|(_, v)| v);
+    let key = keys.next()?;
+    if keys.any(|k| k != key) {
+        return None;
+    }
+    settings.consumer_by_key(key)
 }
 
 /// How long a nonce must be kept, counted from `now` (whole Unix seconds,
@@ -310,8 +330,18 @@ where
         })?),
         None => None,
     };
-    let launch = parse(&query, &form, path_course.as_deref())
-        .map_err(|e| Failure::new(Rejection::InvalidRequest, e.0))?;
+    let launch = match parse(&query, &form, path_course.as_deref()) {
+        Ok(launch) => launch,
+        Err(e) => {
+            // Counted under the LMS that sent it when it names a configured
+            // key: which LMS is misconfigured (no course, say) is what the
+            // operator needs to know.
+            if let Some(c) = named_consumer(&state.settings, &query, &form) {
+                *consumer_label = c.name.clone();
+            }
+            return Err(Failure::new(Rejection::InvalidRequest, e.0));
+        }
+    };
 
     let settings = &state.settings;
     let now = unix_now();
