@@ -174,15 +174,8 @@ async fn status(admin: &Admin) -> Response<Body> {
     } else {
         "down"
     };
-    let outbox = app.store.outbox_stats().await.ok();
-    if let Some(s) = &outbox {
-        app.metrics.outbox_depth.set(s.depth as i64);
-        app.metrics.outbox_dead.set(s.dead as i64);
-        app.metrics.outbox_oldest_age.set(
-            s.oldest_created_ms
-                .map(|c| crate::store::now_millis().saturating_sub(c) as f64 / 1000.0)
-                .unwrap_or(0.0),
-        );
+    if let Ok(stats) = app.store.outbox_stats().await {
+        app.metrics.set_outbox(&stats);
     }
     let body = serde_json::json!({
         "store": store,

@@ -260,6 +260,18 @@ impl Metrics {
         self.store_up.set(0);
     }
 
+    /// Sets the outbox gauges from the store's counters.
+    pub fn set_outbox(&self, stats: &crate::store::OutboxStats) {
+        self.outbox_depth
+            .set(i64::try_from(stats.depth).unwrap_or(i64::MAX));
+        self.outbox_dead
+            .set(i64::try_from(stats.dead).unwrap_or(i64::MAX));
+        let age_ms = stats
+            .oldest_created_ms
+            .map_or(0, |c| crate::store::now_millis().saturating_sub(c));
+        self.outbox_oldest_age.set(age_ms as f64 / 1000.0);
+    }
+
     /// Marks the store up after a successful operation.
     pub fn store_ok(&self) {
         self.store_up.set(1);

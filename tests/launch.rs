@@ -725,6 +725,28 @@ async fn a_launch_signed_by_oauthlib_is_accepted() {
     assert_eq!(up.api_calls()[0].json()["first_name"], "Zoë + 1");
 }
 
+/// `/status` tells an unreachable platform apart, and an empty outbox has no
+/// age.
+#[tokio::test]
+async fn status_says_when_the_platform_is_down() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gate = Gate::start(&format!("http://{closed}"), "").await;
+    let status: serde_json::Value = client()
+        .get(gate.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["upstream"], "down", "{status}");
+    assert_eq!(status["store"], "ok");
+    assert_eq!(status["outbox"]["oldest_age_seconds"], 0);
+}
+
 #[tokio::test]
 async fn admin_endpoints_answer() {
     let (_up, gate) = setup().await;

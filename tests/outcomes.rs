@@ -148,6 +148,25 @@ async fn an_outcome_url_is_signed_as_it_is_sent() {
     assert!(lms.rejected().is_empty(), "{:?}", lms.rejected());
 }
 
+/// During a secret rotation a grade goes back signed with the secret that
+/// verified its launch: an LMS still on the old secret verifies it.
+#[tokio::test]
+async fn a_grade_is_signed_with_the_secret_that_verified_its_launch() {
+    let (_up, gate, _) = setup().await;
+    let lms = FakeLms::start("beta-key", "beta-old").await;
+    let l = Launch::new("beta-key", "beta-old", "g-rot", Some("C-1"))
+        .set("lis_outcome_service_url", &lms.url())
+        .set("lis_result_sourcedid", "sid-rot");
+    assert_eq!(launch(&gate, &l).await, 303);
+    let (status, body) = webhook(&gate, event("e-rot", "beta:g-rot", "C-1", 0.9)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        lms.wait_accepted(1, Duration::from_secs(5)).await,
+        vec![("sid-rot".to_string(), 0.9)]
+    );
+    assert!(lms.rejected().is_empty(), "{:?}", lms.rejected());
+}
+
 #[tokio::test]
 async fn percentage_becomes_a_fraction_and_sha256_launches_get_sha256_deliveries() {
     let (_up, gate, lms) = setup().await;

@@ -141,16 +141,7 @@ impl Worker {
     /// Refreshes the outbox gauges.
     async fn update_gauges(&self) {
         match self.app.store.outbox_stats().await {
-            Ok(s) => {
-                let m = &self.app.metrics;
-                m.outbox_depth.set(s.depth as i64);
-                m.outbox_dead.set(s.dead as i64);
-                let age = s
-                    .oldest_created_ms
-                    .map(|c| now_millis().saturating_sub(c) as f64 / 1000.0)
-                    .unwrap_or(0.0);
-                m.outbox_oldest_age.set(age);
-            }
+            Ok(stats) => self.app.metrics.set_outbox(&stats),
             Err(e) => tracing::debug!(error = %e, "cannot read outbox stats"),
         }
     }
