@@ -627,6 +627,48 @@ async fn a_queued_grade_survives_a_restart_and_an_lms_outage() {
     drop(gate);
 }
 
+/// An outcome URL stored at launch is checked again at delivery: once the
+/// consumer's `outcome_hosts` no longer allow it, the grade is a dead letter
+/// saying why, and nothing is sent there.
+#[tokio::test]
+async fn an_outcome_url_no_longer_allowed_is_refused_at_delivery() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = support::gate::base_config(&up.url(), dir.path());
+    let mut gate = Gate::start_with(&toml, dir).await;
+    let lms = FakeLms::start("acme-key", "acme-secret").await;
+    assert_eq!(
+        launch(&gate, &graded("g-13", "C-1", &lms, "sid-13")).await,
+        303
+    );
+    gate.stop().await;
+    let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
+    let narrowed = toml.replace(
+        "lms_id = \"acme\"",
+        "lms_id = \"acme\"\noutcome_hosts = [\"lms.acme.example\"]",
+    );
+    assert_ne!(narrowed, toml);
+    let gate = Gate::start_with(&narrowed, dir).await;
+    assert_eq!(
+        webhook(&gate, event("e-90", "acme:g-13", "C-1", 0.5))
+            .await
+            .0,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dead = loop {
+        let jobs = outbox(&gate).await;
+        if jobs["jobs"][0]["state"] == "dead" {
+            break jobs["jobs"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "{jobs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let why = dead["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("outcome URL refused"), "{dead}");
+    assert!(lms.received().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_on_one_redis_deliver_fifty_jobs_once_each() {
     let redis = RedisServer::start();
