@@ -39,6 +39,9 @@ pub struct Metrics {
     pub outbox_oldest_age: Gauge,
     /// `ltigate_licences_used{consumer}`
     pub licences_used: IntGaugeVec,
+    /// `ltigate_outcome_targets_refused_total{consumer}`: launches whose
+    /// outcome URL was refused, so their grades cannot go back.
+    pub outcome_targets_refused: IntCounterVec,
     /// `ltigate_store_up`
     pub store_up: IntGauge,
     /// `ltigate_store_errors_total{op}`
@@ -176,6 +179,12 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("metric: {e}"));
         r.register(Box::new(licences_used.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
+        let outcome_targets_refused = counter_vec(
+            &r,
+            "ltigate_outcome_targets_refused_total",
+            "Launches whose outcome URL was refused (grades cannot go back), by consumer",
+            &["consumer"],
+        );
         let store_errors = counter_vec(
             &r,
             "ltigate_store_errors_total",
@@ -202,6 +211,7 @@ impl Metrics {
         }
         for c in consumers {
             licences_used.with_label_values(&[c.as_str()]);
+            outcome_targets_refused.with_label_values(&[c.as_str()]);
         }
         for s in SessionRejection::ALL {
             session_rejections.with_label_values(&[s.label()]);
@@ -240,6 +250,7 @@ impl Metrics {
             outbox_dead,
             outbox_oldest_age,
             licences_used,
+            outcome_targets_refused,
             store_up,
             store_errors,
         }

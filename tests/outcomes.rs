@@ -597,6 +597,17 @@ async fn a_loopback_outcome_url_is_refused_without_allow_insecure_targets() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(lms.received().is_empty());
+    // Counted, for an alert: this LMS's grades cannot go back.
+    assert_eq!(
+        gate.metric("ltigate_outcome_targets_refused_total{consumer=\"Acme\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gate.metric("ltigate_outcome_targets_refused_total{consumer=\"Beta\"}")
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -489,6 +489,11 @@ fn outcome_target(
         &consumer.outcome_hosts,
     ) {
         tracing::warn!(consumer = %consumer.name, reason = %why, "outcome URL refused; no grade passback for this launch");
+        state
+            .metrics
+            .outcome_targets_refused
+            .with_label_values(&[consumer.name.as_str()])
+            .inc();
         return None;
     }
     consumer
