@@ -846,14 +846,7 @@ async fn the_embedded_store_recovers_when_the_disk_has_room_again() {
             .status(),
         503
     );
-    let status: serde_json::Value = client()
-        .get(gate.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = gate.status().await;
     assert_eq!(status["store"], "down");
     std::fs::remove_file(fs.path().join("filler")).unwrap();
     wait_for_launches(&gate, "room").await;

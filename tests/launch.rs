@@ -734,14 +734,7 @@ async fn status_says_when_the_platform_is_down() {
         .local_addr()
         .unwrap();
     let gate = Gate::start(&format!("http://{closed}"), "").await;
-    let status: serde_json::Value = client()
-        .get(gate.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = gate.status().await;
     assert_eq!(status["upstream"], "down", "{status}");
     assert_eq!(status["store"], "ok");
     assert_eq!(status["outbox"]["oldest_age_seconds"], 0);
@@ -767,14 +760,7 @@ async fn admin_endpoints_answer() {
             .status(),
         200
     );
-    let status: serde_json::Value = c
-        .get(gate.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = gate.status().await;
     assert_eq!(status["store"], "ok");
     assert_eq!(status["upstream"], "ok");
     assert_eq!(status["outbox"]["depth"], 0);

@@ -37,17 +37,6 @@ async fn gate_on(up: &Upstream, store: &str) -> Gate {
     Gate::start_with(&toml, dir).await
 }
 
-async fn status(gate: &Gate) -> serde_json::Value {
-    client()
-        .get(gate.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launches_on_standalone_redis_and_an_outage_fails_closed_then_recovers() {
     let mut redis = RedisServer::start();
@@ -73,7 +62,7 @@ async fn launches_on_standalone_redis_and_an_outage_fails_closed_then_recovers()
         1.0
     );
     assert_eq!(gate.metric("ltigate_store_up").await, 0.0);
-    assert_eq!(status(&gate).await["store"], "down");
+    assert_eq!(gate.status().await["store"], "down");
     // Readiness does not depend on the store.
     let ready = client()
         .get(gate.admin_url("/readyz"))
@@ -97,7 +86,7 @@ async fn launches_on_standalone_redis_and_an_outage_fails_closed_then_recovers()
         assert!(Instant::now() < deadline, "no recovery: {}", r.status());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(status(&gate).await["store"], "ok");
+    assert_eq!(gate.status().await["store"], "ok");
     assert_eq!(gate.metric("ltigate_store_up").await, 1.0);
 }
 
@@ -115,8 +104,8 @@ async fn launches_on_a_redis_cluster() {
     assert_eq!(post(&gate, &beta("a")).await.status(), 303);
     assert_eq!(post(&gate, &beta("b")).await.status(), 303);
     assert_eq!(post(&gate, &beta("c")).await.status(), 403);
-    assert_eq!(status(&gate).await["store"], "ok");
-    assert_eq!(status(&gate).await["store_backend"], "redis-cluster");
+    assert_eq!(gate.status().await["store"], "ok");
+    assert_eq!(gate.status().await["store_backend"], "redis-cluster");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,19 @@ fn event(id: &str, user: &str, course: &str, score: f64) -> serde_json::Value {
     serde_json::json!({"event_id": id, "user": user, "course": course, "activity": "final-assessment", "score": score})
 }
 
+/// Waits (at most 5 s) for the outbox's first job to be a dead letter.
+async fn first_dead_letter(gate: &Gate) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let jobs = outbox(gate).await;
+        if jobs["jobs"][0]["state"] == "dead" {
+            return jobs["jobs"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "{jobs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (at most 3 s) for a gauge, refreshed at most once a second, to
 /// read `want`.
 async fn gauge_reads(gate: &Gate, series: &str, want: f64) {
@@ -476,15 +489,7 @@ async fn pox_failure_is_a_dead_letter_that_an_operator_can_retry() {
             .0,
         202
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dead = loop {
-        let jobs = outbox(&gate).await;
-        if jobs["jobs"][0]["state"] == "dead" {
-            break jobs["jobs"][0].clone();
-        }
-        assert!(Instant::now() < deadline, "{jobs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = first_dead_letter(&gate).await;
     assert!(
         dead["last_error"]
             .as_str()
@@ -498,14 +503,7 @@ async fn pox_failure_is_a_dead_letter_that_an_operator_can_retry() {
         gate.metric("ltigate_outcomes_total{result=\"dead\"}").await,
         1.0
     );
-    let status: serde_json::Value = client()
-        .get(gate.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = gate.status().await;
     assert_eq!(status["outbox"]["dead"], 1);
     assert_eq!(status["outbox"]["depth"], 0);
     gauge_reads(&gate, "ltigate_outbox_dead", 1.0).await;
@@ -666,15 +664,7 @@ async fn an_outcome_url_no_longer_allowed_is_refused_at_delivery() {
             .0,
         202
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dead = loop {
-        let jobs = outbox(&gate).await;
-        if jobs["jobs"][0]["state"] == "dead" {
-            break jobs["jobs"][0].clone();
-        }
-        assert!(Instant::now() < deadline, "{jobs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = first_dead_letter(&gate).await;
     let why = dead["last_error"].as_str().unwrap_or_default();
     assert!(why.contains("outcome URL refused"), "{dead}");
     assert!(lms.received().is_empty());

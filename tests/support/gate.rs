@@ -129,6 +129,18 @@ impl Gate {
         }
     }
 
+    /// The admin listener's `/status`.
+    pub async fn status(&self) -> serde_json::Value {
+        client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The value of one metric series from `/metrics` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
         let text = client()
