@@ -714,7 +714,7 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
     // A lease taken while the disk still had room, whose result could not
     // be recorded, holds the job until it expires: keep that short.
     toml = proxykit::set_key(&toml, "outcomes", "lease", r#""4s""#);
-    let mut gate = Gate::start_with(&toml, tempfile::tempdir().unwrap()).await;
+    let gate = Gate::start_with(&toml, tempfile::tempdir().unwrap()).await;
     let webhook = |gate: &Gate, body: String| {
         client()
             .post(gate.admin_url("/webhooks/completion"))
@@ -782,9 +782,7 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
     );
 
     std::fs::remove_file(fs.path().join("filler")).unwrap();
-    gate.stop().await;
-    let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
-    let gate = Gate::start_with(&toml, dir).await;
+    let gate = gate.restart(&toml).await;
     let lms = FakeLms::start_on(lms_addr, "acme-key", "acme-secret").await;
     assert_eq!(
         launch(&gate, &a, None).await.status(),

@@ -688,12 +688,10 @@ async fn embedded_store_keeps_a_nonce_across_a_restart() {
     let up = Upstream::start(Some("upstream-token")).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = support::gate::base_config(&up.url(), dir.path());
-    let mut gate = Gate::start_with(&toml, dir).await;
+    let gate = Gate::start_with(&toml, dir).await;
     let l = Launch::acme("u-16", "C-1");
     assert_eq!(post(&gate, &l, None).await.status(), 303);
-    gate.stop().await;
-    let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
-    let gate = Gate::start_with(&toml, dir).await;
+    let gate = gate.restart(&toml).await;
     assert_eq!(post(&gate, &l, None).await.status(), 401);
 }
 

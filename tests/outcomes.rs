@@ -613,7 +613,7 @@ async fn a_queued_grade_survives_a_restart_and_an_lms_outage() {
     let up = Upstream::start(Some("upstream-token")).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = support::gate::base_config(&up.url(), dir.path());
-    let mut gate = Gate::start_with(&toml, dir).await;
+    let gate = Gate::start_with(&toml, dir).await;
     let lms = FakeLms::start("acme-key", "acme-secret").await;
     assert_eq!(
         launch(&gate, &graded("g-12", "C-1", &lms, "sid-12")).await,
@@ -628,9 +628,7 @@ async fn a_queued_grade_survives_a_restart_and_an_lms_outage() {
         202
     );
     lms.wait_received(1, Duration::from_secs(5)).await;
-    gate.stop().await;
-    let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
-    let gate = Gate::start_with(&toml, dir).await;
+    let gate = gate.restart(&toml).await;
     let got = lms.wait_accepted(1, Duration::from_secs(15)).await;
     assert_eq!(got, vec![("sid-12".to_string(), 0.75)]);
     drop(gate);
@@ -644,20 +642,18 @@ async fn an_outcome_url_no_longer_allowed_is_refused_at_delivery() {
     let up = Upstream::start(Some("upstream-token")).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = support::gate::base_config(&up.url(), dir.path());
-    let mut gate = Gate::start_with(&toml, dir).await;
+    let gate = Gate::start_with(&toml, dir).await;
     let lms = FakeLms::start("acme-key", "acme-secret").await;
     assert_eq!(
         launch(&gate, &graded("g-13", "C-1", &lms, "sid-13")).await,
         303
     );
-    gate.stop().await;
-    let dir = std::mem::replace(&mut gate.dir, tempfile::tempdir().unwrap());
     let narrowed = toml.replace(
         "lms_id = \"acme\"",
         "lms_id = \"acme\"\noutcome_hosts = [\"lms.acme.example\"]",
     );
     assert_ne!(narrowed, toml);
-    let gate = Gate::start_with(&narrowed, dir).await;
+    let gate = gate.restart(&narrowed).await;
     assert_eq!(
         webhook(&gate, event("e-90", "acme:g-13", "C-1", 0.5))
             .await

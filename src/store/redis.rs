@@ -369,6 +369,29 @@ impl RedisStore {
         }
     }
 
+    /// One command per outbox job (`add` writes it for the job's key), in
+    /// pipelines of a thousand: a round trip per thousand jobs rather than
+    /// per job (the keys share the outbox's hash slot, so this holds on a
+    /// Cluster too). One answer per member, in order.
+    async fn per_job<T: redis::FromRedisValue>(
+        &self,
+        members: &[&String],
+        add: impl Fn(&mut redis::Pipeline, String),
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::with_capacity(members.len());
+        for chunk in members.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for member in chunk {
+                add(&mut pipe, outbox_key("job", member));
+            }
+            let answers: Vec<T> = self
+                .run(async |mut c| pipe.query_async(&mut c).await)
+                .await?;
+            out.extend(answers);
+        }
+        Ok(out)
+    }
+
     /// Warns when the server may evict keys or does not persist (DESIGN §7).
     pub async fn check_server_settings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -770,21 +793,16 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
-        // The jobs' hashes in pipelines (all in the outbox's hash slot), a
-        // round trip per thousand jobs rather than per job.
         let members: Vec<&String> = due.iter().chain(&dead).chain(&waiting).collect();
-        let mut jobs = Vec::with_capacity(members.len());
-        for chunk in members.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for member in chunk {
-                pipe.cmd("HGETALL").arg(outbox_key("job", member));
-            }
-            let rows: Vec<Vec<String>> = self
-                .run(async |mut c| pipe.query_async(&mut c).await)
-                .await?;
-            jobs.extend(rows.iter().filter_map(|fields| job_from_fields(fields)));
-        }
-        Ok(jobs)
+        let rows: Vec<Vec<String>> = self
+            .per_job(&members, |pipe, key| {
+                pipe.cmd("HGETALL").arg(key);
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|fields| job_from_fields(fields))
+            .collect())
     }
 
     /// Counted without reading the jobs: the sizes of the due, dead and
@@ -807,23 +825,15 @@ impl Store for RedisStore {
             })
             .await?;
         let members: Vec<&String> = due.iter().chain(&waiting).collect();
-        let mut oldest_created_ms: Option<u64> = None;
-        for chunk in members.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for member in chunk {
-                pipe.cmd("HGET")
-                    .arg(outbox_key("job", member))
-                    .arg("created_at");
-            }
-            let created: Vec<Option<u64>> = self
-                .run(async |mut c| pipe.query_async(&mut c).await)
-                .await?;
-            oldest_created_ms = created.into_iter().flatten().chain(oldest_created_ms).min();
-        }
+        let created: Vec<Option<u64>> = self
+            .per_job(&members, |pipe, key| {
+                pipe.cmd("HGET").arg(key).arg("created_at");
+            })
+            .await?;
         Ok(OutboxStats {
             depth: members.len() as u64,
             dead,
-            oldest_created_ms,
+            oldest_created_ms: created.into_iter().flatten().min(),
         })
     }
 

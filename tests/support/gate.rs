@@ -129,6 +129,15 @@ impl Gate {
         }
     }
 
+    /// Stops this gate and starts another with `toml` on the same
+    /// directory (its embedded store), as a restart with a new
+    /// configuration.
+    pub async fn restart(mut self, toml: &str) -> Gate {
+        self.stop().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Gate::start_with(toml, dir).await
+    }
+
     /// The admin listener's `/status`.
     pub async fn status(&self) -> serde_json::Value {
         client()
