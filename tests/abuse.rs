@@ -1322,14 +1322,7 @@ fn pox_with_doctype(doctype: &str, code_major: &str) -> String {
 async fn dead_letter(gate: &Gate, learner: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let list: serde_json::Value = client()
-            .get(gate.admin_url("/outbox"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = gate.admin_json("/outbox").await;
         let job = list["jobs"]
             .as_array()
             .unwrap()

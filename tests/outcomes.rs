@@ -101,14 +101,7 @@ async fn setup() -> (Upstream, Gate, FakeLms) {
 }
 
 async fn outbox(gate: &Gate) -> serde_json::Value {
-    client()
-        .get(gate.admin_url("/outbox"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gate.admin_json("/outbox").await
 }
 
 #[tokio::test]

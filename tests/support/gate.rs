@@ -138,16 +138,21 @@ impl Gate {
         Gate::start_with(toml, dir).await
     }
 
-    /// The admin listener's `/status`.
-    pub async fn status(&self) -> serde_json::Value {
+    /// The JSON an admin route answers a GET with.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         client()
-            .get(self.admin_url("/status"))
+            .get(self.admin_url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    /// The admin listener's `/status`.
+    pub async fn status(&self) -> serde_json::Value {
+        self.admin_json("/status").await
     }
 
     /// The value of one metric series from `/metrics` (0 when absent).
