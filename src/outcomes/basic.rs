@@ -196,8 +196,6 @@ enum Resolve {
     Failed(String),
 }
 
-/// Resolves the URL's host and refuses internal addresses (a public name
-/// pointing inside).
 /// Whether a request started at `now_ms` ends, timeout included, before the
 /// lease does.
 fn fits_in_lease(lease_until_ms: u64, now_ms: u64, timeout: Duration) -> bool {
@@ -205,6 +203,8 @@ fn fits_in_lease(lease_until_ms: u64, now_ms: u64, timeout: Duration) -> bool {
     now_ms.saturating_add(timeout_ms) <= lease_until_ms
 }
 
+/// Resolves the URL's host and refuses internal addresses (a public name
+/// pointing inside).
 async fn resolves_publicly(url: &str) -> Result<(), Resolve> {
     let parsed = reqwest::Url::parse(url).map_err(|e| Resolve::Internal(e.to_string()))?;
     let host = parsed
