@@ -1098,7 +1098,7 @@ mod tests {
             base_string_uri: String,
         }
 
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/oauth1.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/oauth1.json");
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let file: File = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert!(
