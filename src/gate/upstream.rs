@@ -32,7 +32,10 @@
 //! connection, a request slot or an upstream connection for ever. Only time
 //! spent waiting for the upstream counts, never time the client takes.
 
-mod h1;
+/// HTTP/1.1 framing of upstream exchanges: request heads out, response heads
+/// and chunked bodies in. Pure functions over buffers (fuzzed by
+/// `fuzz/fuzz_targets/h1_response.rs`).
+pub mod h1;
 
 use std::collections::VecDeque;
 use std::io;

@@ -148,9 +148,13 @@ pub enum ResponseFraming {
 /// A parsed response head.
 #[derive(Debug)]
 pub struct ResponseHead {
+    /// The final status (interim `1xx` other than `101` are skipped).
     pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
+    /// The fields, with a conflicting or repeated length resolved.
     pub headers: HeaderMap,
+    /// How the body is framed.
     pub framing: ResponseFraming,
     /// The connection may carry another request once the body is read.
     pub reusable: bool,
