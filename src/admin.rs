@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 
-use crate::gate::{respond, AppState, Body};
+use crate::http::{respond, AppState, Body};
 
 /// Admin-side shared state.
 pub struct Admin {
@@ -24,7 +24,7 @@ pub struct Admin {
 pub async fn handle<B>(admin: &Admin, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
-    B::Error: Into<crate::gate::BoxError>,
+    B::Error: Into<crate::http::BoxError>,
 {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
@@ -111,7 +111,7 @@ async fn outbox_list(admin: &Admin) -> Response<Body> {
 async fn outbox_retry<B>(admin: &Admin, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
-    B::Error: Into<crate::gate::BoxError>,
+    B::Error: Into<crate::http::BoxError>,
 {
     use http_body_util::BodyExt as _;
     let body = match http_body_util::Limited::new(req.into_body(), 4096)

@@ -26,6 +26,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod gate;
+pub mod http;
 pub mod lti;
 pub mod metrics;
 pub mod outcomes;
@@ -37,7 +38,8 @@ pub mod store;
 
 use config::{Settings, StoreSettings};
 use gate::session::{Lifetime, Sealer};
-use gate::{respond, AppState};
+use gate::Gate;
+use http::{respond, AppState};
 
 /// A running ltigate: its bound addresses and a way to stop it.
 pub struct Running {
@@ -112,19 +114,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let app = Arc::new(AppState {
         settings: settings.clone(),
         store,
-        sealer,
         metrics,
         provisioner,
-        lifetime,
         outbox_notify: Arc::new(tokio::sync::Notify::new()),
+    });
+    let gate = Arc::new(Gate {
+        app: app.clone(),
+        sealer,
+        lifetime,
     });
     let worker = Arc::new(outcomes::worker::Worker::new(
         app.clone(),
         app.outbox_notify.clone(),
     )?);
     let public = Arc::new(gate::router::Public {
-        app: app.clone(),
-        proxy: gate::proxy::Proxy::new(app.clone())?,
+        gate: gate.clone(),
+        proxy: gate::proxy::Proxy::new(gate.clone())?,
     });
     let admin = Arc::new(admin::Admin {
         app: app.clone(),
@@ -156,21 +161,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         let limit = limit.clone();
         // Per client connection: the upstream connection it keeps.
         let client = public.proxy.connection(peer);
-        move |req: http::Request<hyper::body::Incoming>| {
+        move |req: ::http::Request<hyper::body::Incoming>| {
             let public = public.clone();
             let client = client.clone();
             let permit = limit.clone().try_acquire_owned();
             async move {
                 let Ok(permit) = permit else {
                     let mut resp = respond::error(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        ::http::StatusCode::SERVICE_UNAVAILABLE,
                         "overloaded",
                         "The service is busy. Please try again in a moment.",
                         respond::prefers_json(req.headers()),
                     );
                     resp.headers_mut().insert(
-                        http::header::RETRY_AFTER,
-                        http::HeaderValue::from_static("1"),
+                        ::http::header::RETRY_AFTER,
+                        ::http::HeaderValue::from_static("1"),
                     );
                     return resp;
                 };

@@ -7,7 +7,6 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::gate::session::SessionRejection;
 use crate::lti::launch::Rejection;
 
 /// Every ltigate metric.
@@ -67,6 +66,9 @@ pub const WEBHOOK_RESULTS: [&str; 6] = [
 ];
 /// Outcome results.
 pub const OUTCOME_RESULTS: [&str; 3] = ["delivered", "retried", "dead"];
+/// `reason` values of `ltigate_session_rejections_total` (DESIGN §9).
+pub const SESSION_REJECTIONS: [&str; 6] =
+    ["missing", "invalid", "expired", "idle", "revoked", "csrf"];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels)
@@ -213,8 +215,8 @@ impl Metrics {
             licences_used.with_label_values(&[c.as_str()]);
             outcome_targets_refused.with_label_values(&[c.as_str()]);
         }
-        for s in SessionRejection::ALL {
-            session_rejections.with_label_values(&[s.label()]);
+        for s in SESSION_REJECTIONS {
+            session_rejections.with_label_values(&[s]);
         }
         for c in CODE_CLASSES {
             proxy_requests.with_label_values(&[c]);

@@ -58,6 +58,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A random URL-safe token (192 bits): nonces, ticket ids, lock owners.
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::gate::{Body, BoxError};
+use crate::http::{Body, BoxError};
 use crate::stall::Stall;
 
 mod h2_send;
@@ -428,7 +428,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::hold_until_sent;
-    use crate::gate::respond;
+    use crate::http::respond;
 
     #[tokio::test]
     async fn the_guard_lives_until_the_body_is_sent() {

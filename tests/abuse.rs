@@ -1150,7 +1150,7 @@ async fn redirector() -> (SocketAddr, tokio::task::JoinHandle<()>) {
                             .uri()
                             .query()
                             .and_then(|q| q.strip_prefix("to="))
-                            .and_then(|v| ltigate::gate::decode_path_segment(v).ok())
+                            .and_then(|v| ltigate::http::decode_path_segment(v).ok())
                             .unwrap_or_default();
                         Ok::<_, std::convert::Infallible>(
                             http::Response::builder()
@@ -1721,7 +1721,7 @@ lms_id = "beta"
     sensitive.push(("its oauth_signature".into(), oauth_signature.clone()));
     sensitive.push((
         "its oauth_signature, decoded".into(),
-        ltigate::gate::decode_path_segment(&oauth_signature).unwrap(),
+        ltigate::http::decode_path_segment(&oauth_signature).unwrap(),
     ));
     sensitive.push((
         "a launch signature".into(),

@@ -257,8 +257,8 @@ impl Pox {
             key: demo::CONSUMER_KEY,
             secret: demo::CONSUMER_SECRET,
             method: SignatureMethod::HmacSha1,
-            nonce: ltigate::gate::launch::random_token(),
-            timestamp: ltigate::gate::unix_now(),
+            nonce: ltigate::secret::random_token(),
+            timestamp: ltigate::http::unix_now(),
             content_type: "application/xml",
         }
     }

@@ -21,15 +21,15 @@ use serde::{Deserialize, Serialize};
 
 use super::web::{self, error_page, page, Site};
 use super::{learner, Learner, CONSUMER_KEY, CONSUMER_SECRET, COURSE_ID, COURSE_TITLE, LEARNERS};
-use crate::gate::launch::random_token;
-use crate::gate::respond::{self, html_escape};
-use crate::gate::{decode_path_segment, unix_now, Body};
+use crate::http::respond::{self, html_escape};
+use crate::http::{decode_path_segment, unix_now, Body};
 use crate::lti::encode::parse_form;
 use crate::lti::oauth1::{
     base_string_uri_from_url, body_hash, parse_authorization_header, sign, sign_launch,
     signature_base_string, signatures_equal, LaunchSigner, SignatureMethod, UriError,
 };
 use crate::lti::outcomes::{build_response, parse_request, CodeMajor, Operation, PoxError};
+use crate::secret::random_token;
 
 /// Largest outcome request body.
 const MAX_OUTCOME_BODY: usize = 64 * 1024;

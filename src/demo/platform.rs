@@ -19,11 +19,11 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 
 use super::web::{self, error_page, page, Site};
 use super::{API_TOKEN, COURSE_ID, COURSE_TITLE, GRADE_ACTIVITY, WEBHOOK_SECRET};
-use crate::gate::launch::random_token;
-use crate::gate::respond::{self, html_escape};
-use crate::gate::{decode_path_segment, unix_now, Body};
+use crate::http::respond::{self, html_escape};
+use crate::http::{decode_path_segment, unix_now, Body};
 use crate::lti::encode::{parse_form, percent_decode};
 use crate::outcomes::sign_webhook;
+use crate::secret::random_token;
 use crate::secret::Secret;
 
 /// Largest API or form body.

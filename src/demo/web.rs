@@ -5,8 +5,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use crate::gate::respond::{self, html_escape};
-use crate::gate::Body;
+use crate::http::respond::{self, html_escape};
+use crate::http::Body;
 
 /// Which of the two demo sites a page belongs to (they look different on
 /// purpose, so a screenshot shows which one is which).
@@ -107,7 +107,7 @@ where
 
 /// The first value of a query parameter.
 pub fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
-    crate::gate::query_pairs(req)
+    crate::http::query_pairs(req)
         .into_iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v)

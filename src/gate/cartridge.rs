@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-use super::{query_pairs, respond, AppState, Body};
+use super::Gate;
 use crate::config::Settings;
+use crate::http::{query_pairs, respond, Body};
 use crate::lti::cartridge::{build, Cartridge};
 use crate::lti::encode::percent_encode;
 use crate::lti::launch::MAX_COURSE_ID;
@@ -58,7 +59,7 @@ pub fn check_course_id(course: &str) -> Result<(), &'static str> {
 }
 
 /// Handles the route.
-pub fn handle<B>(app: &AppState, req: &Request<B>) -> Response<Body> {
+pub fn handle<B>(app: &Gate, req: &Request<B>) -> Response<Body> {
     let course = query_pairs(req)
         .into_iter()
         .find(|(n, _)| n == "course")

@@ -699,7 +699,7 @@ pub fn course_from_path(pattern: &str, path: &str) -> Option<String> {
     if !tail_ok {
         return None;
     }
-    super::decode_path_segment(raw).ok()
+    crate::http::decode_path_segment(raw).ok()
 }
 
 /// Applies the [`HeaderPolicy`] to every request on its way upstream.

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::respond;
 use super::session::Session;
-use super::{unix_now, with_header, AppState, Body};
+use super::Gate;
 use crate::config::{Consumer, PublicUrl, Settings};
+use crate::http::respond;
+use crate::http::{unix_now, with_header, Body};
 use crate::lti::encode::{parse_form, percent_encode};
 use crate::lti::launch::{parse, LaunchParams, Rejection};
 use crate::lti::oauth1::{self, VerifyRequest};
@@ -89,24 +89,12 @@ impl Failure {
     }
 }
 
-/// A random URL-safe token.
-pub fn random_token() -> String {
-    use base64::Engine as _;
-    let mut b = [0u8; 24];
-    rand::rng().fill_bytes(&mut b);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
 /// Handles a launch request. `path_course` is the raw (still encoded) last
 /// path segment of `/lti/launch/{course}`.
-pub async fn handle<B>(
-    state: &AppState,
-    req: Request<B>,
-    path_course: Option<&str>,
-) -> Response<Body>
+pub async fn handle<B>(state: &Gate, req: Request<B>, path_course: Option<&str>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
-    B::Error: Into<super::BoxError>,
+    B::Error: Into<crate::http::BoxError>,
 {
     let started = Instant::now();
     let json = respond::prefers_json(req.headers());
@@ -251,20 +239,20 @@ fn signed_base_uri(
     oauth1::base_string_uri(&scheme, &host, port, &path)
 }
 
-fn store_failure(state: &AppState, op: &'static str, e: StoreError) -> Failure {
+fn store_failure(state: &Gate, op: &'static str, e: StoreError) -> Failure {
     state.metrics.store_failed(op);
     Failure::new(Rejection::StoreUnavailable, e.to_string())
 }
 
 async fn run<B>(
-    state: &AppState,
+    state: &Gate,
     req: Request<B>,
     path_course: Option<&str>,
     consumer_label: &mut String,
 ) -> Result<Response<Body>, Failure>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
-    B::Error: Into<super::BoxError>,
+    B::Error: Into<crate::http::BoxError>,
 {
     let (parts, body) = req.into_parts();
 
@@ -325,7 +313,7 @@ where
     let form = parse_form(&body)
         .map_err(|e| Failure::new(Rejection::InvalidRequest, format!("body: {e}")))?;
     let path_course = match path_course {
-        Some(raw) => Some(super::decode_path_segment(raw).map_err(|e| {
+        Some(raw) => Some(crate::http::decode_path_segment(raw).map_err(|e| {
             Failure::new(Rejection::InvalidRequest, format!("course in path: {e}"))
         })?),
         None => None,
@@ -474,7 +462,7 @@ pub struct VerifiedLaunch<'a> {
 /// present and the URL acceptable. An unsafe URL is logged and ignored; the
 /// launch still succeeds.
 fn outcome_target(
-    state: &AppState,
+    state: &Gate,
     consumer: &Consumer,
     launch: &LaunchParams,
     secret_index: usize,
@@ -509,7 +497,7 @@ fn outcome_target(
 
 /// Licence, provisioning, session and ticket for a verified launch.
 async fn accept(
-    state: &AppState,
+    state: &Gate,
     launch: &VerifiedLaunch<'_>,
     existing: Option<Session>,
     now: u64,
@@ -647,7 +635,7 @@ async fn accept(
 
     // Ticket for /lti/continue.
     let landing = state.landing_path(&launch.course);
-    let ticket = random_token();
+    let ticket = crate::secret::random_token();
     let value = serde_json::to_vec(&Ticket {
         cookie: cookie.clone(),
         landing,
@@ -675,7 +663,7 @@ async fn accept(
     ))
 }
 
-async fn release(state: &AppState, consumer: &Consumer, course: &str, learner: &str) {
+async fn release(state: &Gate, consumer: &Consumer, course: &str, learner: &str) {
     match state
         .store
         .release_licence(&consumer.name, course, learner)

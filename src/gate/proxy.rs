@@ -42,7 +42,8 @@ use super::headers::{
 };
 use super::session::{CsrfGuard, CsrfLayer, OpenedSession, SessionGate, SessionGateLayer};
 use super::upstream::{Affinity, Upstream, UpstreamError};
-use super::{respond, AppState, Body};
+use super::Gate;
+use crate::http::{respond, Body};
 
 /// A request on its way through the proxy stack.
 pub struct ProxyRequest<B = Incoming> {
@@ -87,7 +88,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the stack from the settings (once, at start-up).
-    pub fn new(app: Arc<AppState>) -> anyhow::Result<Self> {
+    pub fn new(app: Arc<Gate>) -> anyhow::Result<Self> {
         let s = &app.settings;
         let upstream: Uri = s
             .upstream
@@ -193,7 +194,7 @@ pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infa
 
 impl Forward {
     /// The response policy and metrics for `upstream.url`.
-    pub fn new(app: &AppState, authority: &Authority, path: &str) -> anyhow::Result<Self> {
+    pub fn new(app: &Gate, authority: &Authority, path: &str) -> anyhow::Result<Self> {
         let s = &app.settings;
         let prefix = path.trim_end_matches('/').to_string();
         let host = authority.host().to_string();
@@ -394,7 +395,7 @@ impl ForwardShared {
 fn boxed<B>(resp: Response<B>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<super::BoxError>,
+    B::Error: Into<crate::http::BoxError>,
 {
     resp.map(|b| b.map_err(Into::into).boxed())
 }

@@ -7,12 +7,13 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::proxy::ClientConn;
-use super::{launch, respond, tickets, AppState, Body};
+use super::{launch, tickets, Gate};
+use crate::http::{respond, Body};
 
 /// The public application behind the listener's limits.
 pub struct Public {
-    /// Shared state.
-    pub app: Arc<AppState>,
+    /// The public side's state.
+    pub gate: Arc<Gate>,
     /// The session gate and proxy.
     pub proxy: super::proxy::Proxy,
 }
@@ -25,7 +26,7 @@ pub async fn route(
     req: Request<Incoming>,
     client: &Arc<ClientConn>,
 ) -> Response<Body> {
-    let app = &public.app;
+    let app = &public.gate;
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/lti/") {
         match (req.method(), rest) {

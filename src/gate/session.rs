@@ -37,7 +37,8 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::proxy::ProxyRequest;
-use super::{respond, unix_now, AppState, Body};
+use super::Gate;
+use crate::http::{respond, unix_now, Body};
 use crate::secret::Secret;
 
 /// Cookie format version (first byte of the sealed value).
@@ -420,7 +421,7 @@ pub struct SessionGateLayer {
 }
 
 struct GateShared {
-    app: Arc<AppState>,
+    app: Arc<Gate>,
     rejections: Rejections,
     opened: OpenedCache,
 }
@@ -538,7 +539,7 @@ impl Rejections {
 
 impl SessionGateLayer {
     /// The gate over the application's sealer, lifetime and settings.
-    pub fn new(app: Arc<AppState>) -> Self {
+    pub fn new(app: Arc<Gate>) -> Self {
         SessionGateLayer {
             shared: Arc::new(GateShared {
                 rejections: Rejections::new(&app.metrics),
@@ -772,7 +773,7 @@ struct CsrfShared {
 
 impl CsrfLayer {
     /// The guard for the configured public origin.
-    pub fn new(app: &AppState) -> Self {
+    pub fn new(app: &Gate) -> Self {
         CsrfLayer {
             shared: Arc::new(CsrfShared {
                 enabled: app.settings.session.csrf,
@@ -836,6 +837,12 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_rejection_is_a_pre_created_metric_label() {
+        let labels: Vec<_> = SessionRejection::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, crate::metrics::SESSION_REJECTIONS);
+    }
+
     use super::*;
 
     fn key(b: u8) -> Secret {

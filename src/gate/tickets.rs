@@ -6,12 +6,13 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 use super::launch::Ticket;
-use super::respond;
 use super::session::SessionRejection;
-use super::{query_pairs, unix_now, with_header, AppState, Body};
+use super::Gate;
+use crate::http::respond;
+use crate::http::{query_pairs, unix_now, with_header, Body};
 
 /// Handles `/lti/continue`.
-pub async fn handle_continue<B>(state: &AppState, req: Request<B>) -> Response<Body> {
+pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body> {
     let json = respond::prefers_json(req.headers());
     let expired = || {
         respond::error(
@@ -88,7 +89,7 @@ pub async fn handle_continue<B>(state: &AppState, req: Request<B>) -> Response<B
     )
 }
 
-fn new_window_page(state: &AppState, ticket: &str) -> Response<Body> {
+fn new_window_page(state: &Gate, ticket: &str) -> Response<Body> {
     let url = format!(
         "{}?ticket={}",
         state.public_path("/lti/continue"),
@@ -109,7 +110,7 @@ fn new_window_page(state: &AppState, ticket: &str) -> Response<Body> {
 
 /// Handles `POST /lti/logout`: clears the cookie. Another site cannot sign
 /// the learner out (the CSRF guard applies, when on).
-pub async fn handle_logout<B>(state: &AppState, req: Request<B>) -> Response<Body> {
+pub async fn handle_logout<B>(state: &Gate, req: Request<B>) -> Response<Body> {
     let json = respond::prefers_json(req.headers());
     if state.settings.session.csrf
         && super::session::is_cross_site(

@@ -57,7 +57,7 @@ use tokio::time::Instant;
 
 pub use self::h1::H1Error;
 use self::h1::{ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
-use super::BoxError;
+use crate::http::BoxError;
 use crate::stall::Stall;
 
 /// Longest an upstream connection may sit idle and still be used.

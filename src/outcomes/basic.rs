@@ -11,9 +11,9 @@ use super::{
     Verdict,
 };
 use crate::config::{Consumer, OutcomeSettings};
-use crate::gate::launch::random_token;
 use crate::lti::oauth1::{authorization_header, OutboundRequest, SignatureMethod};
 use crate::lti::outcomes::{build_request, Operation};
+use crate::secret::random_token;
 use crate::store::{now_millis, Job};
 
 /// Largest LMS answer read.

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 
 use super::{verify_webhook_signature, SignatureError};
-use crate::gate::{respond, unix_now, AppState, Body, BoxError};
+use crate::http::{respond, unix_now, AppState, Body, BoxError};
 use crate::store::{EnqueueOutcome, Enrolment};
 
 /// Header carrying the signature.

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::basic::{BasicOutcomes, Deliver};
 use super::{backoff, OutcomeTarget, Verdict};
-use crate::gate::AppState;
+use crate::http::AppState;
 use crate::store::{now_millis, Failure, Lease};
 
 /// Deliveries in flight per process.

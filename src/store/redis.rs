@@ -682,7 +682,7 @@ impl Store for RedisStore {
     async fn lease_due(&self, lease: Duration, max: usize) -> Result<Vec<Lease>, StoreError> {
         let now = now_millis();
         let until = now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
-        let prefix = crate::gate::launch::random_token();
+        let prefix = crate::secret::random_token();
         let rows: Vec<Vec<String>> = self
             .run(async |mut c| {
                 self.lease

@@ -119,7 +119,7 @@ impl Gate {
         format!("http://{}{}", self.admin, path)
     }
 
-    pub fn app(&self) -> &ltigate::gate::AppState {
+    pub fn app(&self) -> &ltigate::http::AppState {
         &self.running.as_ref().unwrap().app
     }
 

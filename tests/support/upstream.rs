@@ -176,7 +176,7 @@ fn reply(status: StatusCode, json: serde_json::Value) -> Response<Body> {
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|p| {
         let (n, v) = p.split_once('=')?;
-        (n == name).then(|| ltigate::gate::decode_path_segment(v).unwrap_or_default())
+        (n == name).then(|| ltigate::http::decode_path_segment(v).unwrap_or_default())
     })
 }
 
