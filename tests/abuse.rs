@@ -1762,47 +1762,6 @@ lms_id = "beta"
     }
 }
 
-// ---------------------------------------------------------------------------
-// The documentation
-
-/// Every test the "Security and reliability" table names exists, in the
-/// file the table says (the README's section).
-#[test]
-fn the_security_table_names_tests_that_exist() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let section = &text[text.find("## Security and reliability").unwrap()..];
-    let section = section[2..]
-        .find("\n## ")
-        .map_or(section, |end| &section[..end + 2]);
-    let ticked = |cell: &str| -> Vec<String> {
-        cell.split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect()
-    };
-    let mut checked = 0;
-    for row in section
-        .lines()
-        .filter(|l| l.starts_with("| ") && l.contains("`tests/"))
-    {
-        let cells: Vec<&str> = row.trim_matches('|').split('|').collect();
-        assert_eq!(cells.len(), 3, "{row}");
-        let files = ticked(cells[1]);
-        for name in ticked(cells[2]) {
-            let found = files.iter().any(|f| {
-                std::fs::read_to_string(root.join(f))
-                    .unwrap_or_else(|e| panic!("{f}: {e}"))
-                    .contains(&format!("fn {name}("))
-            });
-            assert!(found, "{name} is not in {files:?}");
-            checked += 1;
-        }
-    }
-    assert!(checked >= 40, "{checked} tests named");
-}
-
 /// An HTTP/2 (prior knowledge) client connection to `addr`, its connection
 /// task running.
 async fn http2_client(

@@ -174,8 +174,8 @@ async fn exported_xml_is_the_served_cartridge() {
     assert_eq!(json["cartridge_xml"].as_str().unwrap(), served);
 }
 
-/// The README's "Connecting an LMS" guide shows the export of the demo
-/// course verbatim.
+/// The "Connecting an LMS" guide shows the export of the demo course
+/// verbatim.
 #[test]
 fn the_guide_shows_the_demo_export() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,10 +195,10 @@ fn the_guide_shows_the_demo_export() {
     ]));
     let block = format!("```text\n{out}```\n");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let guides: Vec<(&str, String)> = ["README.md"]
+    let guides: Vec<(&str, String)> = ["docs/connecting-an-lms.md"]
         .into_iter()
         .filter_map(|f| Some((f, std::fs::read_to_string(root.join(f)).ok()?)))
-        .filter(|(_, text)| text.contains("## Connecting an LMS"))
+        .filter(|(_, text)| text.contains("# Connecting an LMS"))
         .collect();
     assert!(!guides.is_empty(), "no \"Connecting an LMS\" section found");
     for (file, text) in guides {

@@ -1,4 +1,4 @@
-//! The platform developers' headers contract (the README's section) against the real thing: its example request is
+//! The platform developers' headers contract (docs/identity-headers.md) against the real thing: its example request is
 //! what ltigate sends for the launches it describes, its table names the
 //! headers ltigate sends, and its Django and Express examples decode them.
 
@@ -12,22 +12,12 @@ use support::gate::Gate;
 use support::lms::Launch;
 use support::upstream::Upstream;
 
-const HEADING: &str = "## Identity headers for platform developers";
+const DOC: &str = "docs/identity-headers.md";
 
-/// The section, from the README.
+/// The contract's page.
 fn section() -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    for file in ["README.md"] {
-        let Ok(text) = std::fs::read_to_string(format!("{root}/{file}")) else {
-            continue;
-        };
-        if let Some(start) = text.find(HEADING) {
-            let rest = &text[start + HEADING.len()..];
-            let end = rest.find("\n## ").unwrap_or(rest.len());
-            return format!("{HEADING}{}", &rest[..end]);
-        }
-    }
-    panic!("no section {HEADING:?} in README.md");
+    let path = format!("{}/{DOC}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The fenced code blocks of `lang`.
