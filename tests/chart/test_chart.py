@@ -876,3 +876,33 @@ def test_readme_installs_both_modes():
         assert mode in readme
     for setting in ("maxmemory-policy noeviction", "appendonly yes"):
         assert setting in readme
+
+
+def notes(values: dict) -> str:
+    out = chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    (text,) = [t for template, t in out.items() if template.endswith("NOTES.txt")]
+    return text
+
+
+def test_notes_say_how_to_get_the_image():
+    """No registry publishes the default image: the notes say how to build and
+    push it, until image.repository names a registry."""
+    base = load_values(CI_DIR / "standalone-values.yaml")
+    text = notes(base)
+    assert f"{chart().metadata['appVersion']} is published in no registry" in text
+    for step in (
+        "docker build -t REGISTRY/ltigate:",
+        "docker push REGISTRY/ltigate:",
+        "--set image.repository=REGISTRY/ltigate",
+    ):
+        assert step in text
+    pushed = notes(merged(base, {"image": {"repository": "registry.example.com/ltigate"}}))
+    assert "docker build" not in pushed
+    assert "LMS launch URL:" in pushed
+
+
+def test_readme_says_how_to_build_the_image():
+    section = README.read_text().split("## Container image", 1)[1].split("\n## ", 1)[0]
+    for step in ("docker build -t", "podman build", "docker push", "--set image.repository=", "scripts/image-local"):
+        assert step in section
+    assert (REPO / "scripts" / "image-local").is_file()
