@@ -4,7 +4,9 @@ The chart is rendered by Helm's own engine (the Go SDK, through
 helm-python-sdk) for every charts/ltigate/ci/*-values.yaml, each manifest is
 validated against the Kubernetes schemas (kubernetes-validate, offline), the
 chart is linted, and the rendered ltigate.toml is given to
-`ltigate check-config` with the secret files the pod would mount.
+`ltigate check-config` with the secret files the pod would mount. The
+configuration keys the chart knows are checked against the configuration
+reference, config/ltigate.toml, which lists every key ltigate reads.
 
 The binary is $LTIGATE_BIN (default target/debug/ltigate). Without it the
 check-config tests skip, except under CI, where they fail.
@@ -31,7 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ltigate"
 CI_DIR = CHART / "ci"
 README = CHART / "README.md"
-DESIGN = REPO.parent / "shared" / "DESIGN.md"
+REFERENCE = REPO / "config" / "ltigate.toml"
+CONFIG_RS = REPO / "src" / "config.rs"
 RELEASE = "demo"
 NAMESPACE = "learning"
 
@@ -62,12 +65,9 @@ CHART_MANAGED = {
     "store.path",
     "webhook.secret",
     "consumers.secret",
+    "consumers.secrets",
 }
 SECRET_KEYS = {"api_token", "secret", "secrets", "previous_secrets"}
-
-# Keys ltigate adds to DESIGN §8's listing, each in the configuration
-# reference (docs/configuration.md).
-CONTRACT_ADDITIONS = {"server.send_timeout", "store.timeout"}
 
 helm.disable_logging()
 CI_FILES = sorted(CI_DIR.glob("*-values.yaml"))
@@ -207,25 +207,82 @@ def secret_material(docs: list[dict], values: dict) -> dict[str, str]:
     return material
 
 
-def design_keys() -> set[str]:
-    """Keys of DESIGN §8's configuration listing, `*_file` twins folded, and ltigate's additions."""
-    if not DESIGN.is_file():
-        pytest.skip(f"{DESIGN} not found")
-    section = DESIGN.read_text().split("## 8. Configuration", 1)[1].split("\n## ", 1)[0]
-    listing = tomllib.loads(re.search(r"```toml\n(.*?)```", section, re.S).group(1))
-    return flat_keys(listing) | CONTRACT_ADDITIONS
+# A commented-out line of config/ltigate.toml that is a key (`# key = value`)
+# or a table header (`# [courses.C-1]`), as opposed to prose.
+COMMENTED_KEY = re.compile(r"# ?((?:\[\[?[A-Za-z0-9_.-]+\]\]?|[a-z_]+ = .*?)\s*(?:#.*)?)")
 
 
-def test_contract_additions_are_documented():
-    """Every key added to the contract is in the configuration reference."""
-    text = (REPO / "docs" / "configuration.md").read_text()
-    assert CONTRACT_ADDITIONS <= set(re.findall(r"`([a-z_]+\.[a-z_]+)`", text))
+def reference_text() -> str:
+    """config/ltigate.toml with every commented-out key line put back."""
+    lines = []
+    for line in REFERENCE.read_text().splitlines():
+        match = COMMENTED_KEY.fullmatch(line)
+        if match:
+            try:
+                tomllib.loads(match.group(1))
+                line = match.group(1)
+            except tomllib.TOMLDecodeError:
+                pass  # prose that happens to start like a key
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
-def flat_keys(config: dict) -> set[str]:
-    """section.key for every key, consumers.* and courses.* folded, `_file` removed."""
+def reference() -> dict:
+    """config/ltigate.toml with its commented-out keys and tables put back."""
+    return tomllib.loads(reference_text())
+
+
+def reference_keys() -> set[str]:
+    """Keys of config/ltigate.toml, commented-out ones included, `*_file` twins folded."""
+    return flat_keys(reference())
+
+
+def code_keys() -> set[str]:
+    """section.key for every field of the Raw* structs of src/config.rs (what
+    ltigate accepts: they deny unknown fields and rename none)."""
+    source = CONFIG_RS.read_text()
+    assert not re.search(r"serde\([^)]*\b(rename\w*|alias|flatten)\b", source), "a renamed field: read its key by hand"
+    structs = dict(re.findall(r"(?m)^pub struct (Raw\w+) \{\n(.*?)^\}", source, re.S))
+    sections = re.findall(r"(?m)^    pub (\w+): (?:Vec<|BTreeMap<String, )?(Raw\w+)>?,$", structs["RawConfig"])
+    keys = set()
+    for section, struct in sections:
+        fields = re.findall(r"(?m)^    pub (\w+):", structs[struct])
+        assert fields, f"no fields found in {struct}"
+        keys |= {f"{section}.{field}" for field in fields}
+    assert {s for s, _ in sections} >= {"server", "upstream", "session", "store", "consumers", "courses"}
+    return keys
+
+
+def test_reference_lists_every_key_the_code_accepts():
+    """config/ltigate.toml names every key (as a value or as `# key = value`)
+    and nothing ltigate would reject."""
+    listed = flat_keys(reference(), fold=False)
+    missing = code_keys() - listed
+    assert not missing, f"keys missing from config/ltigate.toml: {sorted(missing)}"
+    unknown = listed - code_keys()
+    assert not unknown, f"keys in config/ltigate.toml that ltigate rejects: {sorted(unknown)}"
+
+
+def test_check_config_knows_every_reference_key(tmp_path):
+    """ltigate itself takes every key of the reference (the values may clash:
+    a secret and its file both set; unknown keys are what it must not find)."""
+    full = tmp_path / "full.toml"
+    full.write_text(reference_text())
+    result = check_config(full, {}, tmp_path)
+    assert "unknown key" not in result.stdout + result.stderr, result.stderr
+    typo = tmp_path / "typo.toml"
+    typo.write_text(reference_text().replace("\ncookie_name =", "\ncookie_nam =", 1))
+    result = check_config(typo, {}, tmp_path)
+    assert result.returncode != 0
+    assert "session.cookie_nam: unknown key" in result.stderr
+
+
+def flat_keys(config: dict, fold: bool = True) -> set[str]:
+    """section.key for every key, consumers.* and courses.* folded, `_file`
+    removed (unless not `fold`)."""
     keys = set()
     for section, body in config.items():
+        assert isinstance(body, (dict, list)), f"{section} is not a table"
         if section == "consumers":
             entries = body
         elif section == "courses":
@@ -234,7 +291,7 @@ def flat_keys(config: dict) -> set[str]:
             entries = [body]
         for entry in entries:
             for key in entry:
-                keys.add(f"{section}.{key.removesuffix('_file')}")
+                keys.add(f"{section}.{key.removesuffix('_file') if fold else key}")
     return keys
 
 
@@ -358,13 +415,15 @@ def check_service_monitor(sm: dict, docs: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("name", CI_IDS)
-def test_config_uses_only_contract_keys(name):
+def test_config_uses_only_reference_keys(name):
     config = tomllib.loads(config_toml(rendered(name)))
-    unknown = flat_keys(config) - design_keys()
-    assert not unknown, f"keys not in DESIGN §8: {unknown}"
+    unknown = flat_keys(config) - reference_keys()
+    assert not unknown, f"keys not in config/ltigate.toml: {unknown}"
 
 
-def test_schema_config_keys_are_the_contract_keys():
+def test_schema_config_keys_are_the_reference_keys():
+    """values.schema.json's `config` knows every key of the reference, except
+    those the chart sets itself."""
     schema = chart().schema["properties"]["config"]["properties"]
     keys = set()
     for section, body in schema.items():
@@ -375,7 +434,7 @@ def test_schema_config_keys_are_the_contract_keys():
         else:
             props = body["properties"]
         keys |= {f"{section}.{k}" for k in props}
-    assert keys | CHART_MANAGED == design_keys()
+    assert keys | CHART_MANAGED == reference_keys()
     assert not keys & CHART_MANAGED
 
 
@@ -817,3 +876,33 @@ def test_readme_installs_both_modes():
         assert mode in readme
     for setting in ("maxmemory-policy noeviction", "appendonly yes"):
         assert setting in readme
+
+
+def notes(values: dict) -> str:
+    out = chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    (text,) = [t for template, t in out.items() if template.endswith("NOTES.txt")]
+    return text
+
+
+def test_notes_say_how_to_get_the_image():
+    """No registry publishes the default image: the notes say how to build and
+    push it, until image.repository names a registry."""
+    base = load_values(CI_DIR / "standalone-values.yaml")
+    text = notes(base)
+    assert f"{chart().metadata['appVersion']} is published in no registry" in text
+    for step in (
+        "docker build -t REGISTRY/ltigate:",
+        "docker push REGISTRY/ltigate:",
+        "--set image.repository=REGISTRY/ltigate",
+    ):
+        assert step in text
+    pushed = notes(merged(base, {"image": {"repository": "registry.example.com/ltigate"}}))
+    assert "docker build" not in pushed
+    assert "LMS launch URL:" in pushed
+
+
+def test_readme_says_how_to_build_the_image():
+    section = README.read_text().split("## Container image", 1)[1].split("\n## ", 1)[0]
+    for step in ("docker build -t", "podman build", "docker push", "--set image.repository=", "scripts/image-local"):
+        assert step in section
+    assert (REPO / "scripts" / "image-local").is_file()
