@@ -306,10 +306,25 @@ async fn a_framed_continue_without_the_cookie_offers_a_new_window() {
     assert!(set_cookies(&framed).is_empty());
     let page = framed.text().await.unwrap();
     assert!(
-        page.contains(&format!("href=\"{ticket_url}\" target=\"_blank\"")),
+        page.contains(&format!(
+            "href=\"{ticket_url}&amp;window=new\" target=\"_blank\" rel=\"opener\""
+        )),
         "{page}"
     );
-    assert!(page.contains("window.open("), "{page}");
+    assert!(
+        page.contains(&format!("window.open(\"{ticket_url}\\u0026window=new\",")),
+        "{page}"
+    );
+    // It listens for the new window's message, from its own origin only,
+    // and has the words to show then.
+    assert!(page.contains("addEventListener('message'"), "{page}");
+    assert!(page.contains("e.origin!==window.location.origin"), "{page}");
+    assert!(page.contains("d.ltigate!=='continued'"), "{page}");
+    assert!(page.contains("Continued in a new window"), "{page}");
+    assert!(
+        page.contains("The course is open in another window"),
+        "{page}"
+    );
 
     // The same page again (a reload of the frame) still works.
     let framed = client()
@@ -340,6 +355,155 @@ async fn a_framed_continue_without_the_cookie_offers_a_new_window() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// The continue URL the fallback page's link opens.
+fn new_window_url(ticket_url: &str) -> String {
+    format!("{ticket_url}&window=new")
+}
+
+/// GET `path` as a top-level navigation, with `cookie` if any.
+async fn top_level(gate: &Gate, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut req = client()
+        .get(gate.url(path))
+        .header("sec-fetch-dest", "document");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.unwrap()
+}
+
+/// Checks the page that answers a top-level `window=new` redeem: no
+/// redirect, not cached, no referrer, a message for the opener aimed at the
+/// public origin, then the landing path (script, meta refresh and link).
+async fn expect_continued_page(r: reqwest::Response, landing: &str) -> String {
+    assert_eq!(r.status(), 200);
+    assert_eq!(location(&r), "");
+    let h = r.headers();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(&format!(
+            "o.postMessage({{ltigate:'continued'}},\"{PUBLIC_URL}\")"
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("window.location.replace(\"{landing}\")")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "<noscript><meta http-equiv=\"refresh\" content=\"0;url={landing}\"></noscript>"
+        )),
+        "{page}"
+    );
+    assert!(page.contains(&format!("href=\"{landing}\"")), "{page}");
+    page
+}
+
+#[tokio::test]
+async fn the_new_window_tells_the_frame_and_spends_the_ticket_once() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "").await;
+    let r = launch(&gate, &Launch::acme("u-1", "C-1"), None).await;
+    let ticket_url = location(&r);
+    let framed = client()
+        .get(gate.url(&ticket_url))
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(framed.headers()["x-ltigate-fallback"], "new-window");
+
+    // A landing path in the query is ignored: the ticket's own is used.
+    let url = format!(
+        "{}&landing=https%3A%2F%2Fevil.example%2F",
+        new_window_url(&ticket_url)
+    );
+    let r = top_level(&gate, &url, None).await;
+    let cookie = session_cookie(&r).expect("the session cookie, set by the new window");
+    let page = expect_continued_page(r, "/courses/C-1").await;
+    assert!(!page.contains("evil.example"), "{page}");
+    let e = echo(&gate, "/courses/C-1", Some(&cookie)).await;
+    assert_eq!(header(&e, "x-lti-user"), Some("acme:u-1"));
+
+    // Spent: `window=new` replays nothing, top-level or framed, with or
+    // without the cookie.
+    for (dest, cookie) in [
+        ("document", None),
+        ("document", Some(cookie.as_str())),
+        ("iframe", None),
+    ] {
+        let mut req = client()
+            .get(gate.url(&new_window_url(&ticket_url)))
+            .header("sec-fetch-dest", dest);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{dest} {cookie:?}");
+        assert!(set_cookies(&r).is_empty());
+    }
+    assert_eq!(top_level(&gate, &ticket_url, None).await.status(), 401);
+}
+
+#[tokio::test]
+async fn window_new_changes_only_a_top_level_redeem() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "").await;
+
+    // Without `window=new` (or with another value) a top-level redeem is
+    // the 303 of the contract.
+    for suffix in ["", "&window=same", "&window="] {
+        let r = launch(&gate, &Launch::acme("u-1", "C-1"), None).await;
+        let url = format!("{}{suffix}", location(&r));
+        let r = top_level(&gate, &url, None).await;
+        assert_eq!(r.status(), 303, "{url}");
+        assert_eq!(location(&r), "/courses/C-1");
+        assert!(session_cookie(&r).is_some());
+    }
+
+    // In a frame, `window=new` still gets the fallback page (the ticket is
+    // kept), and the new window can redeem it afterwards.
+    let r = launch(&gate, &Launch::acme("u-2", "C-1"), None).await;
+    let url = new_window_url(&location(&r));
+    let framed = client()
+        .get(gate.url(&url))
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(framed.status(), 200);
+    assert_eq!(framed.headers()["x-ltigate-fallback"], "new-window");
+    assert!(set_cookies(&framed).is_empty());
+    let r = top_level(&gate, &url, None).await;
+    assert!(session_cookie(&r).is_some());
+    expect_continued_page(r, "/courses/C-1").await;
+
+    // The new window already has the cookie (first-party, from an earlier
+    // new window): the frame is told all the same, the cookie stays.
+    let launched = launch(&gate, &Launch::acme("u-2", "C-1"), None).await;
+    let earlier = session(&gate, &Launch::acme("u-2", "C-1"), None).await;
+    let url = new_window_url(&location(&launched));
+    let r = top_level(&gate, &url, Some(&earlier)).await;
+    assert!(set_cookies(&r).is_empty());
+    expect_continued_page(r, "/courses/C-1").await;
+    assert_eq!(top_level(&gate, &url, Some(&earlier)).await.status(), 401);
+
+    // A framed request that has the cookie goes on to the course.
+    let launched = launch(&gate, &Launch::acme("u-2", "C-1"), None).await;
+    let r = client()
+        .get(gate.url(&new_window_url(&location(&launched))))
+        .header("sec-fetch-dest", "iframe")
+        .header("cookie", &earlier)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/courses/C-1");
 }
 
 #[tokio::test]

@@ -246,27 +246,44 @@ impl Lms {
         )
     }
 
-    /// The gradebook table, updated live from `/gradebook.json`.
-    fn gradebook_html(&self) -> String {
+    /// The gradebook table, updated live from `/gradebook.json`. `compact`:
+    /// the course page's narrow column (no course column, the user ID under
+    /// the name).
+    fn gradebook_html(&self, compact: bool) -> String {
         let rows: String = self
             .gradebook_rows()
             .iter()
             .map(|r| {
                 let text = |k: &str| html_escape(r[k].as_str().unwrap_or_default());
                 let key = format!("{}-{}", text("course"), text("user"));
+                let who = if compact {
+                    format!(
+                        "<td>{}<br><span class=\"mono muted\">{}</span></td>",
+                        text("name"),
+                        text("user")
+                    )
+                } else {
+                    format!(
+                        "<td>{}</td><td class=\"mono\">{}</td><td>{}</td>",
+                        text("name"),
+                        text("user"),
+                        text("course")
+                    )
+                };
                 format!(
-                    "<tr><td>{}</td><td class=\"mono\">{}</td><td>{}</td>\
-                     <td id=\"grade-{key}\" class=\"grade\">{}</td><td id=\"updated-{key}\" class=\"muted\">{}</td></tr>",
-                    text("name"),
-                    text("user"),
-                    text("course"),
+                    "<tr>{who}<td id=\"grade-{key}\" class=\"grade\">{}</td><td id=\"updated-{key}\" class=\"muted\">{}</td></tr>",
                     text("grade"),
                     text("updated"),
                 )
             })
             .collect();
+        let head = if compact {
+            "<th>Learner</th><th>Grade</th><th>Received</th>"
+        } else {
+            "<th>Learner</th><th>User ID</th><th>Course</th><th>Grade</th><th>Received</th>"
+        };
         format!(
-            "<table id=\"gradebook\"><tr><th>Learner</th><th>User ID</th><th>Course</th><th>Grade</th><th>Received</th></tr>{rows}</table>\
+            "<table id=\"gradebook\"><tr>{head}</tr>{rows}</table>\
              <script>(function(){{function tick(){{fetch('/gradebook.json',{{cache:'no-store'}}).then(function(r){{return r.json();}}).then(function(rows){{rows.forEach(function(g){{\
              var k=g.course+'-'+g.user,c=document.getElementById('grade-'+k),u=document.getElementById('updated-'+k);\
              if(c){{c.textContent=g.grade;}}if(u){{u.textContent=g.updated;}}}});}}).catch(function(){{}});}}setInterval(tick,1000);}})();</script>"
@@ -299,7 +316,7 @@ impl Lms {
              <div class=\"card muted\">This LMS launches the tool at <span class=\"mono\">{launch}</span> \
              (key <span class=\"mono\">{CONSUMER_KEY}</span>, secret <span class=\"mono\">{CONSUMER_SECRET}</span>, \
              custom parameter <span class=\"mono\">course={COURSE_ID}</span>), inside an iframe as LMSs do.</div>",
-            gradebook = self.gradebook_html(),
+            gradebook = self.gradebook_html(false),
             outcomes = html_escape(&self.outcome_url()),
             launch = html_escape(&self.launch_url),
         );
@@ -309,15 +326,19 @@ impl Lms {
         )
     }
 
+    /// The course page: the tool's iframe with the gradebook beside it (on
+    /// narrow screens above it), so the grade is seen arriving.
     fn course_page(&self, l: &Learner) -> Response<Body> {
         let body = format!(
             "<h1>{COURSE_TITLE} <span class=\"muted\">({COURSE_ID})</span></h1>\
+             <div class=\"course\">\
              <iframe id=\"tool\" name=\"tool\" title=\"Demo learning platform\" \
              src=\"/launch/{COURSE_ID}?learner={user}\"></iframe>\
-             <h2>Gradebook</h2><div class=\"card\">{gradebook}</div>\
-             <p><a href=\"/\">← My courses</a></p>",
+             <aside><h2>Gradebook</h2><div class=\"card\">{gradebook}\
+             <p class=\"muted\">Grades the tool sends back appear here as they arrive.</p></div>\
+             <p><a href=\"/\">← My courses</a></p></aside></div>",
             user = html_escape(l.user_id),
-            gradebook = self.gradebook_html(),
+            gradebook = self.gradebook_html(true),
         );
         respond::html(
             StatusCode::OK,

@@ -247,7 +247,9 @@ impl Demo {
              \n  demo platform:      http://{platform}  (behind ltigate)\
              \n  data:               {data}\n\
              \nIn the LMS, launch the course, complete the assessment, and watch the grade\n\
-             arrive in the gradebook. Stop with Ctrl-C.\n",
+             arrive in the gradebook beside the course. If the browser blocks third-party\n\
+             cookies, the course continues in a new window; the grade still arrives in the\n\
+             LMS window. Stop with Ctrl-C.\n",
             lms = self.lms_url,
             gate = self.gate_url,
             admin = self.gate.admin_addr,

@@ -40,7 +40,7 @@ body{margin:0;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;c
 header{color:#fff;padding:.7rem 1.2rem;display:flex;justify-content:space-between;align-items:center}\
 header .brand{font-weight:700;font-size:1.1rem}\
 header .who{font-size:.9rem;opacity:.9}\
-main{padding:1rem 1.2rem;max-width:72rem;margin:0 auto}\
+main{padding:1rem 1.2rem;max-width:80rem;margin:0 auto}\
 h1{font-size:1.35rem;margin:.2rem 0 .8rem}\
 h2{font-size:1.05rem;margin:1rem 0 .5rem}\
 .card{background:#fff;border:1px solid #dcdfe4;border-radius:6px;padding:.9rem 1rem;margin-bottom:1rem}\
@@ -56,7 +56,14 @@ select,input{font:inherit;padding:.3rem .4rem;border:1px solid #b8bcc2;border-ra
 .grade{font-weight:700}\
 iframe{width:100%;height:35rem;border:2px solid #c5cad1;border-radius:6px;background:#fff}\
 .row{display:flex;gap:1rem;align-items:flex-start}\
-.row>.wide{flex:3}.row>.narrow{flex:2}";
+.row>.wide{flex:3}.row>.narrow{flex:2}\
+.course{display:grid;grid-template-columns:minmax(0,1fr) 22rem;gap:1rem;align-items:start}\
+.course iframe{height:calc(100vh - 8rem);min-height:28rem}\
+.course aside h2{margin-top:0}\
+.course aside th,.course aside td{padding:.35rem .4rem}\
+.course aside td+td{white-space:nowrap}\
+@media (max-width:56rem){.course{grid-template-columns:minmax(0,1fr)}.course aside{order:-1}}\
+@media (max-width:40rem){.row{flex-direction:column;align-items:stretch}}";
 
 /// A complete page of `site`; `who` (already HTML) is shown top right and
 /// `body` (already HTML) below the header.

@@ -1,6 +1,15 @@
 //! `GET /lti/continue?ticket=…` (second step of a launch, with the
 //! new-window fallback for browsers that drop third-party cookies) and
 //! `POST /lti/logout`.
+//!
+//! The fallback page inside the LMS frame opens
+//! `/lti/continue?ticket=…&window=new` in a new window. There, top-level,
+//! the ticket is redeemed as without `window=new`, but the answer is a small
+//! page instead of the 303: it tells the window that opened it (the frame,
+//! same origin) that the course continues here, then replaces itself with
+//! the landing path. The frame then says so instead of still offering the
+//! new window. `window=new` changes only the form of the answer: the ticket
+//! is spent the same way, and the landing path is the ticket's own.
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -22,14 +31,16 @@ pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body>
             json,
         )
     };
-    let Some(ticket) = query_pairs(&req)
-        .into_iter()
+    let query = query_pairs(&req);
+    let Some(ticket) = query
+        .iter()
         .find(|(n, _)| n == "ticket")
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.clone())
         .filter(|t| !t.is_empty() && t.len() <= 128)
     else {
         return expired();
     };
+    let new_window = query.iter().any(|(n, v)| n == "window" && v == "new");
 
     // A cookie for the ticket's learner and course means the browser kept
     // the cookie set by the launch: spend the ticket and go on.
@@ -66,6 +77,11 @@ pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body>
         s.external_id == t.external_id && s.latest_course().is_some_and(|c| c.id == t.course)
     });
     if cookie_matches {
+        // The new window already holds the cookie (first-party, from an
+        // earlier new-window launch): still tell the frame.
+        if new_window && !in_frame {
+            return continued_page(state, &t.landing, None);
+        }
         return respond::see_other(&t.landing);
     }
     let Some(remaining) = t.remaining(now) else {
@@ -82,30 +98,81 @@ pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body>
         return new_window_page(state, &ticket);
     }
     // Top-level context: set the cookie here, first-party.
-    with_header(
-        respond::see_other(&t.landing),
-        header::SET_COOKIE,
-        &state.session_cookie(&t.cookie),
-    )
+    let cookie = state.session_cookie(&t.cookie);
+    if new_window {
+        return continued_page(state, &t.landing, Some(&cookie));
+    }
+    with_header(respond::see_other(&t.landing), header::SET_COOKIE, &cookie)
 }
 
+/// The message the new window posts to the frame that opened it.
+const CONTINUED_MESSAGE: &str = "{ltigate:'continued'}";
+
+/// The page inside the LMS frame that offers the new window, and switches
+/// to "Continued in a new window" once that window has redeemed the ticket
+/// (its message, from this origin and of the expected shape). Opening the
+/// window alone changes nothing: the learner may come back before it loads.
 fn new_window_page(state: &Gate, ticket: &str) -> Response<Body> {
     let url = format!(
-        "{}?ticket={}",
+        "{}?ticket={}&window=new",
         state.public_path("/lti/continue"),
         crate::lti::encode::percent_encode(ticket.as_bytes())
     );
     let url_html = respond::html_escape(&url);
-    let url_js = serde_json::to_string(&url).unwrap_or_else(|_| "\"\"".into());
+    let url_js = respond::js_string(&url);
     let body = format!(
-        "<p>Your browser blocks this course inside the LMS page. Open it in a new window to continue.</p>\
-         <p><a id=\"open\" href=\"{url_html}\" target=\"_blank\" rel=\"opener\" style=\"font-size:1.1rem\">Open the course in a new window</a></p>\
-         <script>document.getElementById('open').addEventListener('click',function(e){{e.preventDefault();window.open({url_js},'_blank');}});</script>"
+        "<div id=\"offer\"><p>Your browser blocks this course inside the LMS page. Open it in a new window to continue.</p>\
+         <p><a id=\"open\" href=\"{url_html}\" target=\"_blank\" rel=\"opener\" style=\"font-size:1.1rem\">Open the course in a new window</a></p></div>\
+         <div id=\"continued\" hidden><p>The course is open in another window: carry on there. When you are done, close it and return to the LMS.</p>\
+         <p>If you closed that window, open the course again from your LMS.</p></div>\
+         <script>(function(){{\
+         document.getElementById('open').addEventListener('click',function(e){{e.preventDefault();window.open({url_js},'_blank');}});\
+         window.addEventListener('message',function(e){{\
+         var d=e.data;\
+         if(e.origin!==window.location.origin||!d||typeof d!=='object'||d.ltigate!=='continued'){{return;}}\
+         document.title='Continued in a new window';\
+         var h=document.querySelector('h1');if(h){{h.textContent='Continued in a new window';}}\
+         document.getElementById('offer').hidden=true;document.getElementById('continued').hidden=false;\
+         }});\
+         }})();</script>"
     );
     let mut resp = respond::html(StatusCode::OK, respond::page("Open in a new window", &body));
     resp.headers_mut()
         .insert("x-ltigate-fallback", HeaderValue::from_static("new-window"));
     resp
+}
+
+/// The top-level answer to `/lti/continue?…&window=new`: sets the session
+/// cookie (when `cookie` is given), tells the frame that opened this window
+/// (target origin: the public origin, so no other site can read it), then
+/// replaces itself with the landing path; without script, a meta refresh
+/// and a link lead there.
+fn continued_page(state: &Gate, landing: &str, cookie: Option<&str>) -> Response<Body> {
+    let origin = state.settings.server.public_url.origin();
+    let landing_html = respond::html_escape(landing);
+    let head = format!(
+        "<noscript><meta http-equiv=\"refresh\" content=\"0;url={landing_html}\"></noscript>"
+    );
+    let body = format!(
+        "<p>The course opens in this window. If it does not, <a id=\"go\" href=\"{landing_html}\">continue to the course</a>.</p>\
+         <script>(function(){{var o=window.opener;\
+         if(o&&o!==window){{try{{o.postMessage({CONTINUED_MESSAGE},{origin_js});}}catch(e){{}}}}\
+         window.location.replace({landing_js});}})();</script>",
+        origin_js = respond::js_string(&origin),
+        landing_js = respond::js_string(landing),
+    );
+    let mut resp = respond::html(
+        StatusCode::OK,
+        respond::page_with_head("Opening the course", &head, &body),
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    match cookie {
+        Some(c) => with_header(resp, header::SET_COOKIE, c),
+        None => resp,
+    }
 }
 
 /// Handles `POST /lti/logout`: clears the cookie. Another site cannot sign

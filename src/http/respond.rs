@@ -104,10 +104,34 @@ pub fn error(status: StatusCode, code: &str, message: &str, json: bool) -> Respo
 
 /// A small self-contained HTML page; `body_html` must already be escaped.
 pub fn page(title: &str, body_html: &str) -> String {
+    page_with_head(title, "", body_html)
+}
+
+/// [`page`] with extra `<head>` markup (already escaped) after the title.
+pub fn page_with_head(title: &str, head_html: &str, body_html: &str) -> String {
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.3rem}}</style></head><body><h1>{t}</h1>{body_html}</body></html>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{t}</title>{head_html}<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.3rem}}</style></head><body><h1>{t}</h1>{body_html}</body></html>\n",
         t = html_escape(title)
     )
+}
+
+/// A JavaScript string literal of `s`, safe inside an inline `<script>`:
+/// JSON, with `<`, `>`, `&` and the two line separators escaped, so no
+/// value can close the script element or break the literal.
+pub fn js_string(s: &str) -> String {
+    let json = serde_json::Value::String(s.to_string()).to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// An HTML response with status 200.
@@ -157,6 +181,20 @@ mod tests {
             html_escape("<script>\"x\"&'y'"),
             "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;"
         );
+    }
+
+    #[test]
+    fn js_strings_cannot_close_the_script() {
+        let js = js_string("</script><!--\"'&\u{2028}\\");
+        assert_eq!(
+            js,
+            "\"\\u003c/script\\u003e\\u003c!--\\\"'\\u0026\\u2028\\\\\""
+        );
+        assert!(!js.contains('<') && !js.contains('>'));
+        // Still the same string once parsed back.
+        let back: String = serde_json::from_str(&js).unwrap();
+        assert_eq!(back, "</script><!--\"'&\u{2028}\\");
+        assert_eq!(js_string("/courses/C-1"), "\"/courses/C-1\"");
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //!
 //! It runs twice: once with third-party cookies allowed (the session cookie set
 //! inside the iframe sticks), once with them blocked, where the launch must
-//! take the new-window fallback (DESIGN §4). Screenshots of every step go to
-//! `tests/output/browser/`, the demo's log to `tests/output/browser/demo.log`.
+//! take the new-window fallback (DESIGN §4) and the iframe, once the new
+//! window has taken over, says "Continued in a new window". Both times the
+//! gradebook must be in view on the LMS course page of a laptop-sized window.
+//! Screenshots of every step go to `tests/output/browser/`, the demo's log to
+//! `tests/output/browser/demo.log`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`), hence ignored by default:
@@ -123,7 +126,8 @@ fn capabilities(profile: &Path, block_third_party_cookies: bool) -> Value {
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-dev-shm-usage",
-                "--window-size=1280,1100",
+                // A laptop-sized window: what a newcomer sees first.
+                "--window-size=1280,800",
                 format!("--user-data-dir={}", profile.display()),
             ],
             "prefs": {
@@ -197,6 +201,26 @@ async fn expect_grade(s: &Session, user: &str, grade: &str) {
     .await;
 }
 
+/// On the LMS course page as it opens (not scrolled), the gradebook and
+/// `user`'s grade in it are within the viewport.
+async fn expect_gradebook_in_view(s: &Session, user: &str) {
+    let v = s
+        .execute(&format!(
+            "var t=document.getElementById('gradebook'),g=document.getElementById('grade-DEMO-101-{user}');\
+             return {{scroll:window.scrollY,height:window.innerHeight,width:window.innerWidth,\
+             top:t?t.getBoundingClientRect().top:null,grade:g?g.getBoundingClientRect().bottom:null}};"
+        ))
+        .await;
+    let height = v["height"].as_f64().expect("innerHeight");
+    let top = v["top"].as_f64().expect("no #gradebook on the LMS page");
+    let grade = v["grade"].as_f64().expect("no grade cell in the gradebook");
+    assert_eq!(v["scroll"], json!(0), "the LMS page is scrolled: {v}");
+    assert!(
+        top < height && grade <= height,
+        "the gradebook is below the fold of the LMS page: {v}"
+    );
+}
+
 /// Third-party cookies allowed: everything happens inside the LMS iframe.
 async fn run_in_iframe(driver: &Driver, demo: &Demo, out: &Path) {
     let profile = tempfile::tempdir().expect("temp dir");
@@ -208,6 +232,7 @@ async fn run_in_iframe(driver: &Driver, demo: &Demo, out: &Path) {
 
     s.click(&s.wait_for("#launch", STEP).await).await;
     let frame = s.wait_for("iframe#tool", STEP).await;
+    expect_gradebook_in_view(&s, "u-1001").await;
     s.frame(Some(&frame)).await;
     expect_platform_page(&s, "demo:u-1001", "Ada Lovelace").await;
     s.frame(None).await;
@@ -236,6 +261,7 @@ async fn run_with_new_window(driver: &Driver, demo: &Demo, out: &Path) {
     s.click(&s.wait_for("#launch", STEP).await).await;
     let lms_window = s.window_handle().await;
     let frame = s.wait_for("iframe#tool", STEP).await;
+    expect_gradebook_in_view(&s, "u-1002").await;
     s.frame(Some(&frame)).await;
     let link = s.wait_for("a#open", STEP).await;
     let text = s.text(&link).await;
@@ -261,6 +287,21 @@ async fn run_with_new_window(driver: &Driver, demo: &Demo, out: &Path) {
     s.switch_window(&lms_window).await;
     s.frame(None).await;
     expect_grade(&s, "u-1002", "92%").await;
+    // The frame no longer offers the new window: it says the course went on
+    // there.
+    s.frame(Some(&frame)).await;
+    s.wait_text("h1", STEP, "that the course continued", |t| {
+        t == "Continued in a new window"
+    })
+    .await;
+    let said = s.text(&s.wait_for("#continued", STEP).await).await;
+    assert!(
+        said.contains("The course is open in another window"),
+        "{said}"
+    );
+    let offer = s.text(&s.wait_for("#offer", STEP).await).await;
+    assert_eq!(offer, "", "the new-window offer is still shown");
+    s.frame(None).await;
     s.screenshot(&out.join("b4-lms-gradebook.png")).await;
     s.quit().await;
 }

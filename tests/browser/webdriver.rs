@@ -323,6 +323,17 @@ impl Session {
         }
     }
 
+    /// Runs `script` (a function body; `return` gives the value) in the
+    /// current frame and returns its value.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.must(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
     /// Saves a PNG screenshot of the current window.
     pub async fn screenshot(&self, path: &Path) {
         let b64 = self.must("GET", "/screenshot", None).await;
