@@ -141,6 +141,7 @@ fn bench_headers(c: &mut Criterion) {
     let identity = policy.identity(&s);
     let peer = std::net::IpAddr::from([127, 0, 0, 1]);
     let peer_text = ltigate::gate::headers::peer_text(peer);
+    let request_id = http::HeaderValue::from_static("req-1");
     c.bench_function("header policy (20 headers)", |b| {
         b.iter(|| {
             let mut h = template.clone();
@@ -152,7 +153,7 @@ fn bench_headers(c: &mut Criterion) {
                     peer_text: &peer_text,
                     identity: Some(&identity),
                     path_course: None,
-                    request_id: "req-1",
+                    request_id: &request_id,
                 },
             );
             h

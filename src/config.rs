@@ -116,6 +116,8 @@ pub struct RawServer {
     pub max_header_bytes: Quantity,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Quantity,
+    /// One access-log line per public request.
+    pub access_log: bool,
 }
 
 impl Default for RawServer {
@@ -130,6 +132,7 @@ impl Default for RawServer {
             max_connections: 10_000,
             header_read_timeout: "10s".into(),
             send_timeout: "60s".into(),
+            access_log: true,
             max_header_bytes: "32KiB".into(),
             shutdown_grace: "25s".into(),
         }
@@ -503,6 +506,8 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// See [`RawServer::shutdown_grace`].
     pub shutdown_grace: Duration,
+    /// See [`RawServer::access_log`].
+    pub access_log: bool,
 }
 
 /// `[upstream]`, validated.
@@ -1537,6 +1542,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             send_timeout,
             max_header_bytes,
             shutdown_grace,
+            access_log: raw.server.access_log,
         },
         upstream: UpstreamSettings {
             url,

@@ -4,13 +4,10 @@
 //!
 //! This file wires the parts together; the logic lives in the modules.
 //!
-//! Public listener stack, outermost first:
-//! 1. connection limits (`server.header_read_timeout`, `max_header_bytes`) —
-//!    in [`server::serve`];
-//! 2. load shedding (`server.max_connections` in flight, fast 503 beyond);
-//! 3. routing of ltigate's own routes ([`gate::router`]);
-//! 4. for everything else the session gate, CSRF guard, header policy and
-//!    proxy ([`gate::proxy`]).
+//! The public listener's stack is composed in one place,
+//! [`PublicLayers::stack`]; connection limits (`server.header_read_timeout`,
+//! `max_header_bytes`, `send_timeout`) are the listener's, in
+//! [`server::serve`].
 
 #![warn(missing_docs)]
 
@@ -19,7 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Semaphore};
+use std::convert::Infallible;
+
+use futures_util::FutureExt as _;
+use hyper::body::Incoming;
+use tokio::sync::watch;
+use tower::{Service, ServiceBuilder, ServiceExt as _};
 use tokio::task::JoinHandle;
 
 pub mod admin;
@@ -38,8 +40,63 @@ pub mod store;
 
 use config::{Settings, StoreSettings};
 use gate::session::{Lifetime, Sealer};
+use gate::proxy::{ClientConn, ProxyRequest};
+use gate::router::OwnRoutesLayer;
 use gate::Gate;
-use http::{respond, AppState};
+use http::access_log::AccessLogLayer;
+use http::request_id::RequestIdLayer;
+use server::shed::ShedLayer;
+use http::AppState;
+
+/// The layers of the public listener, each built once at start-up.
+struct PublicLayers {
+    shed: ShedLayer,
+    request_id: RequestIdLayer,
+    access_log: Option<AccessLogLayer>,
+    routes: OwnRoutesLayer,
+    proxy: gate::proxy::Proxy,
+}
+
+impl PublicLayers {
+    /// The public stack for one client connection, outermost first. Every
+    /// layer is always ready and never fails (`Infallible`): refusals are
+    /// responses.
+    fn stack(
+        &self,
+        client: Arc<ClientConn>,
+    ) -> impl Service<
+        ::http::Request<Incoming>,
+        Response = ::http::Response<http::Body>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+           + Send
+           + 'static {
+        ServiceBuilder::new()
+            // Beyond server.max_connections in flight: a fast 503 before
+            // any other work; a slot is held until the body is sent.
+            .layer(self.shed.clone())
+            // An id for every request (a trusted proxy's X-Request-Id, or
+            // fresh): in the request's span, sent upstream, returned.
+            .layer(self.request_id)
+            // One line per request once its body is sent
+            // (server.access_log); it reads the id set above.
+            .option_layer(self.access_log)
+            // launch, continue, logout, cartridge; the rest goes on.
+            .layer(self.routes.clone())
+            // The request with the client connection it came on (which
+            // keeps its upstream connection).
+            .map_request(move |req| ProxyRequest::new(req, client.clone()))
+            // A valid session or a public path; else 401.
+            .layer(self.proxy.session.clone())
+            // No unsafe cross-site request rides on the cookie; else 403.
+            .layer(self.proxy.csrf.clone())
+            // Strip what a client may not send; set the forwarding and
+            // identity headers from the session just checked.
+            .layer(self.proxy.headers.clone())
+            .service(self.proxy.forward.clone())
+    }
+}
 
 /// A running ltigate: its bound addresses and a way to stop it.
 pub struct Running {
@@ -127,8 +184,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         app.clone(),
         app.outbox_notify.clone(),
     )?);
-    let public = Arc::new(gate::router::Public {
-        gate: gate.clone(),
+    let public = Arc::new(PublicLayers {
+        shed: ShedLayer::new(settings.server.max_connections),
+        request_id: RequestIdLayer::new(settings.server.trust_forwarded_headers),
+        access_log: settings.server.access_log.then(AccessLogLayer::new),
+        routes: OwnRoutesLayer::new(gate.clone()),
         proxy: gate::proxy::Proxy::new(gate.clone())?,
     });
     let admin = Arc::new(admin::Admin {
@@ -154,37 +214,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         shutdown_grace: settings.server.shutdown_grace,
     };
 
-    // Public stack: load shedding → routing (→ gate → proxy).
-    let limit = Arc::new(Semaphore::new(settings.server.max_connections));
     let public_service = move |peer| {
-        let public = public.clone();
-        let limit = limit.clone();
         // Per client connection: the upstream connection it keeps.
-        let client = public.proxy.connection(peer);
-        move |req: ::http::Request<hyper::body::Incoming>| {
-            let public = public.clone();
-            let client = client.clone();
-            let permit = limit.clone().try_acquire_owned();
-            async move {
-                let Ok(permit) = permit else {
-                    let mut resp = respond::error(
-                        ::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "overloaded",
-                        "The service is busy. Please try again in a moment.",
-                        respond::prefers_json(req.headers()),
-                    );
-                    resp.headers_mut().insert(
-                        ::http::header::RETRY_AFTER,
-                        ::http::HeaderValue::from_static("1"),
-                    );
-                    return resp;
-                };
-                // Released once the response body has been sent, so
-                // streaming downloads count against server.max_connections
-                // too.
-                let resp = gate::router::route(&public, req, &client).await;
-                server::hold_until_sent(resp, permit)
-            }
+        let stack = public.stack(public.proxy.connection(peer));
+        move |req: ::http::Request<Incoming>| {
+            stack.clone().oneshot(req).map(|answer| match answer {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            })
         }
     };
     let admin_for_service = admin.clone();

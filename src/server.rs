@@ -30,6 +30,7 @@ use crate::http::{Body, BoxError};
 use crate::stall::Stall;
 
 mod h2_send;
+pub mod shed;
 
 use h2_send::{SendWait, StreamExecutor};
 

@@ -54,6 +54,7 @@ use http::StatusCode;
 
 use super::proxy::ProxyRequest;
 use super::session::Session;
+use crate::http::request_id::{RequestId, X_REQUEST_ID};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies strip).
 const HOP_BY_HOP: [&str; 9] = [
@@ -86,7 +87,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 fn is_plain(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && !matches!(b, b'%' | b',' | b';' | b'=' | b'"' | b'\\')
@@ -225,16 +225,6 @@ pub fn peer_text(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(text.as_bytes()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// A fresh request id: 128 random bits as 32 lowercase hex digits.
-pub fn new_request_id(buf: &mut [u8; 32]) -> &str {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n: u128 = rand::random();
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
-    }
-    // Only ASCII hex digits were written.
-    std::str::from_utf8(buf).unwrap_or("0")
-}
 
 /// The identity header names, derived from the prefix once.
 #[derive(Debug, Clone)]
@@ -274,8 +264,8 @@ pub struct RequestContext<'a> {
     /// The course the request path names (`upstream.course_path`); without
     /// one the session's latest course is the current course.
     pub path_course: Option<&'a str>,
-    /// The request id to send (unless a trusted proxy sent one).
-    pub request_id: &'a str,
+    /// The request's id ([`crate::http::request_id`]), sent upstream.
+    pub request_id: &'a HeaderValue,
 }
 
 /// The request-side policy, built once.
@@ -477,11 +467,7 @@ impl HeaderPolicy {
                 headers.insert(X_FORWARDED_PREFIX, p.clone());
             }
         }
-        if !(self.trust_forwarded && headers.contains_key(&X_REQUEST_ID)) {
-            if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
-                headers.insert(X_REQUEST_ID, v);
-            }
-        }
+        headers.insert(X_REQUEST_ID, ctx.request_id.clone());
         if !self.pass_host {
             headers.insert(header::HOST, self.upstream_host.clone());
         } else if !headers.contains_key(header::HOST) {
@@ -597,8 +583,11 @@ impl HeaderPolicy {
     /// The whole request side for one proxied request: strip, log what a
     /// client tried to forge, set forwarding and identity headers.
     pub fn apply<B>(&self, req: &mut ProxyRequest<B>) {
-        let mut id_buf = [0u8; 32];
-        let request_id = new_request_id(&mut id_buf);
+        // Set by the request-id layer; a request that skipped it gets one.
+        let request_id = match req.http.extensions().get::<RequestId>() {
+            Some(id) => id.header_value().clone(),
+            None => RequestId::fresh().header_value().clone(),
+        };
         let path_course = match (&req.session, &self.course_path) {
             (Some(_), Some(pattern)) => course_from_path(pattern, req.http.uri().path()),
             _ => None,
@@ -626,7 +615,6 @@ impl HeaderPolicy {
         let forged = self.strip(headers);
         if !forged.is_empty() {
             tracing::info!(
-                request_id,
                 %peer,
                 removed = ?forged,
                 "removed identity headers sent by the client"
@@ -641,7 +629,7 @@ impl HeaderPolicy {
                 peer_text,
                 identity,
                 path_course: path_course.as_deref(),
-                request_id,
+                request_id: &request_id,
             },
         );
     }
@@ -1028,6 +1016,7 @@ mod tests {
         identity: Option<&'a IdentityHeaders>,
         path_course: Option<&'a str>,
     ) -> RequestContext<'a> {
+        static R1: HeaderValue = HeaderValue::from_static("r1");
         static PEER: std::sync::LazyLock<HeaderValue> =
             std::sync::LazyLock::new(|| peer_text("10.0.0.9".parse().unwrap()));
         RequestContext {
@@ -1035,7 +1024,7 @@ mod tests {
             peer_text: &PEER,
             identity,
             path_course,
-            request_id: "r1",
+            request_id: &R1,
         }
     }
 
@@ -1191,7 +1180,9 @@ mod tests {
             "1.2.3.4, 5.6.7.8, 10.0.0.9"
         );
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
-        assert_eq!(h.get("x-request-id").unwrap(), "from-the-ingress");
+        // The id the request-id layer settled on (a trusted proxy's own,
+        // there) is the one sent.
+        assert_eq!(h.get("x-request-id").unwrap(), "r1");
     }
 
     #[test]
@@ -1256,15 +1247,6 @@ mod tests {
         p.inject(&mut h, &ctx(Some(&bare), None));
         assert_eq!(h.get("x-lti-user").unwrap(), "acme:7");
         assert!(!h.contains_key("x-lti-course") && !h.contains_key("x-lti-roles"));
-    }
-
-    #[test]
-    fn request_ids_are_hex_and_fresh() {
-        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
-        let (a, b) = (new_request_id(&mut a), new_request_id(&mut b));
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
     }
 
     #[test]

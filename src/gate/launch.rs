@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::session::Session;
 use super::Gate;
 use crate::config::{Consumer, PublicUrl, Settings};
+use crate::http::access_log::{LogIdentity, LogReason};
 use crate::http::respond;
 use crate::http::{unix_now, with_header, Body};
 use crate::lti::encode::{parse_form, percent_encode};
@@ -125,7 +126,11 @@ where
                 detail = %f.detail,
                 "launch refused"
             );
-            rejection_response(f, json)
+            let label = f.reason.label();
+            let mut resp = rejection_response(f, json);
+            // The true reason, as the metric has it (the page may say less).
+            resp.extensions_mut().insert(LogReason(label));
+            resp
         }
     }
 }
@@ -656,11 +661,16 @@ async fn accept(
         "launch accepted"
     );
     let location = format!("{}?ticket={ticket}", state.public_path("/lti/continue"));
-    Ok(with_header(
+    let mut resp = with_header(
         respond::see_other(&location),
         header::SET_COOKIE,
         &state.session_cookie(&cookie),
-    ))
+    );
+    resp.extensions_mut().insert(LogIdentity {
+        tenant: consumer.name.clone(),
+        external_id,
+    });
+    Ok(resp)
 }
 
 async fn release(state: &Gate, consumer: &Consumer, course: &str, learner: &str) {

@@ -1,7 +1,9 @@
 //! The proxied side of the public listener: every request that is not one
-//! of ltigate's own routes passes one tower stack, built once at start-up
-//! in [`Proxy::new`]:
+//! of ltigate's own routes passes these layers, built once at start-up in
+//! [`Proxy::new`] and composed with the rest of the public stack in
+//! `lib.rs`:
 //!
+//! 0. [`ProxyRequest::new`] — the request with its client connection;
 //! 1. [`SessionGateLayer`] — a valid session, or a public path; else 401;
 //! 2. [`CsrfLayer`] — no unsafe cross-site request or cross-origin
 //!    WebSocket rides on the cookie; else 403;
@@ -35,12 +37,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use prometheus::{Histogram, IntCounter};
 use tokio::time::Instant;
-use tower::{ServiceBuilder, ServiceExt};
 
-use super::headers::{
-    is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, HeaderPolicyService, ResponsePolicy,
-};
-use super::session::{CsrfGuard, CsrfLayer, OpenedSession, SessionGate, SessionGateLayer};
+use super::headers::{is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, ResponsePolicy};
+use super::session::{CsrfLayer, OpenedSession, SessionGateLayer};
 use super::upstream::{Affinity, Upstream, UpstreamError};
 use super::Gate;
 use crate::http::{respond, Body};
@@ -59,6 +58,16 @@ pub struct ProxyRequest<B = Incoming> {
 }
 
 impl<B> ProxyRequest<B> {
+    /// A request that came on `client`'s connection, not yet gated.
+    pub fn new(http: Request<B>, client: Arc<ClientConn>) -> Self {
+        ProxyRequest {
+            accept: http.headers().get(http::header::ACCEPT).cloned(),
+            http,
+            session: None,
+            client,
+        }
+    }
+
     /// The client prefers JSON error bodies.
     pub fn json(&self) -> bool {
         respond::accepts_json(self.accept.as_ref())
@@ -78,11 +87,18 @@ pub struct ClientConn {
 /// Idle upstream connections kept for client connections that have none.
 const MAX_IDLE_UPSTREAM: usize = 1024;
 
-type Stack = SessionGate<CsrfGuard<HeaderPolicyService<Forward>>>;
-
-/// The gate + proxy.
+/// The layers of the proxied side and its innermost service, each built
+/// once; `lib.rs` composes them.
 pub struct Proxy {
-    stack: Stack,
+    /// Who is asking: without a valid session only public paths pass.
+    pub session: SessionGateLayer,
+    /// From where: checked once the cookie is known to matter.
+    pub csrf: CsrfLayer,
+    /// What the upstream sees: after the gate, so the identity headers come
+    /// from the session just checked.
+    pub headers: HeaderPolicyLayer,
+    /// The upstream.
+    pub forward: Forward,
     upstream: Arc<Upstream>,
 }
 
@@ -136,16 +152,13 @@ impl Proxy {
             MAX_IDLE_UPSTREAM,
         );
 
-        let stack = ServiceBuilder::new()
-            // Who is asking: without a valid session only public paths pass.
-            .layer(SessionGateLayer::new(app.clone()))
-            // From where: checked once the cookie is known to matter.
-            .layer(CsrfLayer::new(&app))
-            // What the upstream sees: after the gate, so the identity
-            // headers come from the session just checked.
-            .layer(HeaderPolicyLayer::new(policy))
-            .service(forward);
-        Ok(Proxy { stack, upstream })
+        Ok(Proxy {
+            session: SessionGateLayer::new(app.clone()),
+            csrf: CsrfLayer::new(&app),
+            headers: HeaderPolicyLayer::new(policy),
+            forward,
+            upstream,
+        })
     }
 
     /// State for a new client connection from `peer`.
@@ -155,20 +168,6 @@ impl Proxy {
             peer_text: super::headers::peer_text(peer.ip()),
             upstream: Affinity::new(self.upstream.clone()),
         })
-    }
-
-    /// Gates and proxies one request of `client`.
-    pub async fn handle(&self, req: Request<Incoming>, client: &Arc<ClientConn>) -> Response<Body> {
-        let req = ProxyRequest {
-            accept: req.headers().get(http::header::ACCEPT).cloned(),
-            http: req,
-            session: None,
-            client: client.clone(),
-        };
-        match self.stack.clone().oneshot(req).await {
-            Ok(resp) => resp,
-            Err(never) => match never {},
-        }
     }
 }
 

@@ -1,77 +1,173 @@
-//! Routing of the public listener: ltigate's own `/lti/…` routes, then the
-//! session gate in front of the proxy for everything else.
+//! ltigate's own routes on the public listener — launch, continue, logout,
+//! cartridge — as a layer: every other request goes on to the session gate
+//! and the proxy below it.
+//!
+//! ```text
+//! ServiceBuilder::new()
+//!     .layer(OwnRoutesLayer::new(gate))
+//!     .service(session_gate_and_proxy)
+//! ```
+//!
+//! The own routes run boxed: their futures are large (a launch provisions
+//! the learner), and every proxied request would otherwise carry — and
+//! copy — room for them.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::proxy::ClientConn;
-use super::{launch, tickets, Gate};
+use super::{cartridge, launch, tickets, Gate};
 use crate::http::{respond, Body};
 
-/// The public application behind the listener's limits.
-pub struct Public {
-    /// The public side's state.
-    pub gate: Arc<Gate>,
-    /// The session gate and proxy.
-    pub proxy: super::proxy::Proxy,
+/// One of ltigate's own routes, from the method and path alone.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// `POST /lti/launch`, or `/lti/launch/{course}` with the raw segment.
+    Launch(Option<String>),
+    /// `GET /lti/continue`.
+    Continue,
+    /// `POST /lti/logout`.
+    Logout,
+    /// `GET|HEAD /lti/cartridge.xml`.
+    Cartridge,
+    /// An own path with another method; the text says which are allowed.
+    MethodNotAllowed(&'static str),
+    /// Under `/lti/launch/` but not one segment.
+    NotFound,
 }
 
-/// Routes one public request of `client`. ltigate's own routes run boxed:
-/// their futures are large (a launch provisions the learner), and every
-/// proxied request would otherwise carry — and copy — room for them.
-pub async fn route(
-    public: &Public,
-    req: Request<Incoming>,
-    client: &Arc<ClientConn>,
-) -> Response<Body> {
-    let app = &public.gate;
-    let path = req.uri().path();
-    if let Some(rest) = path.strip_prefix("/lti/") {
-        match (req.method(), rest) {
-            (&Method::POST, "launch") => return Box::pin(launch::handle(app, req, None)).await,
-            (&Method::POST, r) if r.starts_with("launch/") => {
-                let course = r["launch/".len()..].to_string();
-                if course.is_empty() || course.contains('/') {
-                    return not_found(&req);
-                }
-                return Box::pin(launch::handle(app, req, Some(&course))).await;
+/// The own route a request is for, if any.
+fn route(method: &Method, path: &str) -> Option<Route> {
+    let rest = path.strip_prefix("/lti/")?;
+    Some(match (method, rest) {
+        (&Method::POST, "launch") => Route::Launch(None),
+        (&Method::POST, r) if r.starts_with("launch/") => {
+            let course = &r["launch/".len()..];
+            if course.is_empty() || course.contains('/') {
+                Route::NotFound
+            } else {
+                Route::Launch(Some(course.to_string()))
             }
-            (&Method::GET, "continue") => {
-                return Box::pin(tickets::handle_continue(app, req)).await
-            }
-            (&Method::POST, "logout") => return Box::pin(tickets::handle_logout(app, req)).await,
-            (&Method::GET | &Method::HEAD, "cartridge.xml") => {
-                return super::cartridge::handle(app, &req)
-            }
-            (_, r) if r == "launch" || r.starts_with("launch/") || r == "logout" => {
-                return respond::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "This address only accepts POST requests from an LMS.",
-                    respond::prefers_json(req.headers()),
-                )
-            }
-            (_, "continue" | "cartridge.xml") => {
-                return respond::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "Method not allowed.",
-                    respond::prefers_json(req.headers()),
-                )
-            }
-            _ => {}
+        }
+        (&Method::GET, "continue") => Route::Continue,
+        (&Method::POST, "logout") => Route::Logout,
+        (&Method::GET | &Method::HEAD, "cartridge.xml") => Route::Cartridge,
+        (_, r) if r == "launch" || r.starts_with("launch/") || r == "logout" => {
+            Route::MethodNotAllowed("This address only accepts POST requests from an LMS.")
+        }
+        (_, "continue" | "cartridge.xml") => Route::MethodNotAllowed("Method not allowed."),
+        _ => return None,
+    })
+}
+
+/// Answers one own route.
+async fn serve(gate: Arc<Gate>, route: Route, req: Request<Incoming>) -> Response<Body> {
+    let json = || respond::prefers_json(req.headers());
+    match route {
+        Route::Launch(course) => launch::handle(&gate, req, course.as_deref()).await,
+        Route::Continue => tickets::handle_continue(&gate, req).await,
+        Route::Logout => tickets::handle_logout(&gate, req).await,
+        Route::Cartridge => cartridge::handle(&gate, &req),
+        Route::MethodNotAllowed(text) => respond::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            text,
+            json(),
+        ),
+        Route::NotFound => respond::error(StatusCode::NOT_FOUND, "not_found", "Not found.", json()),
+    }
+}
+
+/// Serves ltigate's own routes, passes everything else on.
+#[derive(Clone)]
+pub struct OwnRoutesLayer {
+    gate: Arc<Gate>,
+}
+
+impl OwnRoutesLayer {
+    /// The routes of `gate`.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        OwnRoutesLayer { gate }
+    }
+}
+
+impl<S> tower::Layer<S> for OwnRoutesLayer {
+    type Service = OwnRoutes<S>;
+
+    fn layer(&self, inner: S) -> OwnRoutes<S> {
+        OwnRoutes {
+            gate: self.gate.clone(),
+            inner,
         }
     }
-    public.proxy.handle(req, client).await
 }
 
-fn not_found<B>(req: &Request<B>) -> Response<Body> {
-    respond::error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "Not found.",
-        respond::prefers_json(req.headers()),
-    )
+/// The service of [`OwnRoutesLayer`].
+#[derive(Clone)]
+pub struct OwnRoutes<S> {
+    gate: Arc<Gate>,
+    inner: S,
+}
+
+/// The boxed future of an own route.
+pub type OwnFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl<S> tower::Service<Request<Incoming>> for OwnRoutes<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<OwnFuture, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        match route(req.method(), req.uri().path()) {
+            Some(r) => {
+                let gate = self.gate.clone();
+                Either::Left(Box::pin(async move { Ok(serve(gate, r, req).await) }))
+            }
+            None => Either::Right(self.inner.call(req)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_routes_are_told_apart_by_method_and_path() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(route(&post, "/lti/launch"), Some(Route::Launch(None)));
+        assert_eq!(
+            route(&post, "/lti/launch/C%2D1"),
+            Some(Route::Launch(Some("C%2D1".into())))
+        );
+        assert_eq!(route(&post, "/lti/launch/"), Some(Route::NotFound));
+        assert_eq!(route(&post, "/lti/launch/a/b"), Some(Route::NotFound));
+        assert!(matches!(
+            route(&get, "/lti/launch"),
+            Some(Route::MethodNotAllowed(_))
+        ));
+        assert_eq!(route(&get, "/lti/continue"), Some(Route::Continue));
+        assert_eq!(route(&post, "/lti/logout"), Some(Route::Logout));
+        assert_eq!(route(&Method::HEAD, "/lti/cartridge.xml"), Some(Route::Cartridge));
+        assert!(matches!(
+            route(&post, "/lti/cartridge.xml"),
+            Some(Route::MethodNotAllowed(_))
+        ));
+        assert_eq!(route(&get, "/lti/other"), None);
+        assert_eq!(route(&get, "/courses/C-1"), None);
+    }
 }

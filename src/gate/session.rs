@@ -38,6 +38,7 @@ use http::{Method, Response, StatusCode};
 
 use super::proxy::ProxyRequest;
 use super::Gate;
+use crate::http::access_log::{LogIdentity, LogReason};
 use crate::http::{respond, unix_now, Body};
 use crate::secret::Secret;
 
@@ -424,6 +425,8 @@ struct GateShared {
     app: Arc<Gate>,
     rejections: Rejections,
     opened: OpenedCache,
+    /// Tell the access log whose request it was (`server.access_log`).
+    log_identity: bool,
 }
 
 /// A session opened from a cookie value, and the identity header values
@@ -543,6 +546,7 @@ impl SessionGateLayer {
         SessionGateLayer {
             shared: Arc::new(GateShared {
                 rejections: Rejections::new(&app.metrics),
+                log_identity: app.settings.server.access_log,
                 app,
                 opened: OpenedCache::new(),
             }),
@@ -644,8 +648,15 @@ impl GateShared {
     }
 }
 
-/// The response of a refused request: counted, then a page.
+/// The response of a refused request: counted, then a page; the access
+/// log gets the reason's metric label.
 fn rejection(reason: SessionRejection, json: bool) -> Response<Body> {
+    let mut resp = rejection_page(reason, json);
+    resp.extensions_mut().insert(LogReason(reason.label()));
+    resp
+}
+
+fn rejection_page(reason: SessionRejection, json: bool) -> Response<Body> {
     match reason {
         SessionRejection::Csrf => respond::error(
             StatusCode::FORBIDDEN,
@@ -680,8 +691,15 @@ where
         let shared = &self.shared;
         let now = unix_now();
         let mut cookie = None;
+        let mut identity = None;
         match shared.session(req.http.headers(), now) {
             Ok(s) => {
+                if shared.log_identity {
+                    identity = Some(LogIdentity {
+                        tenant: s.session.consumer.clone(),
+                        external_id: s.session.external_id.clone(),
+                    });
+                }
                 let public = is_public_path(
                     &shared.app.settings.server.public_paths,
                     req.http.uri().path(),
@@ -705,16 +723,19 @@ where
         Either::Right(WithCookie {
             inner: self.inner.call(req),
             cookie,
+            identity,
         })
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response future that appends a `Set-Cookie` to the response.
+    /// A response future that appends a `Set-Cookie` to the response, and
+    /// tells the access log whose request it was.
     pub struct WithCookie<F> {
         #[pin]
         inner: F,
         cookie: Option<HeaderValue>,
+        identity: Option<LogIdentity>,
     }
 }
 
@@ -729,6 +750,9 @@ where
         let mut resp = std::task::ready!(this.inner.poll(cx))?;
         if let Some(c) = this.cookie.take() {
             resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        if let Some(i) = this.identity.take() {
+            resp.extensions_mut().insert(i);
         }
         Poll::Ready(Ok(resp))
     }

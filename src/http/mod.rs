@@ -14,6 +14,8 @@ use crate::metrics::Metrics;
 use crate::provision::Provisioner;
 use crate::store::SharedStore;
 
+pub mod access_log;
+pub mod request_id;
 pub mod respond;
 
 /// Error type of response bodies.

@@ -7,6 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use super::access_log::LogReason;
 use super::Body;
 
 /// A complete body from bytes.
@@ -85,7 +86,13 @@ fn base(status: StatusCode, content_type: &'static str, body: Body) -> Response<
 
 /// An error page: `code` is a stable machine-readable label (the metric
 /// label where there is one), `message` the human text.
-pub fn error(status: StatusCode, code: &str, message: &str, json: bool) -> Response<Body> {
+pub fn error(status: StatusCode, code: &'static str, message: &str, json: bool) -> Response<Body> {
+    let mut resp = error_body(status, code, message, json);
+    resp.extensions_mut().insert(LogReason(code));
+    resp
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str, json: bool) -> Response<Body> {
     if json {
         let body = serde_json::json!({
             "error": code,

@@ -1,0 +1,183 @@
+//! Request ids: every request on the public listener gets one.
+//!
+//! ```text
+//! ServiceBuilder::new()
+//!     .layer(RequestIdLayer::new(trust_forwarded_headers))
+//!     .service(inner)
+//! ```
+//!
+//! The id is the `X-Request-Id` a trusted proxy sent (only with
+//! `server.trust_forwarded_headers`, and only when it is 1–128 visible
+//! ASCII characters, so that it cannot break a log line), else a fresh one
+//! (128 random bits, 32 hex digits). It goes into the request's extensions
+//! as a [`RequestId`] (the header policy sends it upstream, the access log
+//! writes it), back to the client in the response's `X-Request-Id`, and
+//! every log line written while the request is handled carries it in the
+//! `request` span.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::header::HeaderName;
+use http::{HeaderValue, Request, Response};
+use tracing::instrument::Instrumented;
+use tracing::Instrument as _;
+
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request id taken from a trusted proxy.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// The id of one request, in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// A fresh id: 128 random bits as 32 lowercase hex digits.
+    pub fn fresh() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n: u128 = rand::random();
+        let mut buf = [0u8; 32];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
+        }
+        // Hex digits are always a valid header value.
+        RequestId(
+            HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0")),
+        )
+    }
+
+    /// The id a trusted proxy sent, when it is one ltigate passes on.
+    pub fn from_trusted(value: &HeaderValue) -> Option<Self> {
+        let b = value.as_bytes();
+        let ok = (1..=MAX_REQUEST_ID).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic());
+        ok.then(|| RequestId(value.clone()))
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    /// The id as text (always visible ASCII).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("-")
+    }
+}
+
+/// Gives every request a [`RequestId`] (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestIdLayer {
+    trust: bool,
+}
+
+impl RequestIdLayer {
+    /// `trust`: take a request's own `X-Request-Id` (a trusted proxy in front).
+    pub fn new(trust: bool) -> Self {
+        RequestIdLayer { trust }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = SetRequestId<S>;
+
+    fn layer(&self, inner: S) -> SetRequestId<S> {
+        SetRequestId {
+            inner,
+            trust: self.trust,
+        }
+    }
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub struct SetRequestId<S> {
+    inner: S,
+    trust: bool,
+}
+
+impl<S, B, R> tower::Service<Request<B>> for SetRequestId<S>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let trusted = match self.trust {
+            true => req.headers().get(&X_REQUEST_ID).and_then(RequestId::from_trusted),
+            false => None,
+        };
+        let id = trusted.unwrap_or_else(RequestId::fresh);
+        let span = tracing::info_span!("request", id = id.as_str());
+        let value = id.0.clone();
+        req.extensions_mut().insert(id);
+        let inner = span.in_scope(|| self.inner.call(req)).instrument(span);
+        RequestIdFuture {
+            inner,
+            value: Some(value),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`SetRequestId`]: the inner future inside the
+    /// request's span, then the id on the response.
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        value: Option<HeaderValue>,
+    }
+}
+
+impl<F, R, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = Result<Response<R>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = ready!(this.inner.poll(cx))?;
+        if let Some(value) = this.value.take() {
+            resp.headers_mut().insert(X_REQUEST_ID, value);
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_ids_are_hex_and_differ() {
+        let (a, b) = (RequestId::fresh(), RequestId::fresh());
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_trusted_id_is_taken_only_when_it_is_safe_to_log() {
+        let ok = HeaderValue::from_static("ingress-42/abc");
+        assert_eq!(RequestId::from_trusted(&ok).unwrap().as_str(), "ingress-42/abc");
+        for bad in ["", "with space", "tab\there"] {
+            let v = HeaderValue::from_str(bad).unwrap();
+            assert!(RequestId::from_trusted(&v).is_none(), "{bad:?}");
+        }
+        let long = HeaderValue::from_str(&"a".repeat(MAX_REQUEST_ID + 1)).unwrap();
+        assert!(RequestId::from_trusted(&long).is_none());
+        let max = HeaderValue::from_str(&"a".repeat(MAX_REQUEST_ID)).unwrap();
+        assert!(RequestId::from_trusted(&max).is_some());
+        let high = HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap();
+        assert!(RequestId::from_trusted(&high).is_none());
+    }
+}
