@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{redact_url, OneOrMany, Quantity, RawConfig, RawSecret};
+use super::raw::{
+    redact_url, OneOrMany, Quantity, RawConfig, RawConsumer, RawCourse, RawLaunch, RawOutcomes,
+    RawSecret, RawServer, RawSession, RawStore, RawUpstream, RawWebhook,
+};
 use super::settings::*;
 use super::{ConfigError, MIN_SESSION_KEY};
 use crate::secret::Secret;
@@ -251,18 +254,45 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
     let mut c = Check {
         problems: &mut problems,
     };
+    let server = server(&mut c, &raw.server);
+    let upstream = upstream(&mut c, &raw.upstream);
+    let launch = launch(&mut c, &raw.launch);
+    let session = session(&mut c, &raw.session, server.as_ref().map(|s| &s.public_url));
+    let store = store(&mut c, &raw.store, session.secret.is_some());
+    let webhook = webhook(&mut c, &raw.webhook);
+    let outcomes = outcomes(&mut c, &raw.outcomes);
+    let consumers = consumers(&mut c, &raw.consumers, &raw.launch.id_separator);
+    let courses = courses(&mut c, &raw.courses);
+    match server {
+        Some(server) if problems.is_empty() => Ok(Settings {
+            server,
+            upstream,
+            launch,
+            session,
+            store,
+            webhook,
+            outcomes,
+            count_staff: raw.licences.count_staff,
+            cartridge: raw.cartridge.clone(),
+            consumers,
+            courses,
+        }),
+        _ => Err(ConfigError(problems)),
+    }
+}
 
-    // [server]
-    let listen = c.addr("server.listen", &raw.server.listen);
-    let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
-    let public_url = if raw.server.public_url.trim().is_empty() {
+/// `[server]`; `None` without a usable `public_url`.
+fn server(c: &mut Check<'_>, raw: &RawServer) -> Option<ServerSettings> {
+    let listen = c.addr("server.listen", &raw.listen);
+    let admin_listen = c.addr("server.admin_listen", &raw.admin_listen);
+    let public_url = if raw.public_url.trim().is_empty() {
         c.problems.push(
             "server.public_url: required (the base URL the LMS launches, e.g. \"https://learn.example.com\")"
                 .into(),
         );
         None
     } else {
-        match parse_public_url(raw.server.public_url.trim()) {
+        match parse_public_url(raw.public_url.trim()) {
             Ok(u) => Some(u),
             Err(e) => {
                 c.problems.push(format!("server.public_url: {e}"));
@@ -270,34 +300,45 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             }
         }
     };
-    for p in &raw.server.public_paths {
+    for p in &raw.public_paths {
         if !p.starts_with('/') {
             c.problems
                 .push(format!("server.public_paths: `{p}` must start with `/`"));
         }
     }
-    if raw.server.max_connections == 0 {
+    if raw.max_connections == 0 {
         c.problems
             .push("server.max_connections: must be at least 1".into());
     }
-    let header_read_timeout = c.duration(
-        "server.header_read_timeout",
-        &raw.server.header_read_timeout,
-    );
-    let send_timeout = c.duration("server.send_timeout", &raw.server.send_timeout);
-    if send_timeout.is_zero() && parse_duration(&raw.server.send_timeout).is_ok() {
+    let header_read_timeout = c.duration("server.header_read_timeout", &raw.header_read_timeout);
+    let send_timeout = c.duration("server.send_timeout", &raw.send_timeout);
+    if send_timeout.is_zero() && parse_duration(&raw.send_timeout).is_ok() {
         c.problems
             .push("server.send_timeout: must be longer than 0s".into());
     }
-    let max_header_bytes = c.size("server.max_header_bytes", &raw.server.max_header_bytes);
+    let max_header_bytes = c.size("server.max_header_bytes", &raw.max_header_bytes);
     if max_header_bytes != 0 && max_header_bytes < 1024 {
         c.problems
             .push("server.max_header_bytes: must be at least 1KiB".into());
     }
-    let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
+    let shutdown_grace = c.duration("server.shutdown_grace", &raw.shutdown_grace);
+    Some(ServerSettings {
+        listen,
+        admin_listen,
+        public_url: public_url?,
+        trust_forwarded_headers: raw.trust_forwarded_headers,
+        public_paths: raw.public_paths.clone(),
+        frame_ancestors: raw.frame_ancestors.clone(),
+        max_connections: raw.max_connections,
+        header_read_timeout,
+        send_timeout,
+        max_header_bytes,
+        shutdown_grace,
+    })
+}
 
-    // [upstream]
-    let up = &raw.upstream;
+/// `[upstream]`.
+fn upstream(c: &mut Check<'_>, up: &RawUpstream) -> UpstreamSettings {
     let url = c.http_url("upstream.url", &up.url);
     let api_url = c.http_url("upstream.api_url", &up.api_url);
     c.path_template("upstream.user_path", &up.user_path, &["external_id"]);
@@ -328,16 +369,36 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
     if up.api_retries > 10 {
         c.problems.push("upstream.api_retries: at most 10".into());
     }
+    UpstreamSettings {
+        url,
+        api_url,
+        api_token,
+        api_timeout,
+        api_retries: up.api_retries,
+        user_path: up.user_path.clone(),
+        subscription_path: up.subscription_path.clone(),
+        landing_path: up.landing_path.clone(),
+        course_path,
+        pass_host_header: up.pass_host_header,
+        timeout,
+    }
+}
 
-    // [launch]
-    let max_clock_skew = c.duration("launch.max_clock_skew", &raw.launch.max_clock_skew);
-    if raw.launch.id_separator.is_empty() {
+/// `[launch]`.
+fn launch(c: &mut Check<'_>, raw: &RawLaunch) -> LaunchSettings {
+    let max_clock_skew = c.duration("launch.max_clock_skew", &raw.max_clock_skew);
+    if raw.id_separator.is_empty() {
         c.problems
             .push("launch.id_separator: must not be empty".into());
     }
+    LaunchSettings {
+        max_clock_skew,
+        id_separator: raw.id_separator.clone(),
+    }
+}
 
-    // [session]
-    let s = &raw.session;
+/// `[session]`; the cookie name is checked against the public URL's scheme.
+fn session(c: &mut Check<'_>, s: &RawSession, public_url: Option<&PublicUrl>) -> SessionSettings {
     let ttl = c.duration("session.ttl", &s.ttl);
     let idle_ttl = c.duration("session.idle_ttl", &s.idle_ttl);
     if ttl.is_zero() || idle_ttl.is_zero() {
@@ -357,7 +418,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
         ));
     }
     if s.cookie_name.starts_with("__Host-") || s.cookie_name.starts_with("__Secure-") {
-        if let Some(u) = &public_url {
+        if let Some(u) = public_url {
             if !u.is_https() && !is_local_host(&u.host) {
                 c.problems.push(format!(
                     "session.cookie_name: `{}` needs Secure cookies, which browsers only keep on https (or localhost); use https in server.public_url or another cookie name",
@@ -370,30 +431,14 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
         c.problems
             .push("session.header_prefix: must be a non-empty header name prefix".into());
     }
-    let not_before = if s.not_before.trim().is_empty() {
-        None
-    } else {
-        match humantime::parse_rfc3339_weak(s.not_before.trim()) {
-            Ok(t) => t
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_secs()),
-            Err(_) => {
-                c.problems.push(format!(
-                    "session.not_before: `{}` is not an RFC 3339 timestamp (example: \"2026-01-31T12:00:00Z\")",
-                    s.not_before
-                ));
-                None
-            }
-        }
-    };
-    let session_secret = resolve_secret(
+    let not_before = not_before(c, &s.not_before);
+    let secret = resolve_secret(
         "session.secret",
         s.secret.as_ref(),
         s.secret_file.as_ref(),
         c.problems,
     );
-    if let Some(k) = &session_secret {
+    if let Some(k) = &secret {
         if k.len() < MIN_SESSION_KEY {
             c.problems.push(format!(
                 "session.secret: must be at least {MIN_SESSION_KEY} bytes (got {})",
@@ -401,10 +446,46 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             ));
         }
     }
-    let mut previous_secrets = Vec::new();
+    SessionSettings {
+        secret,
+        previous_secrets: previous_session_secrets(c, s),
+        cookie_name: s.cookie_name.clone(),
+        header_prefix: s.header_prefix.clone(),
+        ttl,
+        idle_ttl,
+        max_courses: s.max_courses,
+        partitioned: s.partitioned,
+        csrf: s.csrf,
+        rewrite_upstream_cookies: s.rewrite_upstream_cookies,
+        not_before,
+    }
+}
+
+/// `session.not_before`: Unix seconds, `None` when empty.
+fn not_before(c: &mut Check<'_>, text: &str) -> Option<u64> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    match humantime::parse_rfc3339_weak(text.trim()) {
+        Ok(t) => t
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs()),
+        Err(_) => {
+            c.problems.push(format!(
+                "session.not_before: `{text}` is not an RFC 3339 timestamp (example: \"2026-01-31T12:00:00Z\")"
+            ));
+            None
+        }
+    }
+}
+
+/// `session.previous_secrets` and `session.previous_secrets_file`.
+fn previous_session_secrets(c: &mut Check<'_>, s: &RawSession) -> Vec<Secret> {
+    let mut previous = Vec::new();
     for (i, p) in s.previous_secrets.iter().enumerate() {
         match Secret::parse(&p.0) {
-            Ok(k) if k.len() >= MIN_SESSION_KEY => previous_secrets.push(k),
+            Ok(k) if k.len() >= MIN_SESSION_KEY => previous.push(k),
             Ok(_) => c.problems.push(format!(
                 "session.previous_secrets[{i}]: must be at least {MIN_SESSION_KEY} bytes"
             )),
@@ -418,7 +499,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             Ok(lines) => {
                 for (n, line) in lines {
                     match line {
-                        Ok(k) if k.len() >= MIN_SESSION_KEY => previous_secrets.push(k),
+                        Ok(k) if k.len() >= MIN_SESSION_KEY => previous.push(k),
                         Ok(_) => c.problems.push(format!(
                             "session.previous_secrets_file: line {n}: must be at least {MIN_SESSION_KEY} bytes"
                         )),
@@ -433,9 +514,13 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
                 .push(format!("session.previous_secrets_file: {e}")),
         }
     }
+    previous
+}
 
-    // [store]
-    let urls: Vec<String> = match &raw.store.url {
+/// `[store]`: embedded without a URL, else Redis (which needs a shared
+/// session key).
+fn store(c: &mut Check<'_>, raw: &RawStore, has_session_secret: bool) -> StoreSettings {
+    let urls: Vec<String> = match &raw.url {
         OneOrMany::One(s) => s
             .split(',')
             .map(|u| u.trim().to_string())
@@ -447,68 +532,71 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             .filter(|u| !u.is_empty())
             .collect(),
     };
-    let store_timeout = c.duration("store.timeout", &raw.store.timeout);
-    let store = if urls.is_empty() {
-        if raw.store.cluster {
+    let timeout = c.duration("store.timeout", &raw.timeout);
+    if urls.is_empty() {
+        if raw.cluster {
             c.problems
                 .push("store.cluster: needs store.url (the Cluster's seed nodes)".into());
         }
-        if raw.store.path.trim().is_empty() {
+        if raw.path.trim().is_empty() {
             c.problems
                 .push("store.path: required for the embedded store".into());
         }
-        StoreSettings::Embedded {
-            path: PathBuf::from(&raw.store.path),
+        return StoreSettings::Embedded {
+            path: PathBuf::from(&raw.path),
+        };
+    }
+    for u in &urls {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            c.problems.push(format!(
+                "store.url: `{}` must start with redis:// or rediss://",
+                redact_url(u)
+            ));
+        } else if redis::parse_redis_url(u).is_none() {
+            c.problems.push(format!(
+                "store.url: `{}` is not a valid Redis URL",
+                redact_url(u)
+            ));
         }
-    } else {
-        for u in &urls {
-            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                c.problems.push(format!(
-                    "store.url: `{}` must start with redis:// or rediss://",
-                    redact_url(u)
-                ));
-            } else if redis::parse_redis_url(u).is_none() {
-                c.problems.push(format!(
-                    "store.url: `{}` is not a valid Redis URL",
-                    redact_url(u)
-                ));
-            }
-        }
-        if urls.len() > 1 && !raw.store.cluster {
-            c.problems.push(
-                "store.url: several URLs name a Redis Cluster; set store.cluster = true".into(),
-            );
-        }
-        if session_secret.is_none() {
-            c.problems.push(
-                "session.secret: required with Redis (every replica must share the session key); set session.secret or session.secret_file"
-                    .into(),
-            );
-        }
-        StoreSettings::Redis {
-            urls,
-            cluster: raw.store.cluster,
-            timeout: store_timeout,
-        }
-    };
+    }
+    if urls.len() > 1 && !raw.cluster {
+        c.problems
+            .push("store.url: several URLs name a Redis Cluster; set store.cluster = true".into());
+    }
+    if !has_session_secret {
+        c.problems.push(
+            "session.secret: required with Redis (every replica must share the session key); set session.secret or session.secret_file"
+                .into(),
+        );
+    }
+    StoreSettings::Redis {
+        urls,
+        cluster: raw.cluster,
+        timeout,
+    }
+}
 
-    // [webhook]
-    let w = &raw.webhook;
-    let webhook_secret = resolve_secret(
+/// `[webhook]`.
+fn webhook(c: &mut Check<'_>, w: &RawWebhook) -> WebhookSettings {
+    let secret = resolve_secret(
         "webhook.secret",
         w.secret.as_ref(),
         w.secret_file.as_ref(),
         c.problems,
     );
-    if webhook_secret.as_ref().is_some_and(|s| s.len() < 16) {
+    if secret.as_ref().is_some_and(|s| s.len() < 16) {
         c.problems
             .push("webhook.secret: must be at least 16 bytes".into());
     }
-    let tolerance = c.duration("webhook.tolerance", &w.tolerance);
-    let max_body = c.size("webhook.max_body", &w.max_body);
+    WebhookSettings {
+        secret,
+        tolerance: c.duration("webhook.tolerance", &w.tolerance),
+        max_body: c.size("webhook.max_body", &w.max_body),
+    }
+}
 
-    // [outcomes]
-    let o = &raw.outcomes;
+/// `[outcomes]`.
+fn outcomes(c: &mut Check<'_>, o: &RawOutcomes) -> OutcomeSettings {
     if o.max_attempts == 0 {
         c.problems
             .push("outcomes.max_attempts: must be at least 1".into());
@@ -520,20 +608,30 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             .push("outcomes.retry_max: must not be shorter than outcomes.retry_initial".into());
     }
     let lease = c.duration("outcomes.lease", &o.lease);
-    let outcome_timeout = c.duration("outcomes.timeout", &o.timeout);
-    if lease <= outcome_timeout {
+    let timeout = c.duration("outcomes.timeout", &o.timeout);
+    if lease <= timeout {
         c.problems.push(
             "outcomes.lease: must be longer than outcomes.timeout (a lease must outlive a delivery)"
                 .into(),
         );
     }
+    OutcomeSettings {
+        max_attempts: o.max_attempts,
+        retry_initial,
+        retry_max,
+        lease,
+        timeout,
+        allow_insecure_targets: o.allow_insecure_targets,
+    }
+}
 
-    // [[consumers]]
+/// `[[consumers]]`: names, keys and `lms_id`s unique, one secret source each.
+fn consumers(c: &mut Check<'_>, raw: &[RawConsumer], id_separator: &str) -> Vec<Consumer> {
     let mut consumers = Vec::new();
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
     let mut lms_ids = HashSet::new();
-    for (i, rc) in raw.consumers.iter().enumerate() {
+    for (i, rc) in raw.iter().enumerate() {
         let at = format!("consumers[{i}]");
         if rc.name.trim().is_empty() {
             c.problems.push(format!("{at}.name: required"));
@@ -554,60 +652,11 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
                 "{at}.lms_id: `{}` is used twice (it must namespace one LMS)",
                 rc.lms_id
             ));
-        } else if !raw.launch.id_separator.is_empty()
-            && rc.lms_id.contains(&raw.launch.id_separator)
-        {
+        } else if !id_separator.is_empty() && rc.lms_id.contains(id_separator) {
             c.problems.push(format!(
-                "{at}.lms_id: `{}` must not contain launch.id_separator `{}`",
-                rc.lms_id, raw.launch.id_separator
+                "{at}.lms_id: `{}` must not contain launch.id_separator `{id_separator}`",
+                rc.lms_id
             ));
-        }
-        let mut secrets = Vec::new();
-        let given = usize::from(rc.secret.is_some())
-            + usize::from(!rc.secrets.is_empty())
-            + usize::from(rc.secret_file.is_some());
-        if given > 1 {
-            c.problems
-                .push(format!("{at}: set one of secret, secrets or secret_file"));
-        }
-        if let Some(s) = resolve_secret(
-            &format!("{at}.secret"),
-            rc.secret.as_ref(),
-            None,
-            c.problems,
-        ) {
-            secrets.push(s);
-        }
-        for (j, s) in rc.secrets.iter().enumerate() {
-            match Secret::parse(&s.0) {
-                Ok(s) => secrets.push(s),
-                Err(e) => c.problems.push(format!("{at}.secrets[{j}]: {e}")),
-            }
-        }
-        if let Some(f) = &rc.secret_file {
-            // One secret, or several during a rotation: one a line, newest first.
-            match read_secret_lines(f) {
-                Ok(lines) if lines.is_empty() => c
-                    .problems
-                    .push(format!("{at}.secret_file: `{f}` holds no secret")),
-                Ok(lines) => {
-                    for (n, line) in lines {
-                        match line {
-                            Ok(s) => secrets.push(s),
-                            Err(e) => c.problems.push(format!("{at}.secret_file: line {n}: {e}")),
-                        }
-                    }
-                }
-                Err(e) => c.problems.push(format!("{at}.secret_file: {e}")),
-            }
-        }
-        if given == 0 {
-            c.problems.push(format!(
-                "{at}: a secret is required (secret, secrets or secret_file)"
-            ));
-        }
-        if secrets.iter().any(|s| s.is_empty()) {
-            c.problems.push(format!("{at}: secrets must not be empty"));
         }
         if rc.max_licences == Some(0) {
             c.problems.push(format!(
@@ -617,7 +666,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
         consumers.push(Consumer {
             name: rc.name.clone(),
             key: rc.key.clone(),
-            secrets,
+            secrets: consumer_secrets(c, &at, rc),
             lms_id: rc.lms_id.clone(),
             environment: rc.environment.clone().filter(|e| !e.is_empty()),
             max_licences: rc.max_licences,
@@ -628,10 +677,66 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
                 .collect(),
         });
     }
+    consumers
+}
 
-    // [courses]
+/// A consumer's secrets, newest first, from exactly one of `secret`,
+/// `secrets` and `secret_file`.
+fn consumer_secrets(c: &mut Check<'_>, at: &str, rc: &RawConsumer) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    let given = usize::from(rc.secret.is_some())
+        + usize::from(!rc.secrets.is_empty())
+        + usize::from(rc.secret_file.is_some());
+    if given > 1 {
+        c.problems
+            .push(format!("{at}: set one of secret, secrets or secret_file"));
+    }
+    if let Some(s) = resolve_secret(
+        &format!("{at}.secret"),
+        rc.secret.as_ref(),
+        None,
+        c.problems,
+    ) {
+        secrets.push(s);
+    }
+    for (j, s) in rc.secrets.iter().enumerate() {
+        match Secret::parse(&s.0) {
+            Ok(s) => secrets.push(s),
+            Err(e) => c.problems.push(format!("{at}.secrets[{j}]: {e}")),
+        }
+    }
+    if let Some(f) = &rc.secret_file {
+        // One secret, or several during a rotation: one a line, newest first.
+        match read_secret_lines(f) {
+            Ok(lines) if lines.is_empty() => c
+                .problems
+                .push(format!("{at}.secret_file: `{f}` holds no secret")),
+            Ok(lines) => {
+                for (n, line) in lines {
+                    match line {
+                        Ok(s) => secrets.push(s),
+                        Err(e) => c.problems.push(format!("{at}.secret_file: line {n}: {e}")),
+                    }
+                }
+            }
+            Err(e) => c.problems.push(format!("{at}.secret_file: {e}")),
+        }
+    }
+    if given == 0 {
+        c.problems.push(format!(
+            "{at}: a secret is required (secret, secrets or secret_file)"
+        ));
+    }
+    if secrets.iter().any(|s| s.is_empty()) {
+        c.problems.push(format!("{at}: secrets must not be empty"));
+    }
+    secrets
+}
+
+/// `[courses.<id>]`.
+fn courses(c: &mut Check<'_>, raw: &BTreeMap<String, RawCourse>) -> BTreeMap<String, Course> {
     let mut courses = BTreeMap::new();
-    for (id, rc) in &raw.courses {
+    for (id, rc) in raw {
         if let Some(lp) = &rc.landing_path {
             if !lp.starts_with('/') {
                 c.problems.push(format!(
@@ -647,77 +752,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             },
         );
     }
-
-    let Some(public_url) = public_url else {
-        return Err(ConfigError(problems));
-    };
-    if !problems.is_empty() {
-        return Err(ConfigError(problems));
-    }
-
-    Ok(Settings {
-        server: ServerSettings {
-            listen,
-            admin_listen,
-            public_url,
-            trust_forwarded_headers: raw.server.trust_forwarded_headers,
-            public_paths: raw.server.public_paths.clone(),
-            frame_ancestors: raw.server.frame_ancestors.clone(),
-            max_connections: raw.server.max_connections,
-            header_read_timeout,
-            send_timeout,
-            max_header_bytes,
-            shutdown_grace,
-        },
-        upstream: UpstreamSettings {
-            url,
-            api_url,
-            api_token,
-            api_timeout,
-            api_retries: up.api_retries,
-            user_path: up.user_path.clone(),
-            subscription_path: up.subscription_path.clone(),
-            landing_path: up.landing_path.clone(),
-            course_path,
-            pass_host_header: up.pass_host_header,
-            timeout,
-        },
-        launch: LaunchSettings {
-            max_clock_skew,
-            id_separator: raw.launch.id_separator.clone(),
-        },
-        session: SessionSettings {
-            secret: session_secret,
-            previous_secrets,
-            cookie_name: s.cookie_name.clone(),
-            header_prefix: s.header_prefix.clone(),
-            ttl,
-            idle_ttl,
-            max_courses: s.max_courses,
-            partitioned: s.partitioned,
-            csrf: s.csrf,
-            rewrite_upstream_cookies: s.rewrite_upstream_cookies,
-            not_before,
-        },
-        store,
-        webhook: WebhookSettings {
-            secret: webhook_secret,
-            tolerance,
-            max_body,
-        },
-        outcomes: OutcomeSettings {
-            max_attempts: o.max_attempts,
-            retry_initial,
-            retry_max,
-            lease,
-            timeout: outcome_timeout,
-            allow_insecure_targets: o.allow_insecure_targets,
-        },
-        count_staff: raw.licences.count_staff,
-        cartridge: raw.cartridge.clone(),
-        consumers,
-        courses,
-    })
+    courses
 }
 
 fn is_token(s: &str) -> bool {
