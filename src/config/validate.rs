@@ -10,6 +10,7 @@ use super::raw::{
     RawSecret, RawServer, RawSession, RawStore, RawUpstream, RawWebhook,
 };
 use super::settings::*;
+use super::warnings::example_secrets;
 use super::{ConfigError, MIN_SESSION_KEY};
 use crate::secret::Secret;
 
@@ -263,6 +264,13 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
     let outcomes = outcomes(&mut c, &raw.outcomes);
     let consumers = consumers(&mut c, &raw.consumers, &raw.launch.id_separator);
     let courses = courses(&mut c, &raw.courses);
+    if server.as_ref().is_some_and(|s| s.public_url.is_https()) {
+        for key in example_secrets(&upstream, &session, &webhook, &consumers) {
+            c.problems.push(format!(
+                "{key}: a published example secret (from the shipped configuration, the README or the demo) is refused when server.public_url is https; set a secret of your own"
+            ));
+        }
+    }
     match server {
         Some(server) if problems.is_empty() => Ok(Settings {
             server,
