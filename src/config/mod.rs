@@ -7,7 +7,8 @@
 //! Kubernetes service-link variables such as `LTIGATE_PORT` are ignored.
 //! Unknown keys are rejected with their path. Every secret may be given inline
 //! or through a `*_file` twin (trailing newline trimmed; `base64:` prefix
-//! decoded). Durations accept `300ms`, `300s`, `8h`; sizes `64KiB`, `1MiB`.
+//! decoded). Durations are integers with a unit (`ms`, `s`, `m`, `h`, `d`),
+//! several parts adding up (`1h30m`), or a bare `0`; sizes `64KiB`, `1MiB`.
 //!
 //! The parts: `raw` holds the serde structs as written, `load` reads
 //! the sources, `validate` turns a [`RawConfig`] into [`Settings`],

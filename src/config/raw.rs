@@ -23,15 +23,38 @@ impl fmt::Debug for RawSecret {
     }
 }
 
-/// A duration or size as written: a string such as `300s`, or a bare integer
-/// (seconds, or bytes for sizes).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+/// A duration or size as written: a string such as `300s` or `64KiB`, or
+/// a bare integer (bytes for sizes; for durations only `0`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Quantity {
     /// `"300s"`, `"64KiB"`.
     Text(String),
-    /// Seconds or bytes.
+    /// Bytes, or a zero duration.
     Number(u64),
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Quantity;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string such as \"30s\" or \"64KiB\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
+                Ok(Quantity::Text(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
+                u64::try_from(v)
+                    .map(Quantity::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Serialize for Quantity {

@@ -203,14 +203,71 @@ fn durations_and_sizes() {
         parse_duration(&"8h".into()).unwrap(),
         Duration::from_secs(28800)
     );
-    assert_eq!(
-        parse_duration(&Quantity::Number(5)).unwrap(),
-        Duration::from_secs(5)
-    );
     assert!(parse_duration(&"soon".into()).is_err());
     assert_eq!(parse_size(&"64KiB".into()).unwrap(), 65536);
     assert_eq!(parse_size(&"1MiB".into()).unwrap(), 1 << 20);
     assert!(parse_size(&"1XB".into()).is_err());
+}
+
+#[test]
+fn durations_need_a_unit_from_one_grammar() {
+    let ok = |text: &str| parse_duration(&text.into()).map_err(|e| format!("{text}: {e}"));
+    assert_eq!(ok("1h30m").unwrap(), Duration::from_secs(5400));
+    assert_eq!(ok("2d").unwrap(), Duration::from_secs(2 * 86400));
+    assert_eq!(ok("1s500ms").unwrap(), Duration::from_millis(1500));
+    assert_eq!(ok("0").unwrap(), Duration::ZERO);
+    assert_eq!(
+        parse_duration(&Quantity::Number(0)).unwrap(),
+        Duration::ZERO
+    );
+    for bad in [
+        "8",
+        "8 hours",
+        "8hrs",
+        "8 h",
+        " 8h",
+        "1h 30m",
+        "h",
+        "8H",
+        "1.5h",
+        "-1s",
+        "",
+        "8h!",
+        "99999999999999999999d",
+    ] {
+        let err = ok(bad).unwrap_err();
+        assert!(
+            err.contains("ms, s, m, h or d") || err.contains("too long"),
+            "{err}"
+        );
+    }
+    let err = parse_duration(&Quantity::Number(8)).unwrap_err();
+    assert!(err.starts_with("`8` has no unit"), "{err}");
+}
+
+/// A duration that does not parse is one problem, not also a comparison
+/// with the zero it stands for.
+#[test]
+fn a_bad_duration_is_one_problem() {
+    for (section, key) in [
+        ("session", "ttl"),
+        ("session", "idle_ttl"),
+        ("outcomes", "lease"),
+        ("outcomes", "timeout"),
+        ("outcomes", "retry_initial"),
+        ("outcomes", "retry_max"),
+        ("server", "send_timeout"),
+    ] {
+        let var = format!("LTIGATE_{section}__{key}").to_ascii_uppercase();
+        let err = validate(&raw_from(MIN, &[(&var, "eight")]).unwrap()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{section}.{key}: {err}");
+        assert!(
+            err.0[0].starts_with(&format!("{section}.{key}: `eight` is not a duration")),
+            "{err}"
+        );
+    }
+    let err = validate(&raw_from(MIN, &[("LTIGATE_SESSION__TTL", "0")]).unwrap()).unwrap_err();
+    assert_eq!(err.0, ["session.ttl: must be longer than zero"]);
 }
 
 #[test]

@@ -14,20 +14,56 @@ use super::warnings::example_secrets;
 use super::{ConfigError, MIN_SESSION_KEY};
 use crate::secret::Secret;
 
-/// Parses `300ms`, `300s`, `8h`, `1h 30m`, or a bare number of seconds.
+/// The grammar of durations, for error messages.
+pub const DURATION_GRAMMAR: &str = "a duration is an integer followed by a unit (ms, s, m, h or d), with nothing between; several parts add up; a bare 0 is zero (examples: \"300ms\", \"30s\", \"8h\", \"1h30m\")";
+
+/// Parses a duration: one or more parts, each an integer immediately
+/// followed by `ms`, `s`, `m`, `h` or `d` (`300ms`, `30s`, `8h`, `1h30m`).
+/// A bare `0` (string or integer) is zero; any other number without a unit
+/// is refused, as are spaces and spelled-out units.
 pub fn parse_duration(q: &Quantity) -> Result<Duration, String> {
-    match q {
-        Quantity::Number(n) => Ok(Duration::from_secs(*n)),
-        Quantity::Text(t) => {
-            let t = t.trim();
-            if let Ok(n) = t.parse::<u64>() {
-                return Ok(Duration::from_secs(n));
-            }
-            humantime::parse_duration(t).map_err(|_| {
-                format!("`{t}` is not a duration (examples: \"300ms\", \"30s\", \"8h\")")
-            })
-        }
+    let text = match q {
+        Quantity::Number(0) => return Ok(Duration::ZERO),
+        Quantity::Number(n) => return Err(format!("`{n}` has no unit: {DURATION_GRAMMAR}")),
+        Quantity::Text(t) => t.as_str(),
+    };
+    if text == "0" {
+        return Ok(Duration::ZERO);
     }
+    let bad = || format!("`{text}` is not a duration: {DURATION_GRAMMAR}");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = text;
+    let mut total_ms: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let ms_per_unit: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{text}` has no unit: {DURATION_GRAMMAR}")),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total_ms = n
+            .checked_mul(ms_per_unit)
+            .and_then(|ms| total_ms.checked_add(ms))
+            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
+    }
+    Ok(Duration::from_millis(total_ms))
 }
 
 /// Parses `32KiB`, `64KB`, `1MiB`, `512`, or a bare number of bytes.
@@ -187,11 +223,17 @@ struct Check<'a> {
 }
 
 impl Check<'_> {
+    /// The duration, or `None` (and the problem noted) when it does not
+    /// parse.
+    fn parsed_duration(&mut self, key: &str, q: &Quantity) -> Option<Duration> {
+        parse_duration(q)
+            .map_err(|e| self.problems.push(format!("{key}: {e}")))
+            .ok()
+    }
+
+    /// The duration; zero (and the problem noted) when it does not parse.
     fn duration(&mut self, key: &str, q: &Quantity) -> Duration {
-        parse_duration(q).unwrap_or_else(|e| {
-            self.problems.push(format!("{key}: {e}"));
-            Duration::ZERO
-        })
+        self.parsed_duration(key, q).unwrap_or_default()
     }
 
     fn size(&mut self, key: &str, q: &Quantity) -> usize {
@@ -319,11 +361,12 @@ fn server(c: &mut Check<'_>, raw: &RawServer) -> Option<ServerSettings> {
             .push("server.max_connections: must be at least 1".into());
     }
     let header_read_timeout = c.duration("server.header_read_timeout", &raw.header_read_timeout);
-    let send_timeout = c.duration("server.send_timeout", &raw.send_timeout);
-    if send_timeout.is_zero() && parse_duration(&raw.send_timeout).is_ok() {
+    let send_timeout = c.parsed_duration("server.send_timeout", &raw.send_timeout);
+    if send_timeout.is_some_and(|t| t.is_zero()) {
         c.problems
             .push("server.send_timeout: must be longer than 0s".into());
     }
+    let send_timeout = send_timeout.unwrap_or_default();
     let max_header_bytes = c.size("server.max_header_bytes", &raw.max_header_bytes);
     if max_header_bytes != 0 && max_header_bytes < 1024 {
         c.problems
@@ -407,12 +450,15 @@ fn launch(c: &mut Check<'_>, raw: &RawLaunch) -> LaunchSettings {
 
 /// `[session]`; the cookie name is checked against the public URL's scheme.
 fn session(c: &mut Check<'_>, s: &RawSession, public_url: Option<&PublicUrl>) -> SessionSettings {
-    let ttl = c.duration("session.ttl", &s.ttl);
-    let idle_ttl = c.duration("session.idle_ttl", &s.idle_ttl);
-    if ttl.is_zero() || idle_ttl.is_zero() {
-        c.problems
-            .push("session.ttl / session.idle_ttl: must be longer than zero".into());
-    }
+    let mut lifetime = |key: &str, q: &Quantity| {
+        let d = c.parsed_duration(key, q);
+        if d.is_some_and(|d| d.is_zero()) {
+            c.problems.push(format!("{key}: must be longer than zero"));
+        }
+        d.unwrap_or_default()
+    };
+    let ttl = lifetime("session.ttl", &s.ttl);
+    let idle_ttl = lifetime("session.idle_ttl", &s.idle_ttl);
     if s.max_courses == 0 || s.max_courses > 50 {
         c.problems.push(
             "session.max_courses: must be between 1 and 50 (the cookie must stay under 4 KB)"
@@ -609,20 +655,29 @@ fn outcomes(c: &mut Check<'_>, o: &RawOutcomes) -> OutcomeSettings {
         c.problems
             .push("outcomes.max_attempts: must be at least 1".into());
     }
-    let retry_initial = c.duration("outcomes.retry_initial", &o.retry_initial);
-    let retry_max = c.duration("outcomes.retry_max", &o.retry_max);
-    if retry_max < retry_initial {
-        c.problems
-            .push("outcomes.retry_max: must not be shorter than outcomes.retry_initial".into());
+    let retry_initial = c.parsed_duration("outcomes.retry_initial", &o.retry_initial);
+    let retry_max = c.parsed_duration("outcomes.retry_max", &o.retry_max);
+    if let (Some(initial), Some(max)) = (retry_initial, retry_max) {
+        if max < initial {
+            c.problems
+                .push("outcomes.retry_max: must not be shorter than outcomes.retry_initial".into());
+        }
     }
-    let lease = c.duration("outcomes.lease", &o.lease);
-    let timeout = c.duration("outcomes.timeout", &o.timeout);
-    if lease <= timeout {
-        c.problems.push(
-            "outcomes.lease: must be longer than outcomes.timeout (a lease must outlive a delivery)"
-                .into(),
-        );
+    let lease = c.parsed_duration("outcomes.lease", &o.lease);
+    let timeout = c.parsed_duration("outcomes.timeout", &o.timeout);
+    if let (Some(lease), Some(timeout)) = (lease, timeout) {
+        if lease <= timeout {
+            c.problems.push(
+                "outcomes.lease: must be longer than outcomes.timeout (a lease must outlive a delivery)"
+                    .into(),
+            );
+        }
     }
+    let (retry_initial, retry_max) = (
+        retry_initial.unwrap_or_default(),
+        retry_max.unwrap_or_default(),
+    );
+    let (lease, timeout) = (lease.unwrap_or_default(), timeout.unwrap_or_default());
     OutcomeSettings {
         max_attempts: o.max_attempts,
         retry_initial,
