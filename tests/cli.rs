@@ -119,8 +119,20 @@ lms_id = "a"
         !err.contains("panicked") && !err.contains("backtrace"),
         "{err}"
     );
-    // Unknown keys stop before validation, with their path.
-    assert!(err.contains("session.tll: unknown key"), "{err}");
+    // Unknown keys come with the validation problems, each with its path
+    // and line.
+    for needle in [
+        "c.toml:6: unknown key session.tll",
+        "c.toml:5: session.ttl: `forever` is not a duration",
+        "c.toml:3: server.listen:",
+        // A default: no source.
+        "config: server.public_url: required",
+    ] {
+        assert!(
+            err.lines().filter(|l| l.contains(needle)).count() == 1,
+            "{needle} not on exactly one line:\n{err}"
+        );
+    }
 
     let toml = toml.replace("tll = \"1h\"\n", "");
     let (code, _, err) = check_config(&toml, &[("LTIGATE_STORE__URL", "mysql://x")]);
@@ -138,6 +150,70 @@ lms_id = "a"
             "{needle} not on exactly one line:\n{err}"
         );
     }
+    assert!(lines.iter().all(|l| l.starts_with("config: ")), "{err}");
+}
+
+/// Every unknown key and every type error, with the validation problems,
+/// each line naming its source: the file and line, or the variable.
+#[test]
+fn check_config_reports_every_key_error_with_its_source() {
+    let toml = "\
+[server]
+max_connections = \"lots\"
+listn = \"0.0.0.0:8080\"
+
+[session]
+ttll = \"1h\"
+
+[[consumers]]
+name = \"A\"
+key = \"a\"
+lms_id = \"a\"
+secret = \"a-secret\"
+
+[[consumers]]
+name = \"B\"
+key = \"b\"
+lmsid = \"b\"
+secret = \"b-secret\"
+
+[courses.C-1]
+grade_activity = 7
+landing_path = \"start\"
+";
+    let (code, out, err) = check_config(
+        toml,
+        &[
+            ("LTIGATE_STORE__URLL", "redis://x"),
+            ("LTIGATE_OUTCOMES__LEASE", "8 hours"),
+            ("LTIGATE_SESSION__SECRET", "short"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    let expected = [
+        "c.toml:2: server.max_connections: invalid type: string \"lots\"",
+        "c.toml:3: unknown key server.listn (known: listen, ",
+        "c.toml:6: unknown key session.ttll (known: ",
+        "c.toml:17: unknown key consumers[1].lmsid (known: ",
+        "c.toml:21: courses.C-1.grade_activity: invalid type: integer `7`",
+        "LTIGATE_STORE__URLL: unknown key store.urll (known: url, cluster, path, timeout)",
+        // Validation, with the source of the offending key.
+        "config: server.public_url: required",
+        "LTIGATE_OUTCOMES__LEASE: outcomes.lease: `8 hours` is not a duration",
+        "LTIGATE_SESSION__SECRET: session.secret: must be at least 32 bytes",
+        "c.toml:14: consumers[1].lms_id: required",
+        "c.toml:22: courses.C-1.landing_path: `start` must start with `/`",
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    for needle in expected {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(needle)).count(),
+            1,
+            "{needle} not on exactly one line:\n{err}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{err}");
     assert!(lines.iter().all(|l| l.starts_with("config: ")), "{err}");
 }
 

@@ -1,4 +1,4 @@
-//! Configuration: figment loading into serde structs at the edge, validated once
+//! Configuration: TOML and environment loading into serde structs at the edge, validated once
 //! into the typed [`Settings`] the rest of ltigate uses.
 //!
 //! Sources, later ones winning: built-in defaults → the TOML file
@@ -27,7 +27,7 @@ mod warnings;
 #[cfg(test)]
 mod tests;
 
-pub use load::{load_raw, load_raw_from};
+pub use load::{load_raw, load_raw_from, load_sources, Loaded, Origin, Origins};
 pub use raw::*;
 pub use settings::*;
 pub use validate::{parse_duration, parse_public_url, parse_size, validate};
@@ -58,7 +58,34 @@ impl std::error::Error for ConfigError {}
 
 /// Loads and validates: what `serve` and `check-config` call.
 pub fn load(path: Option<&Path>) -> Result<(RawConfig, Settings), ConfigError> {
-    let raw = load_raw(path)?;
-    let settings = validate(&raw)?;
-    Ok((raw, settings))
+    load_from(path, std::env::vars())
+}
+
+/// [`load`] with an explicit environment (tests). Unknown keys, type errors
+/// and validation problems are reported together, each line prefixed with
+/// the source of its key (`file:line` or the variable), if any.
+pub fn load_from(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(RawConfig, Settings), ConfigError> {
+    let loaded = load_sources(path, env)?;
+    let mut problems = loaded.problems.clone();
+    let settings = match validate(&loaded.raw) {
+        Ok(settings) => Some(settings),
+        Err(ConfigError(more)) => {
+            // A key that did not parse stands at its default: what
+            // validation says about that default is noise.
+            problems.extend(
+                more.into_iter()
+                    .filter(|p| !load::problem_key(p).is_some_and(|k| loaded.has_problem(k))),
+            );
+            None
+        }
+    };
+    match settings {
+        Some(settings) if problems.is_empty() => Ok((loaded.raw, settings)),
+        _ => Err(ConfigError(
+            problems.iter().map(|p| loaded.origins.locate(p)).collect(),
+        )),
+    }
 }

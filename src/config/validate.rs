@@ -54,7 +54,9 @@ pub fn parse_duration(q: &Quantity) -> Result<Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("`{text}` has no unit: {DURATION_GRAMMAR}")),
+            "" if unit_len == rest.len() => {
+                return Err(format!("`{text}` has no unit: {DURATION_GRAMMAR}"))
+            }
             _ => return Err(bad()),
         };
         rest = &rest[unit_len..];
