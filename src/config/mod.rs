@@ -31,6 +31,7 @@ pub use load::{load_raw, load_raw_from, load_sources, Loaded, Origin, Origins};
 pub use raw::*;
 pub use settings::*;
 pub use validate::{parse_duration, parse_public_url, parse_size, validate};
+pub use warnings::EXAMPLE_SECRETS;
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/ltigate.toml";
