@@ -158,9 +158,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 .set(used as i64);
         }
     }
-    if settings.webhook.secret.is_none() {
-        tracing::warn!("webhook.secret is not set: completion webhooks are refused with 401");
-    }
     let provisioner =
         provision::Provisioner::new(Arc::new(settings.upstream.clone()), metrics.clone())?;
     let lifetime = Lifetime {

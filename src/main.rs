@@ -8,19 +8,27 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "ltigate", version, about = "LTI 1.1 tool-provider gateway")]
 struct Cli {
-    /// Configuration file (default: config/ltigate.toml when it exists).
-    #[arg(long, short, global = true, env = "LTIGATE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--config`, offered by the subcommands that read the configuration (not
+/// by `demo`, which runs on its own).
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file (default: config/ltigate.toml when it exists).
+    #[arg(long, short, env = "LTIGATE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default).
-    Serve,
+    Serve(ConfigArg),
     /// Validate the configuration and print it with secrets redacted.
-    CheckConfig,
+    CheckConfig(ConfigArg),
     /// Print what an LMS admin needs to connect a course: launch URLs, key,
     /// cartridge URL and XML.
     Export(ExportArgs),
@@ -28,12 +36,15 @@ enum Command {
     /// admin listener, which holds the store).
     Outbox(OutboxArgs),
     /// Run ltigate with a demo platform and a demo LMS on this machine, and
-    /// print the URL to open. Uses its own configuration, not --config.
+    /// print the URL to open. Runs on its own configuration (see
+    /// --print-config), never a configuration file.
     Demo(DemoArgs),
 }
 
 #[derive(Args)]
 struct ExportArgs {
+    #[command(flatten)]
+    config: ConfigArg,
     /// The consumer's `name`.
     #[arg(long)]
     consumer: String,
@@ -58,6 +69,8 @@ enum Format {
 
 #[derive(Args)]
 struct OutboxArgs {
+    #[command(flatten)]
+    config: ConfigArg,
     /// Base URL of the running server's admin listener (default: from
     /// `server.admin_listen` in the configuration).
     #[arg(long)]
@@ -101,12 +114,16 @@ struct DemoArgs {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LTIGATE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,h2=warn,redis=warn"));
     let json = std::env::var("LTIGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colour only for a person at a terminal: logs piped to a file or a
+    // collector stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -145,13 +162,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = cli.config.as_deref();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
-        Command::CheckConfig => check_config(config),
-        Command::Export(args) => export(config, &args),
-        Command::Demo(args) => demo(&args),
-        Command::Outbox(args) => outbox(config, &args),
+    // `ltigate --config X check-config` and `ltigate check-config --config X`
+    // both work; the subcommand's wins.
+    let top = cli.config.config;
+    let pick = |sub: &ConfigArg| sub.config.clone().or_else(|| top.clone());
+    match cli.command {
+        None => serve(top.as_deref()),
+        Some(Command::Serve(c)) => serve(pick(&c).as_deref()),
+        Some(Command::CheckConfig(c)) => check_config(pick(&c).as_deref()),
+        Some(Command::Export(args)) => export(pick(&args.config).as_deref(), &args),
+        Some(Command::Outbox(args)) => outbox(pick(&args.config).as_deref(), &args),
+        Some(Command::Demo(args)) => demo(&args),
     }
 }
 

@@ -125,8 +125,10 @@ fn imports(code: &str) -> BTreeSet<String> {
                     '}' if depth == 0 => break,
                     '}' => depth -= 1,
                     ',' if depth == 0 => {
+                        if !name.is_empty() {
+                            found.insert(std::mem::take(&mut name));
+                        }
                         at_start = true;
-                        name.clear();
                         continue;
                     }
                     _ => {}

@@ -34,6 +34,7 @@ fn check_config_warns_of_a_secret_brightspace_would_truncate() {
         format!(
             "[server]\npublic_url = \"https://learn.example.com\"\n\
              [session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+             [webhook]\nsecret = \"0123456789abcdef-webhook\"\n\
              [[consumers]]\nname = \"D2L\"\nkey = \"d2l\"\nlms_id = \"d2l\"\n\
              secrets = [\"ok-secret\", \"{secret}\"]\n"
         )
@@ -41,7 +42,7 @@ fn check_config_warns_of_a_secret_brightspace_would_truncate() {
     let (code, _, err) = check_config(&toml(&long), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("warning: consumer \"D2L\": secret 2 is 101 characters"),
+        err.contains("warning: consumers[0]: secret 2 of consumer \"D2L\" is 101 characters"),
         "{err}"
     );
     assert!(!err.contains(&long));
@@ -118,8 +119,20 @@ lms_id = "a"
         !err.contains("panicked") && !err.contains("backtrace"),
         "{err}"
     );
-    // Unknown keys stop before validation, with their path.
-    assert!(err.contains("session.tll: unknown key"), "{err}");
+    // Unknown keys come with the validation problems, each with its path
+    // and line.
+    for needle in [
+        "c.toml:6: unknown key session.tll",
+        "c.toml:5: session.ttl: `forever` is not a duration",
+        "c.toml:3: server.listen:",
+        // A default: no source.
+        "config: server.public_url: required",
+    ] {
+        assert!(
+            err.lines().filter(|l| l.contains(needle)).count() == 1,
+            "{needle} not on exactly one line:\n{err}"
+        );
+    }
 
     let toml = toml.replace("tll = \"1h\"\n", "");
     let (code, _, err) = check_config(&toml, &[("LTIGATE_STORE__URL", "mysql://x")]);
@@ -137,6 +150,70 @@ lms_id = "a"
             "{needle} not on exactly one line:\n{err}"
         );
     }
+    assert!(lines.iter().all(|l| l.starts_with("config: ")), "{err}");
+}
+
+/// Every unknown key and every type error, with the validation problems,
+/// each line naming its source: the file and line, or the variable.
+#[test]
+fn check_config_reports_every_key_error_with_its_source() {
+    let toml = "\
+[server]
+max_connections = \"lots\"
+listn = \"0.0.0.0:8080\"
+
+[session]
+ttll = \"1h\"
+
+[[consumers]]
+name = \"A\"
+key = \"a\"
+lms_id = \"a\"
+secret = \"a-secret\"
+
+[[consumers]]
+name = \"B\"
+key = \"b\"
+lmsid = \"b\"
+secret = \"b-secret\"
+
+[courses.C-1]
+grade_activity = 7
+landing_path = \"start\"
+";
+    let (code, out, err) = check_config(
+        toml,
+        &[
+            ("LTIGATE_STORE__URLL", "redis://x"),
+            ("LTIGATE_OUTCOMES__LEASE", "8 hours"),
+            ("LTIGATE_SESSION__SECRET", "short"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    let expected = [
+        "c.toml:2: server.max_connections: invalid type: string \"lots\"",
+        "c.toml:3: unknown key server.listn (known: listen, ",
+        "c.toml:6: unknown key session.ttll (known: ",
+        "c.toml:17: unknown key consumers[1].lmsid (known: ",
+        "c.toml:21: courses.C-1.grade_activity: invalid type: integer `7`",
+        "LTIGATE_STORE__URLL: unknown key store.urll (known: url, cluster, path, timeout)",
+        // Validation, with the source of the offending key.
+        "config: server.public_url: required",
+        "LTIGATE_OUTCOMES__LEASE: outcomes.lease: `8 hours` is not a duration",
+        "LTIGATE_SESSION__SECRET: session.secret: must be at least 32 bytes",
+        "c.toml:14: consumers[1].lms_id: required",
+        "c.toml:22: courses.C-1.landing_path: `start` must start with `/`",
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    for needle in expected {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(needle)).count(),
+            1,
+            "{needle} not on exactly one line:\n{err}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{err}");
     assert!(lines.iter().all(|l| l.starts_with("config: ")), "{err}");
 }
 
@@ -175,6 +252,89 @@ fn the_shipped_config_is_valid() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("demo-secret-change-me"));
+    // The same warnings `serve` logs: the demo secret and the missing
+    // webhook secret.
+    let err = String::from_utf8_lossy(&out.stderr);
+    for warning in SHIPPED_WARNINGS {
+        assert!(
+            err.contains(&format!("config: warning: {warning}")),
+            "{err}"
+        );
+    }
+    assert!(!err.contains("demo-secret-change-me"), "{err}");
+}
+
+/// What `check-config` and `serve` both say about the shipped configuration.
+const SHIPPED_WARNINGS: [&str; 2] = [
+    "consumers[0].secret: a published example secret",
+    "webhook.secret: not set: completion webhooks are refused with 401",
+];
+
+/// The secrets published with ltigate (shipped file, demo, chart README)
+/// are refused once the public URL is https, wherever they are used.
+#[test]
+fn example_secrets_are_refused_behind_https() {
+    let config = |public_url: &str, session: &str, webhook: &str, consumer: &str| {
+        format!(
+            "[server]\npublic_url = \"{public_url}\"\n\
+             [session]\nsecret = \"{session}\"\n\
+             [webhook]\nsecret = \"{webhook}\"\n\
+             [upstream]\napi_token = \"demo-api-token\"\n\
+             [[consumers]]\nname = \"A\"\nkey = \"a\"\nlms_id = \"a\"\n\
+             secrets = [\"own-secret\", \"{consumer}\"]\n"
+        )
+    };
+    let session = "<openssl rand -base64 48>";
+    let (code, _, err) = check_config(
+        &config(
+            "https://learn.example.com",
+            session,
+            "demo-webhook-secret",
+            "demo-secret",
+        ),
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    for key in [
+        "upstream.api_token",
+        "session.secret",
+        "webhook.secret",
+        "consumers[0].secrets[1]",
+    ] {
+        assert!(
+            err.lines().any(
+                |l| l.contains(&format!(": {key}: a published example secret"))
+                    && l.contains("refused")
+            ),
+            "{key} not refused:\n{err}"
+        );
+    }
+    // On http (trying ltigate on one machine) they are warnings.
+    let (code, _, err) = check_config(
+        &config(
+            "http://localhost:8080",
+            &"k".repeat(32),
+            "<openssl rand -hex 32>",
+            "demo-secret",
+        ),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("warning: ").count(), 3, "{err}");
+    assert!(err.contains("warning: webhook.secret: a published example secret"));
+    // Secrets of one's own: nothing to say.
+    let (code, _, err) = check_config(
+        &config(
+            "https://learn.example.com",
+            &"k".repeat(32),
+            "own-webhook-secret-123",
+            "own-other-secret",
+        )
+        .replace("demo-api-token", "own-api-token"),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
 }
 
 /// `ltigate serve` on the shipped configuration starts, generates its
@@ -249,6 +409,57 @@ fn serve_runs_on_the_shipped_config_and_stops_on_sigterm() {
     while let Ok(line) = rx.try_recv() {
         log.push(line);
     }
-    // The demo consumer's secret never reaches the logs.
-    assert!(!log.join("\n").contains("demo-secret-change-me"));
+    // The demo consumer's secret never reaches the logs; the warnings
+    // check-config prints do.
+    let log = log.join("\n");
+    assert!(!log.contains("demo-secret-change-me"));
+    for warning in SHIPPED_WARNINGS {
+        assert!(log.contains(&format!("config: {warning}")), "{log}");
+    }
+}
+
+/// Logs written to a pipe or file carry no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A taken port: ltigate logs its warnings, fails to listen, and exits.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", SHIPPED])
+        .current_dir(dir.path())
+        .env(
+            "LTIGATE_SERVER__LISTEN",
+            taken.local_addr().unwrap().to_string(),
+        )
+        .env("LTIGATE_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env_remove("LTIGATE_LOG_FORMAT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("WARN") && err.contains("cannot start"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "colour codes in {err:?}");
+}
+
+/// `demo` runs on its own configuration, so its help offers no --config;
+/// the subcommands that read one do.
+#[test]
+fn only_the_subcommands_that_read_a_configuration_offer_config() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!help(&["demo", "--help"]).contains("--config <"));
+    for sub in ["serve", "check-config", "export", "outbox"] {
+        assert!(help(&[sub, "--help"]).contains("--config <"), "{sub}");
+    }
+    let out = Command::new(BIN)
+        .args(["demo", "--config", SHIPPED, "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

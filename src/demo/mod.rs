@@ -367,6 +367,16 @@ pub async fn start(opts: &Options) -> anyhow::Result<Demo> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_demo_secrets_are_known_examples() {
+        for secret in [super::CONSUMER_SECRET, super::WEBHOOK_SECRET, super::API_TOKEN] {
+            assert!(
+                crate::config::EXAMPLE_SECRETS.contains(&secret),
+                "{secret} is not in config::EXAMPLE_SECRETS"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
