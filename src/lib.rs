@@ -21,8 +21,8 @@ use std::convert::Infallible;
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use tokio::sync::watch;
-use tower::{Service, ServiceBuilder, ServiceExt as _};
 use tokio::task::JoinHandle;
+use tower::{Service, ServiceBuilder, ServiceExt as _};
 
 pub mod admin;
 pub mod config;
@@ -39,14 +39,14 @@ pub mod stall;
 pub mod store;
 
 use config::{Settings, StoreSettings};
-use gate::session::{Lifetime, Sealer};
 use gate::proxy::{ClientConn, ProxyRequest};
 use gate::router::OwnRoutesLayer;
+use gate::session::{Lifetime, Sealer};
 use gate::Gate;
 use http::access_log::AccessLogLayer;
 use http::request_id::RequestIdLayer;
-use server::shed::ShedLayer;
 use http::AppState;
+use server::shed::ShedLayer;
 
 /// The layers of the public listener, each built once at start-up.
 struct PublicLayers {

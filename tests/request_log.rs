@@ -148,7 +148,11 @@ async fn every_request_has_an_id_and_one_access_line_without_secrets() {
     assert_eq!(f["bytes_out"], body.len());
 
     // Refusals: the reason as the metrics name it.
-    let r = client().get(format!("{base}/courses/C-1")).send().await.unwrap();
+    let r = client()
+        .get(format!("{base}/courses/C-1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let line = access_line(&gate, &request_id(&r)).await;
     assert_eq!(line["fields"]["reason"], "missing");

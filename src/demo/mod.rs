@@ -369,7 +369,11 @@ pub async fn start(opts: &Options) -> anyhow::Result<Demo> {
 mod tests {
     #[test]
     fn the_demo_secrets_are_known_examples() {
-        for secret in [super::CONSUMER_SECRET, super::WEBHOOK_SECRET, super::API_TOKEN] {
+        for secret in [
+            super::CONSUMER_SECRET,
+            super::WEBHOOK_SECRET,
+            super::API_TOKEN,
+        ] {
             assert!(
                 crate::config::EXAMPLE_SECRETS.contains(&secret),
                 "{secret} is not in config::EXAMPLE_SECRETS"

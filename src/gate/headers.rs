@@ -225,7 +225,6 @@ pub fn peer_text(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(text.as_bytes()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-
 /// The identity header names, derived from the prefix once.
 #[derive(Debug, Clone)]
 pub struct IdentityNames {

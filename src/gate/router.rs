@@ -162,7 +162,10 @@ mod tests {
         ));
         assert_eq!(route(&get, "/lti/continue"), Some(Route::Continue));
         assert_eq!(route(&post, "/lti/logout"), Some(Route::Logout));
-        assert_eq!(route(&Method::HEAD, "/lti/cartridge.xml"), Some(Route::Cartridge));
+        assert_eq!(
+            route(&Method::HEAD, "/lti/cartridge.xml"),
+            Some(Route::Cartridge)
+        );
         assert!(matches!(
             route(&post, "/lti/cartridge.xml"),
             Some(Route::MethodNotAllowed(_))

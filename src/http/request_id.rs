@@ -44,9 +44,7 @@ impl RequestId {
             *b = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
         }
         // Hex digits are always a valid header value.
-        RequestId(
-            HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0")),
-        )
+        RequestId(HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0")))
     }
 
     /// The id a trusted proxy sent, when it is one ltigate passes on.
@@ -112,7 +110,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let trusted = match self.trust {
-            true => req.headers().get(&X_REQUEST_ID).and_then(RequestId::from_trusted),
+            true => req
+                .headers()
+                .get(&X_REQUEST_ID)
+                .and_then(RequestId::from_trusted),
             false => None,
         };
         let id = trusted.unwrap_or_else(RequestId::fresh);
@@ -168,7 +169,10 @@ mod tests {
     #[test]
     fn a_trusted_id_is_taken_only_when_it_is_safe_to_log() {
         let ok = HeaderValue::from_static("ingress-42/abc");
-        assert_eq!(RequestId::from_trusted(&ok).unwrap().as_str(), "ingress-42/abc");
+        assert_eq!(
+            RequestId::from_trusted(&ok).unwrap().as_str(),
+            "ingress-42/abc"
+        );
         for bad in ["", "with space", "tab\there"] {
             let v = HeaderValue::from_str(bad).unwrap();
             assert!(RequestId::from_trusted(&v).is_none(), "{bad:?}");
