@@ -1,6 +1,6 @@
 //! Grade passback (DESIGN §6): outcome targets stored at launch, the
-//! completion webhook, and the outbox worker that delivers LTI Basic
-//! Outcomes to the LMS.
+//! completion webhook, and the outbox worker that delivers grades to the
+//! LMS through one [`Deliver`] per target kind (LTI Basic Outcomes today).
 //!
 //! The decisions here are pure functions — target URL checks, the webhook
 //! signature, the classification of an LMS answer, the retry backoff — so
@@ -17,8 +17,11 @@ use crate::lti::outcomes::{parse_response, CodeMajor};
 use crate::secret::Secret;
 
 pub mod basic;
+pub mod deliver;
 pub mod webhook;
 pub mod worker;
+
+pub use deliver::{Deliver, Deliverers};
 
 /// Where and how a grade goes back: one variant per protocol (LTI 1.3 AGS
 /// line items will join Basic Outcomes).
@@ -65,7 +68,7 @@ impl OutcomeTarget {
     }
 }
 
-/// The kind of an outcome target: how its grades are sent.
+/// The kind of an outcome target: which [`Deliver`] sends its grades.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TargetKind {
     /// LTI 1.1 Basic Outcomes.
