@@ -79,33 +79,64 @@ fn store_unavailable(admin: &Admin, e: &crate::store::StoreError) -> Response<Bo
     )
 }
 
+/// How many outcome targets `/outbox` reads at once.
+const TARGET_READS: usize = 16;
+
+/// The kind of an enrolment's outcome target, as stored (`basic_outcomes`,
+/// or a kind this release does not know); `None` without a readable target.
+async fn target_kind(
+    admin: &Admin,
+    enrolment: &crate::store::Enrolment,
+) -> Result<Option<String>, crate::store::StoreError> {
+    Ok(admin
+        .app
+        .store
+        .get_enrolment(enrolment)
+        .await?
+        .flatten()
+        .and_then(|bytes| crate::outcomes::StoredTarget::decode(&bytes))
+        .map(|t| t.kind_name().to_string()))
+}
+
 async fn outbox_list(admin: &Admin) -> Response<Body> {
-    match admin.app.store.outbox_jobs().await {
-        Ok(mut jobs) => {
-            jobs.sort_by_key(|j| (j.state != crate::store::JobState::Dead, j.created_ms));
-            let list: Vec<serde_json::Value> = jobs
-                .iter()
-                .map(|j| {
-                    serde_json::json!({
-                        "id": j.enrolment.id(),
-                        "state": j.state,
-                        "consumer": j.enrolment.consumer,
-                        "course": j.enrolment.course,
-                        "learner": j.enrolment.learner,
-                        "event_id": j.event_id,
-                        "score": j.score,
-                        "attempts": j.attempts,
-                        "created_ms": j.created_ms,
-                        "next_at_ms": j.next_at_ms,
-                        "leased": j.lease_until_ms > crate::store::now_millis(),
-                        "last_error": j.last_error,
-                    })
-                })
-                .collect();
-            respond::json(StatusCode::OK, &serde_json::json!({ "jobs": list }))
+    let mut jobs = match admin.app.store.outbox_jobs().await {
+        Ok(jobs) => jobs,
+        Err(e) => return store_unavailable(admin, &e),
+    };
+    jobs.sort_by_key(|j| (j.state != crate::store::JobState::Dead, j.created_ms));
+    let mut kinds: Vec<Option<String>> = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(TARGET_READS) {
+        let mut reads = Vec::with_capacity(chunk.len());
+        for j in chunk {
+            reads.push(target_kind(admin, &j.enrolment));
         }
-        Err(e) => store_unavailable(admin, &e),
+        match futures_util::future::try_join_all(reads).await {
+            Ok(k) => kinds.extend(k),
+            Err(e) => return store_unavailable(admin, &e),
+        }
     }
+    let list: Vec<serde_json::Value> = jobs
+        .iter()
+        .zip(kinds)
+        .map(|(j, kind)| {
+            serde_json::json!({
+                "id": j.enrolment.id(),
+                "state": j.state,
+                "kind": kind,
+                "consumer": j.enrolment.consumer,
+                "course": j.enrolment.course,
+                "learner": j.enrolment.learner,
+                "event_id": j.event_id,
+                "score": j.score,
+                "attempts": j.attempts,
+                "created_ms": j.created_ms,
+                "next_at_ms": j.next_at_ms,
+                "leased": j.lease_until_ms > crate::store::now_millis(),
+                "last_error": j.last_error,
+            })
+        })
+        .collect();
+    respond::json(StatusCode::OK, &serde_json::json!({ "jobs": list }))
 }
 
 async fn outbox_retry<B>(admin: &Admin, req: Request<B>) -> Response<Body>
@@ -280,13 +311,15 @@ pub mod client {
         if jobs.is_empty() {
             return Ok("the outbox is empty\n".into());
         }
-        let mut out = String::from("STATE    ATTEMPTS  SCORE  COURSE  LEARNER  EVENT  ID\n");
+        let mut out =
+            String::from("STATE    ATTEMPTS  SCORE  KIND            COURSE  LEARNER  EVENT  ID\n");
         for j in &jobs {
             out.push_str(&format!(
-                "{:<8} {:>8}  {:<5}  {}  {}  {}  {}\n",
+                "{:<8} {:>8}  {:<5}  {:<14}  {}  {}  {}  {}\n",
                 j["state"].as_str().unwrap_or("?"),
                 j["attempts"],
                 j["score"],
+                j["kind"].as_str().unwrap_or("-"),
                 j["course"].as_str().unwrap_or(""),
                 j["learner"].as_str().unwrap_or(""),
                 j["event_id"].as_str().unwrap_or(""),

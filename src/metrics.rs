@@ -3,8 +3,8 @@
 //! input.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::lti::launch::Rejection;
@@ -28,8 +28,11 @@ pub struct Metrics {
     pub upstream_api_duration: HistogramVec,
     /// `ltigate_webhooks_total{result}`
     pub webhooks: IntCounterVec,
-    /// `ltigate_outcomes_total{result}`
+    /// `ltigate_outcomes_total{kind,result}`
     pub outcomes: IntCounterVec,
+    /// `ltigate_outcomes_unknown_kind_total`: outbox jobs handed back
+    /// because this process has no deliverer for their target's kind.
+    pub outcomes_unknown_kind: IntCounter,
     /// `ltigate_outbox_depth`
     pub outbox_depth: IntGauge,
     /// `ltigate_outbox_dead`
@@ -66,6 +69,13 @@ pub const WEBHOOK_RESULTS: [&str; 6] = [
 ];
 /// Outcome results.
 pub const OUTCOME_RESULTS: [&str; 3] = ["delivered", "retried", "dead"];
+/// `kind` values of `ltigate_outcomes_total` (DESIGN §9), pre-created:
+/// LTI 1.1 Basic Outcomes and LTI 1.3 AGS scores.
+pub const OUTCOME_KINDS: [&str; 2] = ["basic", "ags"];
+/// The `kind` of `ltigate_outcomes_total` for a job whose outcome target is
+/// missing or unreadable (it can only end as a dead letter, or be retried
+/// when the store did not answer).
+pub const OUTCOME_KIND_NONE: &str = "none";
 /// `reason` values of `ltigate_session_rejections_total` (DESIGN §9).
 pub const SESSION_REJECTIONS: [&str; 6] =
     ["missing", "invalid", "expired", "idle", "revoked", "csrf"];
@@ -155,9 +165,16 @@ impl Metrics {
         let outcomes = counter_vec(
             &r,
             "ltigate_outcomes_total",
-            "Grade deliveries to LMSs by result",
-            &["result"],
+            "Grade deliveries to LMSs by target kind and result",
+            &["kind", "result"],
         );
+        let outcomes_unknown_kind = IntCounter::new(
+            "ltigate_outcomes_unknown_kind_total",
+            "Outbox jobs handed back because this replica cannot deliver their target's kind",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(outcomes_unknown_kind.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
             r.register(Box::new(g.clone()))
@@ -230,8 +247,10 @@ impl Metrics {
         for w in WEBHOOK_RESULTS {
             webhooks.with_label_values(&[w]);
         }
-        for o in OUTCOME_RESULTS {
-            outcomes.with_label_values(&[o]);
+        for k in OUTCOME_KINDS {
+            for o in OUTCOME_RESULTS {
+                outcomes.with_label_values(&[k, o]);
+            }
         }
         for op in STORE_OPS {
             store_errors.with_label_values(&[op]);
@@ -248,6 +267,7 @@ impl Metrics {
             upstream_api_duration,
             webhooks,
             outcomes,
+            outcomes_unknown_kind,
             outbox_depth,
             outbox_dead,
             outbox_oldest_age,

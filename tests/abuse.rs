@@ -1455,7 +1455,11 @@ async fn xml_entities_in_an_lms_answer_are_never_expanded() {
     assert!(lms.rejected().is_empty(), "{:?}", lms.rejected());
     assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(
-        metric(&gate, "ltigate_outcomes_total{result=\"delivered\"}").await,
+        metric(
+            &gate,
+            "ltigate_outcomes_total{kind=\"basic\",result=\"delivered\"}"
+        )
+        .await,
         0.0
     );
     let grew = procs::status_kib(std::process::id(), "VmHWM:").saturating_sub(peak_before) / 1024;

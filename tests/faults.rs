@@ -325,11 +325,19 @@ async fn a_hanging_lms_times_out_and_the_retry_delivers() {
         "{took:?}"
     );
     assert_eq!(
-        metric(&gate, "ltigate_outcomes_total{result=\"retried\"}").await,
+        metric(
+            &gate,
+            "ltigate_outcomes_total{kind=\"basic\",result=\"retried\"}"
+        )
+        .await,
         1.0
     );
     assert_eq!(
-        metric(&gate, "ltigate_outcomes_total{result=\"delivered\"}").await,
+        metric(
+            &gate,
+            "ltigate_outcomes_total{kind=\"basic\",result=\"delivered\"}"
+        )
+        .await,
         1.0
     );
 }

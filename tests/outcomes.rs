@@ -119,7 +119,7 @@ async fn completion_reaches_the_gradebook_with_sourcedid_intact() {
     assert!(lms.rejected().is_empty(), "{:?}", lms.rejected());
     assert_eq!(lms.received()[0].method, "HMAC-SHA1");
     assert_eq!(
-        gate.metric("ltigate_outcomes_total{result=\"delivered\"}")
+        gate.metric("ltigate_outcomes_total{kind=\"basic\",result=\"delivered\"}")
             .await,
         1.0
     );
@@ -423,12 +423,12 @@ async fn server_errors_are_retried_until_delivered() {
     assert_eq!(got, vec![("sid-8".to_string(), 0.6)]);
     assert_eq!(lms.received().len(), 4);
     assert_eq!(
-        gate.metric("ltigate_outcomes_total{result=\"retried\"}")
+        gate.metric("ltigate_outcomes_total{kind=\"basic\",result=\"retried\"}")
             .await,
         3.0
     );
     assert_eq!(
-        gate.metric("ltigate_outcomes_total{result=\"delivered\"}")
+        gate.metric("ltigate_outcomes_total{kind=\"basic\",result=\"delivered\"}")
             .await,
         1.0
     );
@@ -457,7 +457,9 @@ async fn too_many_requests_honours_retry_after() {
     gauge_reads(&gate, "ltigate_outbox_depth", 1.0).await;
     assert_eq!(gate.metric("ltigate_outbox_dead").await, 0.0);
     assert!(gate.metric("ltigate_outbox_oldest_age_seconds").await > 0.0);
-    assert_eq!(outbox(&gate).await["jobs"][0]["state"], "pending");
+    let pending = &outbox(&gate).await["jobs"][0];
+    assert_eq!(pending["state"], "pending");
+    assert_eq!(pending["kind"], "basic_outcomes");
     lms.wait_accepted(1, Duration::from_secs(8)).await;
     let r = lms.received();
     assert_eq!(r.len(), 2);
@@ -493,7 +495,8 @@ async fn pox_failure_is_a_dead_letter_that_an_operator_can_retry() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(lms.received().len(), 1, "a dead letter is not retried");
     assert_eq!(
-        gate.metric("ltigate_outcomes_total{result=\"dead\"}").await,
+        gate.metric("ltigate_outcomes_total{kind=\"basic\",result=\"dead\"}")
+            .await,
         1.0
     );
     let status = gate.status().await;
@@ -709,10 +712,10 @@ async fn two_processes_on_one_redis_deliver_fifty_jobs_once_each() {
         "never two deliveries of one job at once"
     );
     let d1 = g1
-        .metric("ltigate_outcomes_total{result=\"delivered\"}")
+        .metric("ltigate_outcomes_total{kind=\"basic\",result=\"delivered\"}")
         .await;
     let d2 = g2
-        .metric("ltigate_outcomes_total{result=\"delivered\"}")
+        .metric("ltigate_outcomes_total{kind=\"basic\",result=\"delivered\"}")
         .await;
     assert_eq!(d1 + d2, 50.0);
 }
@@ -754,5 +757,102 @@ async fn grade_passback_on_redis() {
             .await
             .1["status"],
         "duplicate"
+    );
+}
+
+/// During a rolling upgrade a newer replica may store a target of a kind this
+/// release cannot deliver (LTI 1.3 AGS). The worker delivers the Basic
+/// Outcomes job queued beside it and hands the other back, for a replica
+/// that knows its kind: still pending, not an attempt, no dead letter, not
+/// due again for a while (no busy loop), listed with its kind.
+#[tokio::test]
+async fn a_target_kind_not_known_here_is_left_for_another_replica() {
+    let (_up, gate, lms) = setup().await;
+    let newer = ltigate::store::Enrolment::new("Acme", "C-1", "acme:g-new");
+    let ags = br#"{"kind":"ags","lineitem":"https://lms.example.org/api/lti/courses/1/line_items/7","user_id":"5f3c","platform":"canvas"}"#;
+    gate.app()
+        .store
+        .put_enrolment(&newer, Some(ags))
+        .await
+        .unwrap();
+    assert_eq!(
+        launch(&gate, &graded("g-old", "C-1", &lms, "sid-old")).await,
+        303
+    );
+    let before = ltigate::store::now_millis();
+    for (id, user) in [("e-new", "acme:g-new"), ("e-old", "acme:g-old")] {
+        let (status, body) = webhook(&gate, event(id, user, "C-1", 0.9)).await;
+        assert_eq!((status, &body["status"]), (202, &"queued".into()), "{body}");
+    }
+    assert_eq!(
+        lms.wait_accepted(1, Duration::from_secs(5)).await,
+        vec![("sid-old".to_string(), 0.9)]
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.metric("ltigate_outcomes_unknown_kind_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "the job was not handed back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Given time to spin, it does not: handed back once, due in 30 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        gate.metric("ltigate_outcomes_unknown_kind_total").await,
+        1.0
+    );
+    let jobs = outbox(&gate).await;
+    let list = jobs["jobs"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{jobs}");
+    let job = &list[0];
+    assert_eq!(job["learner"], "acme:g-new");
+    assert_eq!(job["state"], "pending");
+    assert_eq!(job["kind"], "ags");
+    assert_eq!(job["attempts"], 0);
+    assert_eq!(job["last_error"], serde_json::Value::Null);
+    assert_eq!(job["leased"], false);
+    let next_at = job["next_at_ms"].as_u64().unwrap();
+    assert!(next_at >= before + 25_000, "due again too soon: {job}");
+    assert_eq!(lms.received().len(), 1, "nothing sent for the unknown kind");
+    assert_eq!(
+        gate.metric("ltigate_outcomes_total{kind=\"basic\",result=\"delivered\"}")
+            .await,
+        1.0
+    );
+    for result in ["retried", "dead"] {
+        assert_eq!(
+            gate.metric(&format!(
+                "ltigate_outcomes_total{{kind=\"basic\",result=\"{result}\"}}"
+            ))
+            .await,
+            0.0
+        );
+    }
+    assert_eq!(gate.status().await["outbox"]["dead"], 0);
+    // Every kind of the contract is exposed from the start.
+    let text = client()
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in ["basic", "ags"] {
+        for result in ["delivered", "retried", "dead"] {
+            let series = format!("ltigate_outcomes_total{{kind=\"{kind}\",result=\"{result}\"}} ");
+            assert!(text.contains(&series), "{series} missing");
+        }
+    }
+    // `ltigate outbox list` shows the kind.
+    let table = ltigate::admin::client::list(&gate.admin_url(""), false)
+        .await
+        .unwrap();
+    assert!(
+        table.starts_with("STATE    ATTEMPTS  SCORE  KIND "),
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("pending") && row.contains(" ags "),
+        "{table}"
     );
 }

@@ -120,6 +120,7 @@ conformance! {
         retries_dead_letters_and_retry,
         expired_leases_come_back,
         release_hands_back,
+        unknown_kind_is_released_for_later,
         concurrent_leases_are_disjoint,
         stats_count_depth_dead_and_age,
     ],
@@ -1784,6 +1785,62 @@ mod outbox_cases {
         let again = lease(&*store, LEASE, 10).await;
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].job.attempts, 0);
+    }
+
+    /// A replica that cannot deliver a job's target kind (written by a
+    /// newer release) hands the job back for a while: not an attempt, never
+    /// a dead letter, due again once the delay is over.
+    pub async fn unknown_kind_is_released_for_later(store: SharedStore) {
+        use ltigate::outcomes::StoredTarget;
+        const DELAY: Duration = Duration::from_millis(400);
+        let e = who("u");
+        let newer = br#"{"kind":"ags","lineitem":"https://lms.example.org/li/1","user_id":"u-1","platform":"canvas"}"#;
+        store.put_enrolment(&e, Some(newer)).await.unwrap();
+        assert_eq!(
+            store.enqueue(&e, "e-1", 0.7, TTL).await.unwrap(),
+            EnqueueOutcome::Queued
+        );
+        let l = lease(&*store, LEASE, 10).await.remove(0);
+        let stored = store.get_enrolment(&e).await.unwrap().flatten().unwrap();
+        assert_eq!(
+            StoredTarget::decode(&stored),
+            Some(StoredTarget::Unknown { kind: "ags".into() })
+        );
+        let before = ltigate::store::now_millis();
+        assert!(store.release_after(&l, DELAY).await.unwrap());
+        assert!(
+            lease(&*store, LEASE, 10).await.is_empty(),
+            "not due before the delay"
+        );
+        let jobs = store.outbox_jobs().await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].state, JobState::Pending);
+        assert_eq!((jobs[0].attempts, jobs[0].last_error.clone()), (0, None));
+        assert_eq!(jobs[0].lease_until_ms, 0);
+        assert!(jobs[0].next_at_ms >= before + 400, "{:?}", jobs[0]);
+        let stats = store.outbox_stats().await.unwrap();
+        assert_eq!((stats.depth, stats.dead), (1, 0));
+        // The lease is given up: handing it back again changes nothing.
+        assert!(!store.release_after(&l, Duration::ZERO).await.unwrap());
+        assert!(lease(&*store, LEASE, 10).await.is_empty(), "still delayed");
+        tokio::time::sleep(DELAY + Duration::from_millis(150)).await;
+        let mut again = lease(&*store, LEASE, 10).await.remove(0);
+        assert_ne!(again.token, l.token);
+        assert_eq!(
+            (again.job.version, again.job.score, again.job.attempts),
+            (l.job.version, 0.7, 0)
+        );
+        // However often it comes back, it is never counted nor dead.
+        for _ in 0..3 {
+            assert!(store.release_after(&again, Duration::ZERO).await.unwrap());
+            again = lease(&*store, LEASE, 10).await.remove(0);
+            assert_eq!(again.job.attempts, 0);
+            assert_eq!(again.job.state, JobState::Pending);
+        }
+        assert_eq!(store.outbox_stats().await.unwrap().dead, 0);
+        // A replica that knows the kind delivers it.
+        assert!(store.complete(&again).await.unwrap());
+        assert!(store.outbox_jobs().await.unwrap().is_empty());
     }
 
     pub async fn concurrent_leases_are_disjoint(store: SharedStore) {

@@ -1,11 +1,13 @@
 //! Delivery to LTI 1.1 Basic Outcomes targets: a signed POX
-//! `replaceResultRequest`, classified by [`super::classify`].
+//! `replaceResultRequest`, classified by [`super::classify`]; registered
+//! for [`super::TargetKind::BasicOutcomes`].
 
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 
+use super::deliver::Deliver;
 use super::{
     check_target_url, classify, is_internal, parse_retry_after, secret_fingerprint, OutcomeTarget,
     Verdict,
@@ -18,16 +20,6 @@ use crate::store::{now_millis, Job};
 
 /// Largest LMS answer read.
 const MAX_ANSWER: usize = 64 * 1024;
-
-/// Delivers one grade to one kind of outcome target. Each protocol (Basic
-/// Outcomes today, LTI 1.3 AGS line items later) implements it; the outbox
-/// worker does leases, retries and dead letters for all of them.
-#[async_trait]
-pub trait Deliver: Send + Sync {
-    /// One attempt to send `job`'s score to `target` on behalf of
-    /// `consumer`.
-    async fn deliver(&self, consumer: &Consumer, target: &OutcomeTarget, job: &Job) -> Verdict;
-}
 
 /// LTI 1.1 Basic Outcomes.
 pub struct BasicOutcomes {

@@ -1,6 +1,6 @@
 //! Grade passback (DESIGN §6): outcome targets stored at launch, the
-//! completion webhook, and the outbox worker that delivers LTI Basic
-//! Outcomes to the LMS.
+//! completion webhook, and the outbox worker that delivers grades to the
+//! LMS through one [`Deliver`] per target kind (LTI Basic Outcomes today).
 //!
 //! The decisions here are pure functions — target URL checks, the webhook
 //! signature, the classification of an LMS answer, the retry backoff — so
@@ -17,11 +17,19 @@ use crate::lti::outcomes::{parse_response, CodeMajor};
 use crate::secret::Secret;
 
 pub mod basic;
+pub mod deliver;
 pub mod webhook;
 pub mod worker;
 
+pub use deliver::{Deliver, Deliverers};
+
 /// Where and how a grade goes back: one variant per protocol (LTI 1.3 AGS
 /// line items will join Basic Outcomes).
+///
+/// Stored as JSON with the kind in a `kind` field
+/// (`{"kind":"basic_outcomes","url":…}`); a kind's name never changes once
+/// released, since replicas of different releases read each other's
+/// targets ([`StoredTarget::decode`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OutcomeTarget {
@@ -44,9 +52,96 @@ impl OutcomeTarget {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// From the store.
+    /// From the store, when it is a target of a kind this binary knows.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        serde_json::from_slice(b).ok()
+        match StoredTarget::decode(b)? {
+            StoredTarget::Known(t) => Some(t),
+            StoredTarget::Unknown { .. } => None,
+        }
+    }
+
+    /// This target's kind.
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            OutcomeTarget::BasicOutcomes { .. } => TargetKind::BasicOutcomes,
+        }
+    }
+}
+
+/// The kind of an outcome target: which [`Deliver`] sends its grades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// LTI 1.1 Basic Outcomes.
+    BasicOutcomes,
+}
+
+impl TargetKind {
+    /// Every kind this binary knows.
+    pub const ALL: [TargetKind; 1] = [TargetKind::BasicOutcomes];
+
+    /// The name in a stored target's `kind` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::BasicOutcomes => "basic_outcomes",
+        }
+    }
+
+    /// The `kind` label of `ltigate_outcomes_total` (DESIGN §9).
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            TargetKind::BasicOutcomes => "basic",
+        }
+    }
+
+    /// The kind named `name`, when this binary knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Longest kind name taken for a kind this binary does not know; anything
+/// longer (or not made of `[a-z0-9_.-]`) is not a target at all.
+const MAX_KIND_NAME: usize = 64;
+
+/// A stored outcome target as this binary reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredTarget {
+    /// A target of a kind this binary knows.
+    Known(OutcomeTarget),
+    /// A well-formed target of a kind this binary does not know (written by
+    /// a newer release): its grades are left for a replica that knows it.
+    Unknown {
+        /// The stored `kind`.
+        kind: String,
+    },
+}
+
+impl StoredTarget {
+    /// Reads a stored target. `None` for a value that is not a target at
+    /// all: not JSON, no `kind` name, or a known kind whose fields do not
+    /// decode.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let value: serde_json::Value = serde_json::from_slice(b).ok()?;
+        let kind = value.get("kind")?.as_str()?;
+        if TargetKind::from_name(kind).is_some() {
+            return serde_json::from_value(value).ok().map(StoredTarget::Known);
+        }
+        let well_formed = !kind.is_empty()
+            && kind.len() <= MAX_KIND_NAME
+            && kind
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c));
+        well_formed.then(|| StoredTarget::Unknown {
+            kind: kind.to_string(),
+        })
+    }
+
+    /// The stored kind's name.
+    pub fn kind_name(&self) -> &str {
+        match self {
+            StoredTarget::Known(t) => t.kind().name(),
+            StoredTarget::Unknown { kind } => kind,
+        }
     }
 }
 
@@ -316,6 +411,81 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Basic Outcomes target exactly as releases before target kinds were
+    /// dispatched stored it (and as this one still does).
+    const STORED_BASIC: &str = r#"{"kind":"basic_outcomes","url":"https://lms.example.org/grade?a=1","sourced_id":"{\"data\":{\"userid\":\"3\"}}","method":"HMAC-SHA256","secret":"0a1b2c3d4e5f6071"}"#;
+
+    #[test]
+    fn targets_stored_today_decode_as_basic_outcomes() {
+        let want = OutcomeTarget::BasicOutcomes {
+            url: "https://lms.example.org/grade?a=1".into(),
+            sourced_id: r#"{"data":{"userid":"3"}}"#.into(),
+            method: "HMAC-SHA256".into(),
+            secret: "0a1b2c3d4e5f6071".into(),
+        };
+        assert_eq!(
+            StoredTarget::decode(STORED_BASIC.as_bytes()),
+            Some(StoredTarget::Known(want.clone()))
+        );
+        assert_eq!(
+            OutcomeTarget::from_bytes(STORED_BASIC.as_bytes()),
+            Some(want.clone())
+        );
+        assert_eq!(want.to_bytes(), STORED_BASIC.as_bytes());
+        assert_eq!(want.kind(), TargetKind::BasicOutcomes);
+        assert_eq!(want.kind().name(), "basic_outcomes");
+        assert_eq!(want.kind().metric_label(), "basic");
+    }
+
+    #[test]
+    fn targets_of_a_kind_not_known_here_decode_as_unknown() {
+        let ags = br#"{"kind":"ags","lineitem":"https://lms.example.org/li/1","user_id":"u","platform":"canvas"}"#;
+        let got = StoredTarget::decode(ags);
+        assert_eq!(got, Some(StoredTarget::Unknown { kind: "ags".into() }));
+        assert_eq!(
+            got.map(|t| t.kind_name().to_string()).as_deref(),
+            Some("ags")
+        );
+        assert_eq!(OutcomeTarget::from_bytes(ags), None);
+        assert_eq!(
+            StoredTarget::decode(br#"{"kind":"next_gen.v2-x"}"#),
+            Some(StoredTarget::Unknown {
+                kind: "next_gen.v2-x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn values_that_are_not_targets_do_not_decode() {
+        for bad in [
+            &b""[..],
+            b"garbage",
+            b"\xff\xfe",
+            b"[]",
+            b"\"basic_outcomes\"",
+            b"{}",
+            br#"{"url":"https://lms.example.org/grade"}"#,
+            br#"{"kind":7}"#,
+            br#"{"kind":""}"#,
+            br#"{"kind":"Has Spaces"}"#,
+            br#"{"kind":"line\nbreak"}"#,
+            // A known kind whose fields do not decode is unreadable, not
+            // another kind.
+            br#"{"kind":"basic_outcomes","url":"https://lms.example.org/grade"}"#,
+        ] {
+            assert_eq!(
+                StoredTarget::decode(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = format!(r#"{{"kind":"{}"}}"#, "k".repeat(MAX_KIND_NAME + 1));
+        assert_eq!(StoredTarget::decode(long.as_bytes()), None);
+        let longest = format!(r#"{{"kind":"{}"}}"#, "k".repeat(MAX_KIND_NAME));
+        assert!(StoredTarget::decode(longest.as_bytes()).is_some());
+    }
 
     #[test]
     fn target_urls() {

@@ -1,6 +1,12 @@
-//! The outbox worker: leases due jobs, delivers each as a signed LTI Basic
-//! Outcomes `replaceResultRequest`, and completes, retries (backoff with
-//! jitter, `Retry-After`) or dead-letters it by the LMS's answer.
+//! The outbox worker: leases due jobs, delivers each through the
+//! [`Deliver`](super::Deliver) registered for its target's kind, and
+//! completes, retries (backoff with jitter, `Retry-After`) or dead-letters it
+//! by the LMS's answer.
+//!
+//! A job whose target is of a kind this process has no deliverer for (a
+//! newer release's, during a rolling upgrade) is handed back untouched —
+//! not an attempt, never a dead letter — due again after
+//! [`UNKNOWN_KIND_DELAY`], for a replica that knows the kind.
 //!
 //! Several processes may run it against one Redis: a job is leased to one
 //! of them at a time, for `outcomes.lease`, which is longer than one
@@ -9,16 +15,16 @@
 //! back.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use super::basic::{BasicOutcomes, Deliver};
-use super::{backoff, OutcomeTarget, Verdict};
+use super::{backoff, Deliverers, StoredTarget, Verdict};
 use crate::http::AppState;
+use crate::metrics::OUTCOME_KIND_NONE;
 use crate::store::{now_millis, Failure, Lease};
 
 /// Deliveries in flight per process.
@@ -29,25 +35,64 @@ const CONCURRENCY: usize = 8;
 const GAUGES_AT_MOST: Duration = Duration::from_secs(1);
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
+/// A job of a target kind this process cannot deliver is due again after
+/// this long: soon enough for a grade during a rolling upgrade, rare enough
+/// that a replica left alone on an older release does not spin on it.
+pub const UNKNOWN_KIND_DELAY: Duration = Duration::from_secs(30);
+
+/// The WARN about a target kind this process cannot deliver is logged at
+/// most this often per kind (every hand-back is counted in
+/// `ltigate_outcomes_unknown_kind_total`).
+const UNKNOWN_KIND_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Kinds whose last WARN time is remembered; beyond that the WARN waits
+/// until a remembered one is older than [`UNKNOWN_KIND_WARN_EVERY`].
+const UNKNOWN_KINDS_REMEMBERED: usize = 32;
+
 /// The worker.
 pub struct Worker {
     app: Arc<AppState>,
-    basic: BasicOutcomes,
+    deliverers: Deliverers,
     notify: Arc<Notify>,
     /// A delivery changed the outbox: the gauges are stale.
     gauges_stale: Notify,
+    /// When each target kind this process cannot deliver was last warned
+    /// about.
+    unknown_kinds: Mutex<KindWarnings>,
+}
+
+/// What became of one leased job before the outbox is told.
+enum Attempt {
+    /// Tried: `kind` is the `kind` label of `ltigate_outcomes_total`.
+    Tried {
+        kind: &'static str,
+        verdict: Verdict,
+    },
+    /// Not this process's to deliver: no deliverer for the target's kind.
+    NotHere { kind: String },
 }
 
 impl Worker {
-    /// Builds the worker and its delivery clients.
+    /// Builds the worker with the standard deliverers
+    /// ([`Deliverers::standard`]).
     pub fn new(app: Arc<AppState>, notify: Arc<Notify>) -> anyhow::Result<Self> {
-        let basic = BasicOutcomes::new(&app.settings.outcomes)?;
-        Ok(Worker {
+        let deliverers = Deliverers::standard(&app.settings.outcomes)?;
+        Ok(Self::with_deliverers(app, notify, deliverers))
+    }
+
+    /// Builds the worker with these deliverers.
+    pub fn with_deliverers(
+        app: Arc<AppState>,
+        notify: Arc<Notify>,
+        deliverers: Deliverers,
+    ) -> Self {
+        Worker {
             app,
-            basic,
+            deliverers,
             notify,
             gauges_stale: Notify::new(),
-        })
+            unknown_kinds: Mutex::new(KindWarnings::default()),
+        }
     }
 
     /// Runs until `shutdown` flips.
@@ -148,20 +193,38 @@ impl Worker {
 
     async fn deliver(&self, lease: Lease) {
         let job = &lease.job;
-        let verdict = self.attempt(&lease).await;
         let store = &self.app.store;
         let m = &self.app.metrics;
         let o = &self.app.settings.outcomes;
+        let (kind, verdict) = match self.attempt(&lease).await {
+            Attempt::Tried { kind, verdict } => (kind, verdict),
+            Attempt::NotHere { kind } => {
+                m.outcomes_unknown_kind.inc();
+                let warn = self
+                    .unknown_kinds
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .should_warn(&kind, Instant::now());
+                if warn {
+                    tracing::warn!(kind = %kind, event_id = %job.event_id, retry_in = ?UNKNOWN_KIND_DELAY, "an outbox job's outcome target is of a kind this release cannot deliver; it is left for a replica that can (upgrade every replica)");
+                } else {
+                    tracing::debug!(kind = %kind, event_id = %job.event_id, "outbox job of an unknown target kind handed back");
+                }
+                let result = store.release_after(&lease, UNKNOWN_KIND_DELAY).await;
+                self.record(job, result);
+                return;
+            }
+        };
         let result = match verdict {
             Verdict::Delivered => {
-                m.outcomes.with_label_values(&["delivered"]).inc();
+                m.outcomes.with_label_values(&[kind, "delivered"]).inc();
                 tracing::info!(event_id = %job.event_id, learner = %job.enrolment.learner, course = %job.enrolment.course, score = job.score, "grade delivered");
                 store.complete(&lease).await
             }
             Verdict::Retry { after, why } => {
                 let attempt = job.attempts.saturating_add(1);
                 if attempt >= o.max_attempts {
-                    m.outcomes.with_label_values(&["dead"]).inc();
+                    m.outcomes.with_label_values(&[kind, "dead"]).inc();
                     tracing::warn!(event_id = %job.event_id, attempts = attempt, error = %why, "grade delivery gave up: dead letter");
                     store
                         .fail(
@@ -174,7 +237,7 @@ impl Worker {
                     let jitter: f64 = rand::rng().random();
                     let wait = backoff(attempt, o.retry_initial, o.retry_max, jitter)
                         .max(after.unwrap_or_default());
-                    m.outcomes.with_label_values(&["retried"]).inc();
+                    m.outcomes.with_label_values(&[kind, "retried"]).inc();
                     tracing::info!(event_id = %job.event_id, attempt, retry_in = ?wait, error = %why, "grade delivery failed; will retry");
                     let at = now_millis()
                         .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
@@ -182,47 +245,132 @@ impl Worker {
                 }
             }
             Verdict::Dead(why) => {
-                m.outcomes.with_label_values(&["dead"]).inc();
+                m.outcomes.with_label_values(&[kind, "dead"]).inc();
                 tracing::warn!(event_id = %job.event_id, error = %why, "grade refused by the LMS: dead letter");
                 store.fail(&lease, Failure::Dead, &why).await
             }
         };
+        self.record(job, result);
+    }
+
+    /// Logs how recording a result in the outbox went.
+    fn record(&self, job: &crate::store::Job, result: Result<bool, crate::store::StoreError>) {
         match result {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(event_id = %job.event_id, "outbox lease was lost before the result was recorded")
             }
             Err(e) => {
-                m.store_failed("outbox");
+                self.app.metrics.store_failed("outbox");
                 tracing::warn!(event_id = %job.event_id, error = %e, "cannot record a delivery result; the lease will expire and the job run again");
             }
         }
         self.gauges_stale.notify_one();
     }
 
-    /// One delivery attempt.
-    async fn attempt(&self, lease: &Lease) -> Verdict {
+    /// One delivery attempt, through the deliverer of the target's kind.
+    async fn attempt(&self, lease: &Lease) -> Attempt {
         let job = &lease.job;
         let settings = &self.app.settings;
+        let none = |verdict| Attempt::Tried {
+            kind: OUTCOME_KIND_NONE,
+            verdict,
+        };
         let target = match self.app.store.get_enrolment(&job.enrolment).await {
-            Ok(Some(Some(bytes))) => match OutcomeTarget::from_bytes(&bytes) {
-                Some(t) => t,
-                None => return Verdict::Dead("stored outcome target is unreadable".into()),
+            Ok(Some(Some(bytes))) => match StoredTarget::decode(&bytes) {
+                Some(StoredTarget::Known(t)) => t,
+                Some(StoredTarget::Unknown { kind }) => return Attempt::NotHere { kind },
+                None => return none(Verdict::Dead("stored outcome target is unreadable".into())),
             },
-            Ok(_) => return Verdict::Dead("no outcome target for this learner and course".into()),
+            Ok(_) => {
+                return none(Verdict::Dead(
+                    "no outcome target for this learner and course".into(),
+                ))
+            }
             Err(e) => {
-                return Verdict::Retry {
+                return none(Verdict::Retry {
                     after: None,
                     why: format!("store: {e}"),
-                }
+                })
             }
         };
-        let Some(consumer) = settings.consumer_by_name(&job.enrolment.consumer) else {
-            return Verdict::Dead(format!(
-                "consumer {} is no longer configured",
-                job.enrolment.consumer
-            ));
+        let kind = target.kind();
+        let Some(deliverer) = self.deliverers.get(kind) else {
+            return Attempt::NotHere {
+                kind: kind.name().to_string(),
+            };
         };
-        self.basic.deliver(consumer, &target, job).await
+        let label = kind.metric_label();
+        let Some(consumer) = settings.consumer_by_name(&job.enrolment.consumer) else {
+            return Attempt::Tried {
+                kind: label,
+                verdict: Verdict::Dead(format!(
+                    "consumer {} is no longer configured",
+                    job.enrolment.consumer
+                )),
+            };
+        };
+        Attempt::Tried {
+            kind: label,
+            verdict: deliverer.deliver(consumer, &target, job).await,
+        }
+    }
+}
+
+/// When each target kind this process cannot deliver was last warned about.
+#[derive(Debug, Default)]
+struct KindWarnings {
+    last: HashMap<String, Instant>,
+}
+
+impl KindWarnings {
+    /// Whether to WARN about `kind` at `now` (and if so, remembers it): at
+    /// most once per [`UNKNOWN_KIND_WARN_EVERY`] per kind, for at most
+    /// [`UNKNOWN_KINDS_REMEMBERED`] kinds at a time.
+    fn should_warn(&mut self, kind: &str, now: Instant) -> bool {
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < UNKNOWN_KIND_WARN_EVERY;
+        if let Some(at) = self.last.get(kind) {
+            if fresh(at) {
+                return false;
+            }
+        } else if self.last.len() >= UNKNOWN_KINDS_REMEMBERED {
+            self.last.retain(|_, at| fresh(at));
+            if self.last.len() >= UNKNOWN_KINDS_REMEMBERED {
+                return false;
+            }
+        }
+        self.last.insert(kind.to_string(), now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_kind_is_warned_about_once_a_minute() {
+        let mut w = KindWarnings::default();
+        let t0 = Instant::now();
+        assert!(w.should_warn("ags", t0));
+        assert!(!w.should_warn("ags", t0 + Duration::from_secs(59)));
+        assert!(w.should_warn("other", t0 + Duration::from_secs(1)));
+        assert!(w.should_warn("ags", t0 + UNKNOWN_KIND_WARN_EVERY));
+        assert!(!w.should_warn("ags", t0 + UNKNOWN_KIND_WARN_EVERY));
+    }
+
+    #[test]
+    fn remembered_kinds_are_bounded() {
+        let mut w = KindWarnings::default();
+        let t0 = Instant::now();
+        for i in 0..UNKNOWN_KINDS_REMEMBERED {
+            assert!(w.should_warn(&format!("k{i}"), t0));
+        }
+        // Full of recent warnings: a new kind waits...
+        assert!(!w.should_warn("late", t0 + Duration::from_secs(1)));
+        assert_eq!(w.last.len(), UNKNOWN_KINDS_REMEMBERED);
+        // ...until they are old enough to forget.
+        assert!(w.should_warn("late", t0 + UNKNOWN_KIND_WARN_EVERY));
+        assert_eq!(w.last.len(), 1);
     }
 }

@@ -997,21 +997,23 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+    async fn release_after(&self, lease: &Lease, delay: Duration) -> Result<bool, StoreError> {
         let key = lease.job.enrolment.key();
         let token = lease.token.clone();
+        let delay_ms = ms(delay);
         self.outbox(move |t, now| {
             let Some(old) = load_job(&t.jobs, &key)? else {
-                return Ok(());
+                return Ok(false);
             };
             if old.lease_token != token {
-                return Ok(());
+                return Ok(false);
             }
             let mut job = old.clone();
             job.lease_until_ms = 0;
             job.lease_token.clear();
-            job.next_at_ms = now;
-            save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))
+            job.next_at_ms = now.saturating_add(delay_ms);
+            save_job(&mut t.jobs, &mut t.due, &key, Some(&old), Some(&job))?;
+            Ok(true)
         })
         .await
     }

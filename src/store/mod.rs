@@ -289,9 +289,17 @@ pub trait Store: Send + Sync + 'static {
     /// letter, keeping `error`. False when the lease was lost.
     async fn fail(&self, lease: &Lease, failure: Failure, error: &str) -> Result<bool, StoreError>;
 
+    /// Hands a leased job back undelivered, due again `delay` from now,
+    /// attempts and last error unchanged: it was not this process's to
+    /// deliver (a target kind it does not know). False when the lease was
+    /// lost (then nothing changes).
+    async fn release_after(&self, lease: &Lease, delay: Duration) -> Result<bool, StoreError>;
+
     /// Hands a leased job back undelivered (shutdown): due now, attempts
     /// unchanged.
-    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.release_after(lease, Duration::ZERO).await.map(|_| ())
+    }
 
     /// Every pending, waiting and dead job.
     async fn outbox_jobs(&self) -> Result<Vec<Job>, StoreError>;

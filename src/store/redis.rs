@@ -162,7 +162,7 @@ end
 return 1
 ";
 
-/// KEYS: job, due. ARGV: member, token, now.
+/// KEYS: job, due. ARGV: member, token, next_at.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', 0, 'lease_token', '', 'next_at', ARGV[3])
@@ -758,21 +758,23 @@ impl Store for RedisStore {
         Ok(n != 0)
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+    async fn release_after(&self, lease: &Lease, delay: Duration) -> Result<bool, StoreError> {
         let member = lease.job.enrolment.key();
-        let _: i64 = self
+        let next_at =
+            now_millis().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        let n: i64 = self
             .run(async |mut c| {
                 self.release
                     .key(outbox_key("job", &member))
                     .key(format!("{OUTBOX}:due"))
                     .arg(&member)
                     .arg(&lease.token)
-                    .arg(now_millis())
+                    .arg(next_at)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        Ok(())
+        Ok(n != 0)
     }
 
     async fn outbox_jobs(&self) -> Result<Vec<Job>, StoreError> {
