@@ -176,6 +176,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         app: app.clone(),
         sealer,
         lifetime,
+        opened: gate::session::OpenedCache::new(),
     });
     let worker = Arc::new(outcomes::worker::Worker::new(
         app.clone(),

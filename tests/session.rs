@@ -282,6 +282,50 @@ async fn the_launch_ticket_is_single_use() {
     }
 }
 
+/// Launch, continue and the proxy open a session by the same rules: a
+/// cookie whose tenant is no longer configured is no session at
+/// `/lti/continue` either, so the ticket sets a fresh cookie there instead
+/// of sending the browser on with one the proxy would refuse.
+#[tokio::test]
+async fn continue_opens_a_session_by_the_proxys_rules() {
+    let up = Upstream::start(Some("upstream-token")).await;
+    let gate = Gate::start(&up.url(), "").await;
+    let t = now();
+    let mut gone = session_at("u-1", "C-1", t, t);
+    gone.consumer = "Removed".into();
+    let gone = cookie_for(&sealer(), &gone);
+    assert_eq!(
+        get(&gate, &gone, false).await.0,
+        401,
+        "the proxy refuses it"
+    );
+
+    let r = launch(&gate, &Launch::acme("u-1", "C-1"), Some(&gone)).await;
+    assert_eq!(r.status(), 303);
+    let fresh = session_cookie(&r).expect("the launch sets its own session");
+    let cont = client()
+        .get(gate.url(&location(&r)))
+        .header("cookie", &gone)
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
+    // Not "the browser kept the launch's cookie": the framed page offers
+    // the new window, and the ticket is still there for it.
+    assert_eq!(cont.status(), 200);
+    assert!(set_cookies(&cont).is_empty());
+    let top = client()
+        .get(gate.url(&location(&r)))
+        .header("cookie", &gone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(top.status(), 303);
+    let set = session_cookie(&top).expect("a fresh cookie, first-party");
+    assert_eq!(set, fresh);
+    assert_eq!(get(&gate, &set, false).await.0, 200);
+}
+
 #[tokio::test]
 async fn a_framed_continue_without_the_cookie_offers_a_new_window() {
     let up = Upstream::start(Some("upstream-token")).await;

@@ -396,7 +396,10 @@ where
         ..Failure::new(reason, detail)
     };
 
-    let existing = state.session_from(&parts.headers, now).ok();
+    let existing = state
+        .open_session(&parts.headers, now)
+        .ok()
+        .map(|o| o.session.clone());
 
     // Replay.
     let ttl = nonce_ttl(launch.timestamp, now, skew);

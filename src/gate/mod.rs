@@ -17,7 +17,7 @@ pub mod session_key;
 pub mod tickets;
 pub mod upstream;
 
-use session::{Lifetime, Sealer, Session, SessionRejection};
+use session::{Lifetime, OpenedCache, OpenedSession, Sealer, SessionRejection};
 
 /// What the public side's handlers share: the neutral [`AppState`], and the
 /// session keys and lifetime policy that only this side uses. Dereferences
@@ -30,6 +30,8 @@ pub struct Gate {
     pub sealer: Sealer,
     /// Session lifetime policy.
     pub lifetime: Lifetime,
+    /// Sessions opened from cookie values ([`Gate::open_session`]).
+    pub opened: OpenedCache,
 }
 
 impl std::ops::Deref for Gate {
@@ -41,12 +43,34 @@ impl std::ops::Deref for Gate {
 }
 
 impl Gate {
-    /// The session carried by the request's cookie, checked against the
-    /// lifetime policy.
-    pub fn session_from(&self, headers: &HeaderMap, now: u64) -> Result<Session, SessionRejection> {
-        let s = self.sealer.open(self.session_cookie_value(headers)?)?;
-        self.lifetime.check(&s, now)?;
-        Ok(s)
+    /// The session carried by a request's cookie — the one way every route
+    /// opens a session: the cookie opens with the session keys, its tenant
+    /// is still configured (a removed consumer's sessions end), and the
+    /// lifetime policy holds at `now`. Opened values are cached (the policy
+    /// still runs every time).
+    pub fn open_session(
+        &self,
+        headers: &HeaderMap,
+        now: u64,
+    ) -> Result<Arc<OpenedSession>, SessionRejection> {
+        let value = self.session_cookie_value(headers)?;
+        let opened = match self.opened.get(value) {
+            Some(o) => o,
+            None => {
+                let s = self.sealer.open(value)?;
+                if self.settings.consumer_by_name(&s.consumer).is_none() {
+                    return Err(SessionRejection::Invalid);
+                }
+                let o = Arc::new(OpenedSession {
+                    session: s,
+                    identity: std::sync::OnceLock::new(),
+                });
+                self.opened.put(value, o.clone());
+                o
+            }
+        };
+        self.lifetime.check(&opened.session, now)?;
+        Ok(opened)
     }
 
     /// The value of ltigate's session cookie in a request's headers.

@@ -424,7 +424,6 @@ pub struct SessionGateLayer {
 struct GateShared {
     app: Arc<Gate>,
     rejections: Rejections,
-    opened: OpenedCache,
     /// Tell the access log whose request it was (`server.access_log`).
     log_identity: bool,
 }
@@ -445,7 +444,7 @@ pub struct OpenedSession {
 /// lifetime policy still runs on every request. Bounded: a full shard is
 /// emptied. Only values that opened with the configured keys get in, and
 /// the keys do not change while the process runs.
-struct OpenedCache {
+pub struct OpenedCache {
     shards: Vec<Mutex<OpenedShard>>,
     per_shard: usize,
 }
@@ -493,8 +492,15 @@ const OPENED_SHARDS: usize = 16;
 /// Sessions kept opened: ~1.5 KB each with their header values.
 const OPENED_CAPACITY: usize = 4096;
 
+impl Default for OpenedCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl OpenedCache {
-    fn new() -> Self {
+    /// An empty cache.
+    pub fn new() -> Self {
         OpenedCache {
             shards: (0..OPENED_SHARDS)
                 .map(|_| Mutex::new(HashMap::with_hasher(TagHash)))
@@ -509,11 +515,11 @@ impl OpenedCache {
         &self.shards[h % self.shards.len()]
     }
 
-    fn get(&self, value: &str) -> Option<Arc<OpenedSession>> {
+    pub(crate) fn get(&self, value: &str) -> Option<Arc<OpenedSession>> {
         self.shard(value).lock().ok()?.get(value).cloned()
     }
 
-    fn put(&self, value: &str, opened: Arc<OpenedSession>) {
+    pub(crate) fn put(&self, value: &str, opened: Arc<OpenedSession>) {
         if let Ok(mut m) = self.shard(value).lock() {
             if m.len() >= self.per_shard {
                 m.clear();
@@ -548,7 +554,6 @@ impl SessionGateLayer {
                 rejections: Rejections::new(&app.metrics),
                 log_identity: app.settings.server.access_log,
                 app,
-                opened: OpenedCache::new(),
             }),
         }
     }
@@ -604,33 +609,6 @@ fn is_dot_segment(seg: &[u8]) -> bool {
 }
 
 impl GateShared {
-    /// The session of a request, checked against the lifetime policy and
-    /// the configured consumers (a removed consumer's sessions end).
-    fn session(
-        &self,
-        headers: &http::HeaderMap,
-        now: u64,
-    ) -> Result<Arc<OpenedSession>, SessionRejection> {
-        let value = self.app.session_cookie_value(headers)?;
-        let opened = match self.opened.get(value) {
-            Some(o) => o,
-            None => {
-                let s = self.app.sealer.open(value)?;
-                if self.app.settings.consumer_by_name(&s.consumer).is_none() {
-                    return Err(SessionRejection::Invalid);
-                }
-                let o = Arc::new(OpenedSession {
-                    session: s,
-                    identity: OnceLock::new(),
-                });
-                self.opened.put(value, o.clone());
-                o
-            }
-        };
-        self.app.lifetime.check(&opened.session, now)?;
-        Ok(opened)
-    }
-
     /// The cookie with last-seen moved to `now`, when it is due.
     fn refreshed(&self, s: &Session, now: u64) -> Option<HeaderValue> {
         if !Lifetime::needs_touch(s, now) {
@@ -692,7 +670,7 @@ where
         let now = unix_now();
         let mut cookie = None;
         let mut identity = None;
-        match shared.session(req.http.headers(), now) {
+        match shared.app.open_session(req.http.headers(), now) {
             Ok(s) => {
                 if shared.log_identity {
                     identity = Some(LogIdentity {

@@ -45,7 +45,7 @@ pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body>
     // A cookie for the ticket's learner and course means the browser kept
     // the cookie set by the launch: spend the ticket and go on.
     let now = unix_now();
-    let session = state.session_from(req.headers(), now).ok();
+    let session = state.open_session(req.headers(), now).ok();
     let in_frame = req.headers().get("sec-fetch-dest").is_some_and(|v| {
         v.as_bytes().eq_ignore_ascii_case(b"iframe") || v.as_bytes().eq_ignore_ascii_case(b"frame")
     });
@@ -73,7 +73,7 @@ pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body>
         return expired();
     };
 
-    let cookie_matches = session.as_ref().is_some_and(|s| {
+    let cookie_matches = session.as_ref().map(|o| &o.session).is_some_and(|s| {
         s.external_id == t.external_id && s.latest_course().is_some_and(|c| c.id == t.course)
     });
     if cookie_matches {
