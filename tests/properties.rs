@@ -16,6 +16,7 @@ use ltigate::lti::cartridge::{self, Cartridge};
 use ltigate::lti::encode::{form_encode, parse_form, percent_encode};
 use ltigate::lti::oauth1::{self, SignatureMethod, VerifyRequest};
 use ltigate::lti::outcomes::{build_request, format_score, parse_request, Operation, PoxError};
+use ltigate::lti::LtiVersion;
 use ltigate::secret::Secret;
 
 /// OAuth 1.0a signing as RFC 5849 §3.4 describes it, sharing no code with
@@ -775,14 +776,14 @@ fn small_session() -> impl Strategy<Value = Session> {
             (short_text(), prop::collection::vec("[A-Za-z:]{1,20}", 0..4)),
             0..6,
         ),
-        (any::<u64>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), any::<bool>()),
     )
         .prop_map(
             |(
                 (consumer, lms_id, user_id, external_id),
                 (upstream_id, given_name, family_name, email),
                 courses,
-                (issued_at, last_seen),
+                (issued_at, last_seen, v13),
             )| Session {
                 consumer,
                 lms_id,
@@ -798,6 +799,11 @@ fn small_session() -> impl Strategy<Value = Session> {
                     .collect(),
                 issued_at,
                 last_seen,
+                lti_version: if v13 {
+                    LtiVersion::V1p3
+                } else {
+                    LtiVersion::V1p1
+                },
             },
         )
 }
@@ -839,6 +845,7 @@ fn any_session() -> impl Strategy<Value = Session> {
                         .collect(),
                     issued_at,
                     last_seen,
+                    lti_version: LtiVersion::V1p3,
                 }
             },
         )

@@ -56,6 +56,7 @@ async fn follow_up_requests_carry_every_identity_header() {
         ),
         ("x-lti-consumer", "Acme"),
         ("x-lti-environment", "acme-env"),
+        ("x-lti-version", "1.1"),
         ("x-forwarded-for", "127.0.0.1"),
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "learn.example.test"),
@@ -63,7 +64,7 @@ async fn follow_up_requests_carry_every_identity_header() {
     for (name, value) in expected {
         assert_eq!(header(&e, name), Some(value), "{name}");
     }
-    assert_eq!(identity_names(&e).len(), 10, "{:?}", identity_names(&e));
+    assert_eq!(identity_names(&e).len(), 11, "{:?}", identity_names(&e));
     // The original Host passes (upstream.pass_host_header = true).
     assert_eq!(header(&e, "host"), Some(gate.public.to_string().as_str()));
     // ltigate's own cookie was the only one: no Cookie header upstream.

@@ -13,6 +13,7 @@
 use libfuzzer_sys::arbitrary::{Arbitrary, Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use ltigate::gate::session::{cookie_value, CourseRoles, Sealer, Session, MAX_COOKIE_VALUE};
+use ltigate::lti::LtiVersion;
 use ltigate::secret::Secret;
 
 /// Largest serialised session whose cookie needs no trimming:
@@ -48,6 +49,11 @@ fn session(u: &mut Unstructured<'_>) -> ArbResult<Session> {
         courses,
         issued_at: u64::arbitrary(u)?,
         last_seen: u64::arbitrary(u)?,
+        lti_version: if bool::arbitrary(u)? {
+            LtiVersion::V1p3
+        } else {
+            LtiVersion::V1p1
+        },
     })
 }
 

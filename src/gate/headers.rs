@@ -248,6 +248,8 @@ pub struct IdentityNames {
     pub consumer: HeaderName,
     /// `X-LTI-Environment`
     pub environment: HeaderName,
+    /// `X-LTI-Version`
+    pub version: HeaderName,
 }
 
 /// Per-request facts the policy needs.
@@ -316,6 +318,7 @@ impl HeaderPolicy {
                 course_roles: name("Course-Roles")?,
                 consumer: name("Consumer")?,
                 environment: name("Environment")?,
+                version: name("Version")?,
             },
             public_proto: HeaderValue::from_str(public_scheme)?,
             public_host: HeaderValue::from_str(public_authority)?,
@@ -548,6 +551,10 @@ impl HeaderPolicy {
         if let Some(env) = self.environments.get(&s.consumer) {
             set(&n.environment, component_value(env));
         }
+        set(
+            &n.version,
+            Some(HeaderValue::from_static(s.lti_version.as_str())),
+        );
         if !s.courses.is_empty() {
             let mut all = String::new();
             for (i, c) in s.courses.iter().enumerate() {

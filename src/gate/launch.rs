@@ -21,6 +21,7 @@ use crate::lti::encode::{parse_form, percent_encode};
 use crate::lti::launch::{parse, LaunchParams, Rejection};
 use crate::lti::oauth1::{self, VerifyRequest};
 use crate::lti::roles;
+use crate::lti::LtiVersion;
 use crate::outcomes::{check_target_url, secret_fingerprint, OutcomeTarget};
 use crate::provision::{ProvisionError, ProvisionRequest};
 use crate::store::{Enrolment, LicenceClaim, NonceCheck, StoreError};
@@ -619,8 +620,10 @@ async fn accept(
             courses: Vec::new(),
             issued_at: now,
             last_seen: now,
+            lti_version: LtiVersion::V1p1,
         },
     };
+    session.lti_version = LtiVersion::V1p1;
     session.external_id = external_id.clone();
     session.lms_id = consumer.lms_id.clone();
     if upstream_id.is_some() {

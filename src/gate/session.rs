@@ -40,6 +40,7 @@ use super::proxy::ProxyRequest;
 use super::Gate;
 use crate::http::access_log::{LogIdentity, LogReason};
 use crate::http::{respond, unix_now, Body};
+use crate::lti::LtiVersion;
 use crate::secret::Secret;
 
 /// Cookie format version (first byte of the sealed value).
@@ -101,6 +102,9 @@ pub struct Session {
     /// Last request seen (unix seconds, refreshed at most once a minute).
     #[serde(rename = "s")]
     pub last_seen: u64,
+    /// The protocol of the latest launch (absent in the cookie: 1.1).
+    #[serde(rename = "v", default, skip_serializing_if = "LtiVersion::is_default")]
+    pub lti_version: LtiVersion,
 }
 
 /// Drops control characters and cuts to at most `max` bytes (at a
@@ -136,6 +140,7 @@ impl Session {
             courses: Vec::new(),
             issued_at: 0,
             last_seen: 0,
+            lti_version: LtiVersion::V1p1,
         }
     }
 
@@ -839,6 +844,20 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_protocol_rides_in_the_cookie_and_1_1_costs_nothing() {
+        let mut s = Session::new_for_test("acme:1");
+        let v11 = serde_json::to_string(&s).unwrap();
+        assert!(!v11.contains("\"v\""), "{v11}");
+        // A cookie from before the field opens as an LTI 1.1 session.
+        let old: Session = serde_json::from_str(&v11).unwrap();
+        assert_eq!(old.lti_version, LtiVersion::V1p1);
+        s.lti_version = LtiVersion::V1p3;
+        let v13 = serde_json::to_string(&s).unwrap();
+        assert!(v13.contains("\"v\":\"1.3\""), "{v13}");
+        assert_eq!(serde_json::from_str::<Session>(&v13).unwrap(), s);
+    }
+
     #[test]
     fn every_rejection_is_a_pre_created_metric_label() {
         let labels: Vec<_> = SessionRejection::ALL.iter().map(|r| r.label()).collect();
