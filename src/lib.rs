@@ -98,6 +98,29 @@ impl PublicLayers {
     }
 }
 
+/// The admin listener's stack: an id for every request (never taken from
+/// the caller: the admin listener has no trusted proxy in front), on the
+/// log lines of its handling (a completion webhook's among them), then the
+/// admin routes.
+fn admin_stack(
+    admin: Arc<admin::Admin>,
+) -> impl Service<
+    ::http::Request<Incoming>,
+    Response = ::http::Response<http::Body>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    ServiceBuilder::new()
+        .layer(RequestIdLayer::new(false))
+        .service(tower::service_fn(move |req: ::http::Request<Incoming>| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin::handle(&admin, req).await) }
+        }))
+}
+
 /// A running ltigate: its bound addresses and a way to stop it.
 pub struct Running {
     /// Public listener address.
@@ -222,10 +245,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             })
         }
     };
-    let admin_for_service = admin.clone();
-    let admin_service = server::stateless(move |req| {
-        let admin = admin_for_service.clone();
-        async move { admin::handle(&admin, req).await }
+    let admin_stack = admin_stack(admin.clone());
+    let admin_service = server::stateless(move |req: ::http::Request<Incoming>| {
+        admin_stack.clone().oneshot(req).map(|answer| match answer {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        })
     });
 
     let tasks = vec![

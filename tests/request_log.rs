@@ -180,6 +180,17 @@ async fn every_request_has_an_id_and_one_access_line_without_secrets() {
     let seen = up.records().into_iter().last().unwrap();
     assert_eq!(seen.headers["x-request-id"], id.as_str());
 
+    // The admin listener gives its requests ids too, never the caller's.
+    let r = client()
+        .get(gate.admin_url("/healthz"))
+        .header("x-request-id", "caller-chosen")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let admin_id = request_id(&r);
+    assert_eq!(admin_id.len(), 32, "{admin_id}");
+
     // Nothing secret in any access line.
     let access: Vec<String> = lines_of(&gate.log(), "ltigate::access")
         .iter()
