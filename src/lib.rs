@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::{Service, ServiceBuilder, ServiceExt as _};
+use tracing::Instrument as _;
 
 pub mod admin;
 pub mod config;
@@ -117,7 +118,8 @@ fn admin_stack(
         .layer(RequestIdLayer::new(false))
         .service(tower::service_fn(move |req: ::http::Request<Incoming>| {
             let admin = admin.clone();
-            async move { Ok::<_, Infallible>(admin::handle(&admin, req).await) }
+            let span = http::request_id::span(req.extensions().get());
+            async move { Ok::<_, Infallible>(admin::handle(&admin, req).await) }.instrument(span)
         }))
 }
 

@@ -147,6 +147,28 @@ async fn every_request_has_an_id_and_one_access_line_without_secrets() {
     assert_eq!(f["user"], "acme:u-log");
     assert_eq!(f["bytes_out"], body.len());
 
+    // A log line of the proxied path carries the id too (a forged header).
+    let r = client()
+        .get(format!("{base}/courses/C-1"))
+        .header("cookie", &cookie)
+        .header("x-lti-user", "acme:teacher")
+        .send()
+        .await
+        .unwrap();
+    let forged_id = request_id(&r);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let removed = loop {
+        let found = lines_of(&gate.log(), "ltigate::gate::headers")
+            .into_iter()
+            .find(|v| v["fields"]["message"] == "removed identity headers sent by the client");
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no line for the forged header");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(removed["span"]["id"], forged_id.as_str(), "{removed}");
+
     // Refusals: the reason as the metrics name it.
     let r = client()
         .get(format!("{base}/courses/C-1"))

@@ -54,7 +54,7 @@ use http::StatusCode;
 
 use super::proxy::ProxyRequest;
 use super::session::Session;
-use crate::http::request_id::{RequestId, X_REQUEST_ID};
+use crate::http::request_id::{self, RequestId, X_REQUEST_ID};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies strip).
 const HOP_BY_HOP: [&str; 9] = [
@@ -620,6 +620,7 @@ impl HeaderPolicy {
         }
         let forged = self.strip(headers);
         if !forged.is_empty() {
+            let _span = request_id::span_of(&request_id).entered();
             tracing::info!(
                 %peer,
                 removed = ?forged,

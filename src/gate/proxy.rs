@@ -42,6 +42,7 @@ use super::headers::{is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, Resp
 use super::session::{CsrfLayer, OpenedSession, SessionGateLayer};
 use super::upstream::{Affinity, Upstream, UpstreamError};
 use super::Gate;
+use crate::http::request_id::{self, RequestId};
 use crate::http::{respond, Body};
 
 /// A request on its way through the proxy stack.
@@ -237,6 +238,8 @@ impl ForwardShared {
         } = req;
         let started = Instant::now();
         let json = || respond::accepts_json(accept.as_ref());
+        // For the log lines of a failure (the header policy has sent it).
+        let id = req.extensions_mut().remove::<RequestId>();
         if req.method() == Method::CONNECT {
             // A 2xx would turn the upstream connection into a tunnel.
             return self.count(respond::error(
@@ -302,13 +305,13 @@ impl ForwardShared {
                         Some((next, _)) if next > deadline.deadline() => deadline.as_mut().reset(next),
                         last => {
                             let client_stalled = last.is_some_and(|(_, waiting)| waiting);
-                            return self.timed_out(started, client_stalled, json());
+                            return self.timed_out(started, client_stalled, json(), id.as_ref());
                         }
                     }
                 }
             }
         };
-        self.finish(result, upgrade, started, json)
+        self.finish(result, upgrade, started, json, id.as_ref())
     }
 
     /// The upstream request target (origin-form) of a request URI.
@@ -336,11 +339,13 @@ impl ForwardShared {
         upgrade: Option<OnUpgrade>,
         started: Instant,
         json: impl Fn() -> bool,
+        id: Option<&RequestId>,
     ) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => {
+                let _span = request_id::span(id).entered();
                 tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
                 return self.count(respond::error(
                     StatusCode::BAD_GATEWAY,
@@ -352,6 +357,7 @@ impl ForwardShared {
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client) = upgrade else {
+                let _span = request_id::span(id).entered();
                 tracing::warn!("the upstream switched protocols without being asked");
                 return self.count(respond::error(
                     StatusCode::BAD_GATEWAY,
@@ -369,8 +375,15 @@ impl ForwardShared {
 
     /// No answer within the timeout: the upstream's doing (504), or the
     /// client's when it stopped sending its request body (408).
-    fn timed_out(&self, started: Instant, client_stalled: bool, json: bool) -> Response<Body> {
+    fn timed_out(
+        &self,
+        started: Instant,
+        client_stalled: bool,
+        json: bool,
+        id: Option<&RequestId>,
+    ) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
+        let _span = request_id::span(id).entered();
         let (status, code, message) = if client_stalled {
             tracing::info!(timeout = ?self.timeout, "the client stopped sending its request body");
             (

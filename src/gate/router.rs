@@ -23,6 +23,9 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{cartridge, launch, tickets, Gate};
+use tracing::Instrument as _;
+
+use crate::http::request_id::{self, RequestId};
 use crate::http::{respond, Body};
 
 /// One of ltigate's own routes, from the method and path alone.
@@ -134,7 +137,10 @@ where
         match route(req.method(), req.uri().path()) {
             Some(r) => {
                 let gate = self.gate.clone();
-                Either::Left(Box::pin(async move { Ok(serve(gate, r, req).await) }))
+                let span = request_id::span(req.extensions().get::<RequestId>());
+                Either::Left(Box::pin(
+                    async move { Ok(serve(gate, r, req).await) }.instrument(span),
+                ))
             }
             None => Either::Right(self.inner.call(req)),
         }

@@ -39,6 +39,7 @@ use http::{Method, Response, StatusCode};
 use super::proxy::ProxyRequest;
 use super::Gate;
 use crate::http::access_log::{LogIdentity, LogReason};
+use crate::http::request_id;
 use crate::http::{respond, unix_now, Body};
 use crate::lti::LtiVersion;
 use crate::secret::Secret;
@@ -828,6 +829,7 @@ where
         let s = &self.shared;
         if s.enabled && is_cross_site(req.http.method(), req.http.headers(), &s.public_origin) {
             s.rejected.inc();
+            let _span = request_id::span(req.http.extensions().get()).entered();
             tracing::info!(
                 method = %req.http.method(),
                 path = req.http.uri().path(),

@@ -12,8 +12,11 @@
 //! (128 random bits, 32 hex digits). It goes into the request's extensions
 //! as a [`RequestId`] (the header policy sends it upstream, the access log
 //! writes it), back to the client in the response's `X-Request-Id`, and
-//! every log line written while the request is handled carries it in the
-//! `request` span.
+//! every log line written while the request is handled carries it in a
+//! `request` span ([`span`]). ltigate's own routes and the admin routes run
+//! inside that span; on the proxied path, where log lines are rare (an
+//! upstream failure, a forged header), the span is made when a line is
+//! written, so that a proxied request does not pay for one it never uses.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,8 +24,6 @@ use std::task::{ready, Context, Poll};
 
 use http::header::HeaderName;
 use http::{HeaderValue, Request, Response};
-use tracing::instrument::Instrumented;
-use tracing::Instrument as _;
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,6 +64,20 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or("-")
     }
+}
+
+/// The `request` span of the request with `id` (none: a request that came
+/// another way, such as a test calling a service directly).
+pub fn span(id: Option<&RequestId>) -> tracing::Span {
+    match id {
+        Some(id) => span_of(id.header_value()),
+        None => tracing::info_span!("request"),
+    }
+}
+
+/// The `request` span of the request whose id is `value`.
+pub fn span_of(value: &HeaderValue) -> tracing::Span {
+    tracing::info_span!("request", id = %value.to_str().unwrap_or("-"))
 }
 
 /// Gives every request a [`RequestId`] (see the module docs).
@@ -117,10 +132,9 @@ where
             false => None,
         };
         let id = trusted.unwrap_or_else(RequestId::fresh);
-        let span = tracing::info_span!("request", id = id.as_str());
         let value = id.0.clone();
         req.extensions_mut().insert(id);
-        let inner = span.in_scope(|| self.inner.call(req)).instrument(span);
+        let inner = self.inner.call(req);
         RequestIdFuture {
             inner,
             value: Some(value),
@@ -129,11 +143,11 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`SetRequestId`]: the inner future inside the
-    /// request's span, then the id on the response.
+    /// The response future of [`SetRequestId`]: the inner future, then the
+    /// id on the response.
     pub struct RequestIdFuture<F> {
         #[pin]
-        inner: Instrumented<F>,
+        inner: F,
         value: Option<HeaderValue>,
     }
 }
