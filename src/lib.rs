@@ -118,7 +118,7 @@ fn admin_stack(
         .layer(RequestIdLayer::new(false))
         .service(tower::service_fn(move |req: ::http::Request<Incoming>| {
             let admin = admin.clone();
-            let span = http::request_id::span(req.extensions().get());
+            let span = http::request_id::span(http::request_id::of(req.headers()));
             async move { Ok::<_, Infallible>(admin::handle(&admin, req).await) }.instrument(span)
         }))
 }

@@ -589,9 +589,10 @@ impl HeaderPolicy {
     /// The whole request side for one proxied request: strip, log what a
     /// client tried to forge, set forwarding and identity headers.
     pub fn apply<B>(&self, req: &mut ProxyRequest<B>) {
-        // Set by the request-id layer; a request that skipped it gets one.
-        let request_id = match req.http.extensions().get::<RequestId>() {
-            Some(id) => id.header_value().clone(),
+        // Set by the request-id layer (before the strip below removes a
+        // client's own); a request that skipped it gets one.
+        let request_id = match request_id::of(req.http.headers()) {
+            Some(id) => id.clone(),
             None => RequestId::fresh().header_value().clone(),
         };
         let path_course = match (&req.session, &self.course_path) {
@@ -620,7 +621,7 @@ impl HeaderPolicy {
         }
         let forged = self.strip(headers);
         if !forged.is_empty() {
-            let _span = request_id::span_of(&request_id).entered();
+            let _span = request_id::span(Some(&request_id)).entered();
             tracing::info!(
                 %peer,
                 removed = ?forged,

@@ -42,7 +42,7 @@ use super::headers::{is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, Resp
 use super::session::{CsrfLayer, OpenedSession, SessionGateLayer};
 use super::upstream::{Affinity, Upstream, UpstreamError};
 use super::Gate;
-use crate::http::request_id::{self, RequestId};
+use crate::http::request_id;
 use crate::http::{respond, Body};
 
 /// A request on its way through the proxy stack.
@@ -238,8 +238,8 @@ impl ForwardShared {
         } = req;
         let started = Instant::now();
         let json = || respond::accepts_json(accept.as_ref());
-        // For the log lines of a failure (the header policy has sent it).
-        let id = req.extensions_mut().remove::<RequestId>();
+        // For the log lines of a failure (the header policy has set it).
+        let id = request_id::of(req.headers()).cloned();
         if req.method() == Method::CONNECT {
             // A 2xx would turn the upstream connection into a tunnel.
             return self.count(respond::error(
@@ -339,7 +339,7 @@ impl ForwardShared {
         upgrade: Option<OnUpgrade>,
         started: Instant,
         json: impl Fn() -> bool,
-        id: Option<&RequestId>,
+        id: Option<&http::HeaderValue>,
     ) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
         let mut resp = match result {
@@ -380,7 +380,7 @@ impl ForwardShared {
         started: Instant,
         client_stalled: bool,
         json: bool,
-        id: Option<&RequestId>,
+        id: Option<&http::HeaderValue>,
     ) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
         let _span = request_id::span(id).entered();

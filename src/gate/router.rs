@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use super::{cartridge, launch, tickets, Gate};
 use tracing::Instrument as _;
 
-use crate::http::request_id::{self, RequestId};
+use crate::http::request_id;
 use crate::http::{respond, Body};
 
 /// One of ltigate's own routes, from the method and path alone.
@@ -137,7 +137,7 @@ where
         match route(req.method(), req.uri().path()) {
             Some(r) => {
                 let gate = self.gate.clone();
-                let span = request_id::span(req.extensions().get::<RequestId>());
+                let span = request_id::span(request_id::of(req.headers()));
                 Either::Left(Box::pin(
                     async move { Ok(serve(gate, r, req).await) }.instrument(span),
                 ))

@@ -829,7 +829,7 @@ where
         let s = &self.shared;
         if s.enabled && is_cross_site(req.http.method(), req.http.headers(), &s.public_origin) {
             s.rejected.inc();
-            let _span = request_id::span(req.http.extensions().get()).entered();
+            let _span = request_id::span(request_id::of(req.http.headers())).entered();
             tracing::info!(
                 method = %req.http.method(),
                 path = req.http.uri().path(),

@@ -26,7 +26,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 
-use super::request_id::RequestId;
+use super::request_id;
 use super::{Body, BoxError};
 
 /// Who the request was for, put in the response's extensions by the part
@@ -97,10 +97,7 @@ where
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
             version: req.version(),
-            request_id: req
-                .extensions()
-                .get::<RequestId>()
-                .map(|id| id.header_value().clone()),
+            request_id: request_id::of(req.headers()).cloned(),
             bytes_in: req
                 .headers()
                 .get(http::header::CONTENT_LENGTH)

@@ -9,9 +9,10 @@
 //! The id is the `X-Request-Id` a trusted proxy sent (only with
 //! `server.trust_forwarded_headers`, and only when it is 1–128 visible
 //! ASCII characters, so that it cannot break a log line), else a fresh one
-//! (128 random bits, 32 hex digits). It goes into the request's extensions
-//! as a [`RequestId`] (the header policy sends it upstream, the access log
-//! writes it), back to the client in the response's `X-Request-Id`, and
+//! (128 random bits, 32 hex digits). It replaces the request's own
+//! `X-Request-Id` (the header policy sends it upstream, the access log
+//! writes it: [`of`]), goes back to the client in the response's
+//! `X-Request-Id`, and
 //! every log line written while the request is handled carries it in a
 //! `request` span ([`span`]). ltigate's own routes and the admin routes run
 //! inside that span; on the proxied path, where log lines are rare (an
@@ -66,18 +67,18 @@ impl RequestId {
     }
 }
 
-/// The `request` span of the request with `id` (none: a request that came
-/// another way, such as a test calling a service directly).
-pub fn span(id: Option<&RequestId>) -> tracing::Span {
-    match id {
-        Some(id) => span_of(id.header_value()),
-        None => tracing::info_span!("request"),
-    }
+/// The id [`RequestIdLayer`] settled on for a request, from its headers.
+pub fn of(headers: &http::HeaderMap) -> Option<&HeaderValue> {
+    headers.get(&X_REQUEST_ID)
 }
 
-/// The `request` span of the request whose id is `value`.
-pub fn span_of(value: &HeaderValue) -> tracing::Span {
-    tracing::info_span!("request", id = %value.to_str().unwrap_or("-"))
+/// The `request` span of the request with the id `id` (none: a request
+/// that came another way, such as a test calling a service directly).
+pub fn span(id: Option<&HeaderValue>) -> tracing::Span {
+    match id {
+        Some(v) => tracing::info_span!("request", id = %v.to_str().unwrap_or("-")),
+        None => tracing::info_span!("request"),
+    }
 }
 
 /// Gives every request a [`RequestId`] (see the module docs).
@@ -133,7 +134,7 @@ where
         };
         let id = trusted.unwrap_or_else(RequestId::fresh);
         let value = id.0.clone();
-        req.extensions_mut().insert(id);
+        req.headers_mut().insert(X_REQUEST_ID, id.0);
         let inner = self.inner.call(req);
         RequestIdFuture {
             inner,

@@ -225,7 +225,9 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
     };
     let status = StatusCode::from_u16(status).map_err(|_| H1Error::Head("bad status code"))?;
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what goes on the response on its way out (X-Request-Id,
+    // the response policy's headers) without regrowing the map.
+    let mut headers = HeaderMap::with_capacity(count + 4);
     for &(ns, nl, vs, vl) in &fields[..count] {
         let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
         let name = HeaderName::from_bytes(&head[ns..ns + nl])
