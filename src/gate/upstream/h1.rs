@@ -242,16 +242,16 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        // Both: the transfer coding wins and the length is removed before
+        // the message goes on (RFC 9112 §6.3), bodiless answers included;
+        // the connection is not trusted with another request.
+        headers.remove(CONTENT_LENGTH);
+        reusable = false;
+    }
     let framing = if no_body {
         ResponseFraming::Empty
     } else if headers.contains_key(TRANSFER_ENCODING) {
-        if headers.contains_key(CONTENT_LENGTH) {
-            // Both: the transfer coding wins (RFC 9112 §6.3), the length
-            // is dropped and the connection not trusted with another
-            // request.
-            headers.remove(CONTENT_LENGTH);
-            reusable = false;
-        }
         if last_coding_is_chunked(&headers) {
             ResponseFraming::Chunked
         } else {
@@ -472,6 +472,19 @@ mod tests {
     fn head(raw: &str, method: Method) -> Result<Option<ResponseHead>, H1Error> {
         let mut buf = BytesMut::from(raw.as_bytes());
         parse_response_head(&mut buf, &method)
+    }
+
+    #[test]
+    fn a_length_beside_a_transfer_coding_never_goes_on_even_without_a_body() {
+        for (raw, method) in [
+            ("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Method::HEAD),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET),
+        ] {
+            let h = head(raw, method.clone()).unwrap().unwrap();
+            assert!(!h.headers.contains_key(CONTENT_LENGTH), "{raw} {method}");
+            assert!(!h.reusable, "{raw} {method}");
+        }
     }
 
     #[test]
