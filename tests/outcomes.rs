@@ -828,14 +828,7 @@ async fn a_target_kind_not_known_here_is_left_for_another_replica() {
     }
     assert_eq!(gate.status().await["outbox"]["dead"], 0);
     // Every kind of the contract is exposed from the start.
-    let text = client()
-        .get(gate.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gate.metrics_text().await;
     for kind in ["basic", "ags"] {
         for result in ["delivered", "retried", "dead"] {
             let series = format!("ltigate_outcomes_total{{kind=\"{kind}\",result=\"{result}\"}} ");

@@ -155,16 +155,21 @@ impl Gate {
         self.admin_json("/status").await
     }
 
-    /// The value of one metric series from `/metrics` (0 when absent).
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = client()
+    /// The whole `/metrics` exposition.
+    pub async fn metrics_text(&self) -> String {
+        client()
             .get(self.admin_url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The value of one metric series from `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
