@@ -123,6 +123,35 @@ fn admin_stack(
         }))
 }
 
+/// A response of either stack.
+type Answer = ::http::Response<http::Body>;
+/// The future [`answering`] gives per request.
+type Answering<S> = futures_util::future::Map<
+    tower::util::Oneshot<S, ::http::Request<Incoming>>,
+    fn(Result<Answer, Infallible>) -> Answer,
+>;
+
+/// What [`server::serve`] calls per request: a clone of `stack`, whose
+/// answer is always a response (`Infallible` errors).
+fn answering<S>(
+    stack: S,
+) -> impl Fn(::http::Request<Incoming>) -> Answering<S> + Clone + Send + Sync + 'static
+where
+    S: Service<::http::Request<Incoming>, Response = Answer, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    fn unwrap(answer: Result<Answer, Infallible>) -> Answer {
+        match answer {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+    move |req| stack.clone().oneshot(req).map(unwrap as fn(_) -> _)
+}
+
 /// A running ltigate: its bound addresses and a way to stop it.
 pub struct Running {
     /// Public listener address.
@@ -239,21 +268,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     let public_service = move |peer| {
         // Per client connection: the upstream connection it keeps.
-        let stack = public.stack(public.proxy.connection(peer));
-        move |req: ::http::Request<Incoming>| {
-            stack.clone().oneshot(req).map(|answer| match answer {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            })
-        }
+        answering(public.stack(public.proxy.connection(peer)))
     };
-    let admin_stack = admin_stack(admin.clone());
-    let admin_service = server::stateless(move |req: ::http::Request<Incoming>| {
-        admin_stack.clone().oneshot(req).map(|answer| match answer {
-            Ok(resp) => resp,
-            Err(never) => match never {},
-        })
-    });
+    let admin_service = server::stateless(answering(admin_stack(admin.clone())));
 
     let tasks = vec![
         tokio::spawn(server::serve(
