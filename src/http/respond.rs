@@ -84,8 +84,36 @@ fn base(status: StatusCode, content_type: &'static str, body: Body) -> Response<
     resp
 }
 
+/// An error one boundary answers with. Each boundary — ltigate's own public
+/// routes, the proxy, the webhook, the admin listener — has one enum that
+/// implements this, and [`reject`] is the one place that renders any of
+/// them: HTML, or JSON when the client prefers it, always `no-store`, with
+/// the label recorded for the access log.
+pub trait HttpError {
+    /// The response status.
+    fn status(&self) -> StatusCode;
+    /// A stable machine-readable label: the JSON `error` field, the access
+    /// log's `reason` and, where the boundary counts its errors, the metric
+    /// label.
+    fn label(&self) -> &'static str;
+    /// The human text shown to the client. Never carries input unescaped
+    /// (HTML escaping happens here, in [`reject`]) and never a secret.
+    fn message(&self) -> std::borrow::Cow<'static, str>;
+    /// Headers the answer must carry besides the body's own (`Retry-After`,
+    /// `Allow`, `WWW-Authenticate`, …).
+    fn add_headers(&self, _headers: &mut HeaderMap) {}
+}
+
+/// The response for a boundary's error: see [`HttpError`].
+pub fn reject(err: &impl HttpError, json: bool) -> Response<Body> {
+    let mut resp = error(err.status(), err.label(), &err.message(), json);
+    err.add_headers(resp.headers_mut());
+    resp
+}
+
 /// An error page: `code` is a stable machine-readable label (the metric
-/// label where there is one), `message` the human text.
+/// label where there is one), `message` the human text. Boundaries answer
+/// through [`reject`]; this is what it renders with.
 pub fn error(status: StatusCode, code: &'static str, message: &str, json: bool) -> Response<Body> {
     let mut resp = error_body(status, code, message, json);
     resp.extensions_mut().insert(LogReason(code));
