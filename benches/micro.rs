@@ -6,11 +6,11 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use ltigate::gate::headers::{HeaderPolicy, RequestContext};
-use ltigate::gate::session::{Sealer, Session};
 use ltigate::lti::oauth1::{self, LaunchSigner, SignatureMethod, VerifyRequest};
 use ltigate::lti::outcomes::{build_request, parse_response, Operation};
+use ltigate::proxy::headers::{HeaderPolicy, RequestContext};
 use ltigate::secret::Secret;
+use ltigate::session::{Sealer, Session};
 
 /// A realistic 25-parameter Moodle-style launch (oauth_* included).
 fn launch_params() -> Vec<(String, String)> {
@@ -140,7 +140,7 @@ fn bench_headers(c: &mut Criterion) {
     // Built once per opened session in the proxy; per request only inject.
     let identity = policy.identity(&s);
     let peer = std::net::IpAddr::from([127, 0, 0, 1]);
-    let peer_text = ltigate::gate::headers::peer_text(peer);
+    let peer_text = ltigate::proxy::headers::peer_text(peer);
     let request_id = http::HeaderValue::from_static("req-1");
     c.bench_function("header policy (20 headers)", |b| {
         b.iter(|| {

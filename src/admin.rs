@@ -123,7 +123,7 @@ async fn outbox_list(admin: &Admin) -> Response<Body> {
                 "id": j.enrolment.id(),
                 "state": j.state,
                 "kind": kind,
-                "consumer": j.enrolment.consumer,
+                "consumer": j.enrolment.tenant,
                 "course": j.enrolment.course,
                 "learner": j.enrolment.learner,
                 "event_id": j.event_id,

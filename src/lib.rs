@@ -28,26 +28,27 @@ use tracing::Instrument as _;
 pub mod admin;
 pub mod config;
 pub mod demo;
-pub mod gate;
 pub mod http;
+pub mod launch;
 pub mod lti;
 pub mod metrics;
 pub mod outcomes;
 pub mod provision;
+pub mod proxy;
 pub mod secret;
 pub mod server;
+pub mod session;
 pub mod stall;
 pub mod store;
 
 use config::{Settings, StoreSettings};
-use gate::proxy::{ClientConn, ProxyRequest};
-use gate::router::OwnRoutesLayer;
-use gate::session::{Lifetime, Sealer};
-use gate::Gate;
 use http::access_log::AccessLogLayer;
 use http::request_id::RequestIdLayer;
 use http::AppState;
+use launch::routes::OwnRoutesLayer;
+use proxy::{ClientConn, ProxyRequest};
 use server::shed::ShedLayer;
+use session::{Gate, Lifetime, Sealer};
 
 /// The layers of the public listener, each built once at start-up.
 struct PublicLayers {
@@ -55,7 +56,7 @@ struct PublicLayers {
     request_id: RequestIdLayer,
     access_log: Option<AccessLogLayer>,
     routes: OwnRoutesLayer,
-    proxy: gate::proxy::Proxy,
+    proxy: proxy::Proxy,
 }
 
 impl PublicLayers {
@@ -181,9 +182,9 @@ impl Running {
 /// Starts both listeners and the background tasks.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let settings = Arc::new(settings);
-    let consumer_names: Vec<String> = settings.consumers.iter().map(|c| c.name.clone()).collect();
-    let metrics = Arc::new(metrics::Metrics::new(&consumer_names));
-    let key = gate::session_key::session_key(&settings)?;
+    let tenant_names: Vec<String> = settings.tenants.iter().map(|t| t.name.clone()).collect();
+    let metrics = Arc::new(metrics::Metrics::new(&tenant_names));
+    let key = session::key::session_key(&settings)?;
     let sealer = Sealer::new(&key, &settings.session.previous_secrets);
     let store = store::open(&settings.store).await?;
     if let StoreSettings::Redis {
@@ -204,11 +205,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             tracing::warn!(error = %e, "the store is not answering; launches get 503 until it does");
         }
     }
-    for c in &settings.consumers {
-        if let Ok(used) = store.licences_used(&c.name).await {
+    for t in &settings.tenants {
+        if let Ok(used) = store.licences_used(&t.name).await {
             metrics
                 .licences_used
-                .with_label_values(&[c.name.as_str()])
+                .with_label_values(&[t.name.as_str()])
                 .set(used as i64);
         }
     }
@@ -230,7 +231,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         app: app.clone(),
         sealer,
         lifetime,
-        opened: gate::session::OpenedCache::new(),
+        opened: session::OpenedCache::new(),
     });
     let worker = Arc::new(outcomes::worker::Worker::new(
         app.clone(),
@@ -241,7 +242,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         request_id: RequestIdLayer::new(settings.server.trust_forwarded_headers),
         access_log: settings.server.access_log.then(AccessLogLayer::new),
         routes: OwnRoutesLayer::new(gate.clone()),
-        proxy: gate::proxy::Proxy::new(gate.clone())?,
+        proxy: proxy::Proxy::new(gate.clone())?,
     });
     let admin = Arc::new(admin::Admin {
         app: app.clone(),

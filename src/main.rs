@@ -262,7 +262,7 @@ fn export(config: Option<&Path>, args: &ExportArgs) -> ExitCode {
         Ok((_, s)) => s,
         Err(code) => return code,
     };
-    let link = match ltigate::gate::cartridge::CourseLink::new(
+    let link = match ltigate::launch::cartridge::CourseLink::new(
         &settings,
         &args.consumer,
         &args.course,

@@ -550,7 +550,10 @@ async fn ten_thousand_nonces_from_one_key_pass_once_each_in_bounded_memory() {
         dir.path(),
         &support::gate::base_config(&up.url(), dir.path()),
     );
-    let gate = procs::Ltigate::spawn(&config, "warn,ltigate=info,ltigate::gate=warn");
+    let gate = procs::Ltigate::spawn(
+        &config,
+        "warn,ltigate=info,ltigate::launch=warn,ltigate::session=warn,ltigate::proxy=warn",
+    );
 
     let bodies: Vec<String> = (0..N)
         .map(|i| Launch::new("beta-key", "beta-new", &format!("n-{i}"), Some("C-1")).body())

@@ -8,11 +8,11 @@
 //! given a layer here.
 //!
 //! ```text
-//! lib, main                                  wires the parts
-//! gate, outcomes, admin, demo                the parts
-//! server, http, store, provision, metrics    what the parts share
-//! config, stall                              settings, timers
-//! lti, secret                                protocol core, secrets
+//! lib, main                                        wires the parts
+//! launch, session, proxy, outcomes, admin, demo    the parts
+//! server, http, store, provision, metrics          what the parts share
+//! config, stall                                    settings, timers
+//! lti, secret                                      protocol core, secrets
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["lti", "secret"],
     &["config", "stall"],
     &["server", "http", "store", "provision", "metrics"],
-    &["gate", "outcomes", "admin", "demo"],
+    &["launch", "session", "proxy", "outcomes", "admin", "demo"],
     &["lib", "main"],
 ];
 

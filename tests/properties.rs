@@ -11,13 +11,13 @@ use proptest::sample::Index;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
-use ltigate::gate::session::{CourseRoles, Sealer, Session, MAX_COOKIE_VALUE};
 use ltigate::lti::cartridge::{self, Cartridge};
 use ltigate::lti::encode::{form_encode, parse_form, percent_encode};
 use ltigate::lti::oauth1::{self, SignatureMethod, VerifyRequest};
 use ltigate::lti::outcomes::{build_request, format_score, parse_request, Operation, PoxError};
 use ltigate::lti::LtiVersion;
 use ltigate::secret::Secret;
+use ltigate::session::{CourseRoles, Sealer, Session, MAX_COOKIE_VALUE};
 
 /// OAuth 1.0a signing as RFC 5849 §3.4 describes it, sharing no code with
 /// `ltigate::lti`.
@@ -785,7 +785,7 @@ fn small_session() -> impl Strategy<Value = Session> {
                 courses,
                 (issued_at, last_seen, v13),
             )| Session {
-                consumer,
+                tenant: consumer,
                 lms_id,
                 user_id,
                 external_id,
@@ -831,7 +831,7 @@ fn any_session() -> impl Strategy<Value = Session> {
                 (issued_at, last_seen),
             )| {
                 Session {
-                    consumer: consumer.clone(),
+                    tenant: consumer.clone(),
                     lms_id: consumer,
                     user_id,
                     external_id,

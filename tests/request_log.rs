@@ -107,7 +107,7 @@ async fn every_request_has_an_id_and_one_access_line_without_secrets() {
     assert!(f["duration_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(f["bytes_in"], l.body().len());
     // The launch's own log line carries the request's id in its span.
-    let accepted = lines_of(&gate.log(), "ltigate::gate::launch")
+    let accepted = lines_of(&gate.log(), "ltigate::launch::accept")
         .into_iter()
         .find(|v| v["fields"]["message"] == "launch accepted")
         .expect("a launch accepted line");
@@ -158,7 +158,7 @@ async fn every_request_has_an_id_and_one_access_line_without_secrets() {
     let forged_id = request_id(&r);
     let deadline = Instant::now() + Duration::from_secs(5);
     let removed = loop {
-        let found = lines_of(&gate.log(), "ltigate::gate::headers")
+        let found = lines_of(&gate.log(), "ltigate::proxy::headers::request")
             .into_iter()
             .find(|v| v["fields"]["message"] == "removed identity headers sent by the client");
         if let Some(v) = found {
@@ -279,7 +279,7 @@ async fn a_trusted_proxys_id_is_kept_and_the_log_can_be_turned_off() {
     // access line: the access log is off.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = gate.log();
-    let accepted = lines_of(&log, "ltigate::gate::launch")
+    let accepted = lines_of(&log, "ltigate::launch::accept")
         .into_iter()
         .find(|v| v["fields"]["message"] == "launch accepted")
         .expect("a launch accepted line");

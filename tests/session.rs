@@ -8,8 +8,8 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use ltigate::gate::session::Sealer;
 use ltigate::secret::Secret;
+use ltigate::session::Sealer;
 use proxykit::{
     cookie_for, echo, echoed_headers, gate_with, launch, location, metric, sealer, session,
     session_at, session_cookie, set_cookies, COOKIE,
@@ -56,7 +56,7 @@ async fn cookies_that_do_not_open_a_session_get_a_401_counted_by_reason() {
     let i = tampered.len() - 10;
     tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
     let mut gone = session_at("u-1", "C-1", t, t);
-    gone.consumer = "Removed".into();
+    gone.tenant = "Removed".into();
 
     let cases: Vec<(String, &str)> = vec![
         ("a=1".into(), "missing"),
@@ -206,7 +206,7 @@ async fn last_seen_is_refreshed_at_most_once_a_minute() {
     let opened = s.open(value.split_once('=').unwrap().1).unwrap();
     assert!(opened.last_seen >= t, "{}", opened.last_seen);
     assert_eq!(
-        ltigate::gate::session::Session {
+        ltigate::session::Session {
             last_seen: due.last_seen,
             ..opened
         },
@@ -292,7 +292,7 @@ async fn continue_opens_a_session_by_the_proxys_rules() {
     let gate = Gate::start(&up.url(), "").await;
     let t = now();
     let mut gone = session_at("u-1", "C-1", t, t);
-    gone.consumer = "Removed".into();
+    gone.tenant = "Removed".into();
     let gone = cookie_for(&sealer(), &gone);
     assert_eq!(
         get(&gate, &gone, false).await.0,
@@ -651,7 +651,7 @@ async fn the_cookie_stays_under_4kb_at_the_field_limits() {
         header(&e, "x-lti-user"),
         Some(format!("acme:{user}").as_str())
     );
-    let latest = ltigate::gate::headers::encode_value(&course(24));
+    let latest = ltigate::proxy::headers::request::encode_value(&course(24));
     assert_eq!(header(&e, "x-lti-course"), Some(latest.as_str()));
     // The roles of a course: at most 8 kept.
     assert_eq!(header(&e, "x-lti-roles").unwrap().split(',').count(), 8);
@@ -663,7 +663,7 @@ async fn the_cookie_stays_under_4kb_at_the_field_limits() {
         .collect();
     assert!(kept.len() >= 2 && kept.len() < 20, "{}", kept.len());
     let expected: Vec<String> = (25 - kept.len()..25)
-        .map(|i| ltigate::gate::headers::encode_value(&course(i)))
+        .map(|i| ltigate::proxy::headers::request::encode_value(&course(i)))
         .collect();
     assert_eq!(kept, expected);
     // Free-text fields are bounded (64 bytes of names, 128 of email).

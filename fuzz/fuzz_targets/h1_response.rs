@@ -1,5 +1,5 @@
 //! The upstream side's HTTP/1.1 response parser and chunked decoder
-//! (`ltigate::gate::upstream::h1`) on arbitrary bytes.
+//! (`ltigate::proxy::upstream::h1`) on arbitrary bytes.
 //!
 //! Input layout: the first byte picks the request method (GET, HEAD, POST,
 //! CONNECT) and the size of the pieces the input is read in (1–16 bytes);
@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Version};
 use libfuzzer_sys::fuzz_target;
-use ltigate::gate::upstream::h1::{
+use ltigate::proxy::upstream::h1::{
     parse_response_head, write_chunk_size, ChunkedDecoder, Decoded, H1Error, ResponseFraming,
     ResponseHead,
 };

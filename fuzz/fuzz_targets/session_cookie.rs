@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::arbitrary::{Arbitrary, Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use ltigate::gate::session::{cookie_value, CourseRoles, Sealer, Session, MAX_COOKIE_VALUE};
+use ltigate::session::{cookie_value, CourseRoles, Sealer, Session, MAX_COOKIE_VALUE};
 use ltigate::lti::LtiVersion;
 use ltigate::secret::Secret;
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::RawCartridge;
@@ -182,23 +183,36 @@ pub struct OutcomeSettings {
     pub allow_insecure_targets: bool,
 }
 
-/// One LTI consumer.
+/// A tenant (DESIGN §12): what a learner, a licence pool, an outcome
+/// allowlist and the metric label `consumer` belong to, whichever protocol
+/// the learner launched by. Every `[[consumers]]` entry is one. Everything
+/// after a launch's verification is keyed on the tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Name: the metric label `consumer`, the `X-LTI-Consumer` header, the
+    /// key of its licences and enrolments.
+    pub name: String,
+    /// The namespace of its learners' external IDs (`<lms_id>:<user_id>`);
+    /// unique across tenants.
+    pub lms_id: String,
+    /// Environment named to the upstream (`X-LTI-Environment`).
+    pub environment: Option<String>,
+    /// Licence cap (`None`: no cap).
+    pub max_licences: Option<u64>,
+    /// Hosts grades may be sent to (lowercase; empty: any public host).
+    pub outcome_hosts: Vec<String>,
+}
+
+/// One LTI 1.1 consumer: an OAuth key and its secrets, speaking for a
+/// tenant.
 #[derive(Clone, Debug)]
 pub struct Consumer {
-    /// Name (metric label).
-    pub name: String,
-    /// Key.
+    /// The tenant its learners belong to.
+    pub tenant: Arc<Tenant>,
+    /// `oauth_consumer_key`.
     pub key: String,
     /// Secrets, newest first.
     pub secrets: Vec<Secret>,
-    /// Namespace.
-    pub lms_id: String,
-    /// Environment.
-    pub environment: Option<String>,
-    /// Cap.
-    pub max_licences: Option<u64>,
-    /// Allowlist.
-    pub outcome_hosts: Vec<String>,
 }
 
 /// One configured course.
@@ -233,6 +247,8 @@ pub struct Settings {
     pub cartridge: RawCartridge,
     /// `[[consumers]]`
     pub consumers: Vec<Consumer>,
+    /// Every tenant, in configuration order (today: one per consumer).
+    pub tenants: Vec<Arc<Tenant>>,
     /// `[courses]`
     pub courses: BTreeMap<String, Course>,
 }
@@ -247,13 +263,19 @@ impl Settings {
         self.consumers.iter().find(|c| c.key == key)
     }
 
-    /// The consumer with this name.
-    pub fn consumer_by_name(&self, name: &str) -> Option<&Consumer> {
-        self.consumers.iter().find(|c| c.name == name)
+    /// The consumer speaking for a tenant by LTI 1.1 (grades of its
+    /// learners are signed with its secrets).
+    pub fn consumer_of(&self, tenant: &str) -> Option<&Consumer> {
+        self.consumers.iter().find(|c| c.tenant.name == tenant)
     }
 
-    /// The consumer whose learners carry this `lms_id`.
-    pub fn consumer_by_lms_id(&self, lms_id: &str) -> Option<&Consumer> {
-        self.consumers.iter().find(|c| c.lms_id == lms_id)
+    /// The tenant with this name.
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The tenant whose learners carry this `lms_id`.
+    pub fn tenant_by_lms_id(&self, lms_id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| t.lms_id == lms_id)
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
@@ -326,6 +327,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             outcomes,
             count_staff: raw.licences.count_staff,
             cartridge: raw.cartridge.clone(),
+            tenants: consumers.iter().map(|c| c.tenant.clone()).collect(),
             consumers,
             courses,
         }),
@@ -730,17 +732,19 @@ fn consumers(c: &mut Check<'_>, raw: &[RawConsumer], id_separator: &str) -> Vec<
             ));
         }
         consumers.push(Consumer {
-            name: rc.name.clone(),
+            tenant: Arc::new(Tenant {
+                name: rc.name.clone(),
+                lms_id: rc.lms_id.clone(),
+                environment: rc.environment.clone().filter(|e| !e.is_empty()),
+                max_licences: rc.max_licences,
+                outcome_hosts: rc
+                    .outcome_hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+            }),
             key: rc.key.clone(),
             secrets: consumer_secrets(c, &at, rc),
-            lms_id: rc.lms_id.clone(),
-            environment: rc.environment.clone().filter(|e| !e.is_empty()),
-            max_licences: rc.max_licences,
-            outcome_hosts: rc
-                .outcome_hosts
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
         });
     }
     consumers

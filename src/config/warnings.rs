@@ -88,7 +88,7 @@ impl Settings {
                     out.push(format!(
                         "consumers[{n}]: secret {} of consumer {:?} is {len} characters; Brightspace keeps only the first {MAX_PORTABLE_SECRET} of a pasted secret, so its launches would fail as bad_signature",
                         i + 1,
-                        c.name
+                        c.tenant.name
                     ));
                 }
             }

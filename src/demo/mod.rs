@@ -317,7 +317,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Demo> {
     let lms_base = format!("http://{lms_addr}");
     let lms = Arc::new(lms::Lms::new(
         &lms_base,
-        &crate::gate::cartridge::launch_url(&gate.app.settings, None),
+        &crate::launch::cartridge::launch_url(&gate.app.settings, None),
     ));
     let platform = Arc::new(platform::Platform::new(&format!(
         "http://{}/webhooks/completion",
@@ -412,7 +412,7 @@ mod tests {
                 .and_then(|c| c.grade_activity.as_deref()),
             Some(GRADE_ACTIVITY)
         );
-        let c = s.consumer_by_name(CONSUMER_NAME).unwrap();
+        let c = s.consumer_of(CONSUMER_NAME).unwrap();
         assert_eq!(c.key, CONSUMER_KEY);
         assert_eq!(c.secrets[0].expose(), CONSUMER_SECRET.as_bytes());
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::header::{self, HeaderMap};
 use http::{Request, Response};
 
 use crate::config::Settings;
@@ -111,4 +112,24 @@ pub fn decode_path_segment(raw: &str) -> Result<String, &'static str> {
         }
     }
     String::from_utf8(out).map_err(|_| "not valid UTF-8")
+}
+
+/// The comma-separated tokens of every `Connection` header, as bytes: a
+/// value with other bytes than visible ASCII still names its headers.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Is this request a WebSocket handshake (`Connection: upgrade` and
+/// `Upgrade: websocket`)? Other upgrades are not forwarded.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }

@@ -99,6 +99,12 @@ pub trait HttpError {
     /// The human text shown to the client. Never carries input unescaped
     /// (HTML escaping happens here, in [`reject`]) and never a secret.
     fn message(&self) -> std::borrow::Cow<'static, str>;
+    /// The reason the access log records: the label, unless the boundary
+    /// tells the client less than it knows (a session refused as expired is
+    /// shown `no_session`).
+    fn reason(&self) -> &'static str {
+        self.label()
+    }
     /// Headers the answer must carry besides the body's own (`Retry-After`,
     /// `Allow`, `WWW-Authenticate`, …).
     fn add_headers(&self, _headers: &mut HeaderMap) {}
@@ -106,8 +112,9 @@ pub trait HttpError {
 
 /// The response for a boundary's error: see [`HttpError`].
 pub fn reject(err: &impl HttpError, json: bool) -> Response<Body> {
-    let mut resp = error(err.status(), err.label(), &err.message(), json);
+    let mut resp = error_body(err.status(), err.label(), &err.message(), json);
     err.add_headers(resp.headers_mut());
+    resp.extensions_mut().insert(LogReason(err.reason()));
     resp
 }
 

@@ -55,7 +55,7 @@ impl Deliver for BasicOutcomes {
         if let Err(why) = check_target_url(
             url,
             self.settings.allow_insecure_targets,
-            &consumer.outcome_hosts,
+            &consumer.tenant.outcome_hosts,
         ) {
             return Verdict::Dead(format!("outcome URL refused: {why}"));
         }

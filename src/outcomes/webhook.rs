@@ -205,13 +205,13 @@ where
 
     // The learner: <lms_id><sep><user_id> of a configured consumer.
     let sep = &settings.launch.id_separator;
-    let consumer = user
+    let tenant = user
         .split_once(sep.as_str())
-        .and_then(|(lms_id, _)| settings.consumer_by_lms_id(lms_id));
-    let Some(consumer) = consumer else {
+        .and_then(|(lms_id, _)| settings.tenant_by_lms_id(lms_id));
+    let Some(tenant) = tenant else {
         return invalid(app, "user", "unknown learner: no consumer has this lms_id");
     };
-    let enrolment = Enrolment::new(&consumer.name, course, user);
+    let enrolment = Enrolment::new(&tenant.name, course, user);
     let store_down = |e: crate::store::StoreError| {
         app.metrics.store_failed("outbox");
         tracing::warn!(event_id, error = %e, "cannot store a completion webhook");

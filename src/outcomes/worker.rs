@@ -301,12 +301,12 @@ impl Worker {
             };
         };
         let label = kind.metric_label();
-        let Some(consumer) = settings.consumer_by_name(&job.enrolment.consumer) else {
+        let Some(consumer) = settings.consumer_of(&job.enrolment.tenant) else {
             return Attempt::Tried {
                 kind: label,
                 verdict: Verdict::Dead(format!(
                     "consumer {} is no longer configured",
-                    job.enrolment.consumer
+                    job.enrolment.tenant
                 )),
             };
         };

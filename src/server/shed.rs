@@ -101,14 +101,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
-            let mut resp = respond::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "The service is busy. Please try again in a moment.",
-                *this.json,
-            );
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let resp = respond::reject(&Overloaded, *this.json);
             return Poll::Ready(Ok(resp));
         };
         let resp = ready!(inner.poll(cx))?;
@@ -116,5 +109,28 @@ where
             Some(p) => super::hold_until_sent(resp, p),
             None => resp,
         }))
+    }
+}
+
+/// The shed's answer: 503 with `Retry-After: 1`, before any other layer
+/// has run.
+#[derive(Debug, Clone, Copy)]
+pub struct Overloaded;
+
+impl respond::HttpError for Overloaded {
+    fn status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    fn label(&self) -> &'static str {
+        "overloaded"
+    }
+
+    fn message(&self) -> std::borrow::Cow<'static, str> {
+        "The service is busy. Please try again in a moment.".into()
+    }
+
+    fn add_headers(&self, headers: &mut http::HeaderMap) {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
 }

@@ -52,12 +52,13 @@ pub enum LicenceClaim {
     Exhausted,
 }
 
-/// One learner in one course of one consumer: the unit of outcome targets
+/// One learner in one course of one tenant: the unit of outcome targets
 /// and outbox jobs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Enrolment {
-    /// Consumer name.
-    pub consumer: String,
+    /// Tenant name (stored as `consumer`, the name it has always had).
+    #[serde(rename = "consumer")]
+    pub tenant: String,
     /// Course external ID.
     pub course: String,
     /// Learner external ID.
@@ -66,9 +67,9 @@ pub struct Enrolment {
 
 impl Enrolment {
     /// Builds one.
-    pub fn new(consumer: &str, course: &str, learner: &str) -> Self {
+    pub fn new(tenant: &str, course: &str, learner: &str) -> Self {
         Enrolment {
-            consumer: consumer.into(),
+            tenant: tenant.into(),
             course: course.into(),
             learner: learner.into(),
         }
@@ -76,7 +77,7 @@ impl Enrolment {
 
     /// The store key: unambiguous whatever the parts contain.
     pub fn key(&self) -> String {
-        compound(&[&self.consumer, &self.course, &self.learner])
+        compound(&[&self.tenant, &self.course, &self.learner])
     }
 
     /// A URL-safe identifier (the outbox job id shown to operators).

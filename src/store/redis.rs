@@ -640,7 +640,7 @@ impl Store for RedisStore {
                     .arg(score.to_string())
                     .arg(now_millis())
                     .arg(ttl)
-                    .arg(&enrolment.consumer)
+                    .arg(&enrolment.tenant)
                     .arg(&enrolment.course)
                     .arg(&enrolment.learner)
                     .invoke_async(&mut c)

@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ltigate::gate::session::{Sealer, Session};
 use ltigate::secret::Secret;
+use ltigate::session::{Sealer, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -146,7 +146,7 @@ pub fn sealer() -> Sealer {
 /// given unix times.
 pub fn session_at(user: &str, course: &str, issued_at: u64, last_seen: u64) -> Session {
     let mut s = Session::new_for_test(&format!("acme:{user}"));
-    s.consumer = "Acme".into();
+    s.tenant = "Acme".into();
     s.lms_id = "acme".into();
     s.user_id = user.into();
     s.add_course(course, &["Learner".into()], 20);

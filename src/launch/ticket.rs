@@ -11,26 +11,59 @@
 //! new window. `window=new` changes only the form of the answer: the ticket
 //! is spent the same way, and the landing path is the ticket's own.
 
+use std::time::Duration;
+
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
 
-use super::launch::Ticket;
-use super::session::SessionRejection;
-use super::Gate;
+use super::error::RouteError;
 use crate::http::respond;
 use crate::http::{query_pairs, unix_now, with_header, Body};
+use crate::session::{Gate, SessionRejection};
+
+/// Lifetime of a launch ticket.
+pub const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// What a ticket holds until `/lti/continue` redeems it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The sealed cookie value.
+    #[serde(rename = "c")]
+    pub cookie: String,
+    /// Public landing path.
+    #[serde(rename = "l")]
+    pub landing: String,
+    /// Learner external ID.
+    #[serde(rename = "x")]
+    pub external_id: String,
+    /// Course.
+    #[serde(rename = "k")]
+    pub course: String,
+    /// When it expires (Unix seconds); 0 in tickets written before it was kept.
+    #[serde(rename = "e", default)]
+    pub expires: u64,
+}
+
+impl Ticket {
+    /// How long it still lives at `now`: `None` once expired. Putting a
+    /// ticket back (the new-window fallback) keeps its first expiry, so
+    /// reloading the frame never stretches it.
+    pub fn remaining(&self, now: u64) -> Option<Duration> {
+        if self.expires == 0 {
+            return Some(TICKET_TTL);
+        }
+        self.expires
+            .checked_sub(now)
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+    }
+}
 
 /// Handles `/lti/continue`.
 pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body> {
     let json = respond::prefers_json(req.headers());
-    let expired = || {
-        respond::error(
-            StatusCode::UNAUTHORIZED,
-            "ticket_invalid",
-            "This launch link has expired or was already used. Go back to your course and open the link again.",
-            json,
-        )
-    };
+    let expired = || respond::reject(&RouteError::TicketInvalid, json);
     let query = query_pairs(&req);
     let Some(ticket) = query
         .iter()
@@ -58,12 +91,7 @@ pub async fn handle_continue<B>(state: &Gate, req: Request<B>) -> Response<Body>
         Err(e) => {
             state.metrics.store_failed("ticket");
             tracing::warn!(error = %e, "cannot redeem a launch ticket");
-            return respond::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "The service is temporarily unavailable. Please try again in a moment.",
-                json,
-            );
+            return respond::reject(&RouteError::StoreUnavailable, json);
         }
     };
     let Some(raw) = taken else {
@@ -180,7 +208,7 @@ fn continued_page(state: &Gate, landing: &str, cookie: Option<&str>) -> Response
 pub async fn handle_logout<B>(state: &Gate, req: Request<B>) -> Response<Body> {
     let json = respond::prefers_json(req.headers());
     if state.settings.session.csrf
-        && super::session::is_cross_site(
+        && crate::session::is_cross_site(
             req.method(),
             req.headers(),
             &state.settings.server.public_url.origin(),
@@ -191,12 +219,7 @@ pub async fn handle_logout<B>(state: &Gate, req: Request<B>) -> Response<Body> {
             .session_rejections
             .with_label_values(&[SessionRejection::Csrf.label()])
             .inc();
-        return respond::error(
-            StatusCode::FORBIDDEN,
-            "csrf",
-            "This request came from another site and was refused.",
-            json,
-        );
+        return respond::reject(&RouteError::Session(SessionRejection::Csrf), json);
     }
     let resp = if json {
         respond::json(StatusCode::OK, &serde_json::json!({"status": "signed_out"}))
@@ -210,4 +233,26 @@ pub async fn handle_logout<B>(state: &Gate, req: Request<B>) -> Response<Body> {
         )
     };
     with_header(resp, header::SET_COOKIE, &state.clear_cookie())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_put_back_keeps_its_first_expiry() {
+        let t = Ticket {
+            cookie: String::new(),
+            landing: String::new(),
+            external_id: String::new(),
+            course: String::new(),
+            expires: 1_000_060,
+        };
+        assert_eq!(t.remaining(1_000_000), Some(TICKET_TTL));
+        assert_eq!(t.remaining(1_000_059), Some(Duration::from_secs(1)));
+        assert_eq!(t.remaining(1_000_060), None);
+        assert_eq!(t.remaining(2_000_000), None);
+        let older = Ticket { expires: 0, ..t };
+        assert_eq!(older.remaining(2_000_000), Some(TICKET_TTL));
+    }
 }

@@ -1,5 +1,28 @@
-//! The public side: launch, continue, logout, cartridge, and the session gate
-//! in front of the proxy.
+//! The session: an AEAD-sealed cookie that carries the learner and the
+//! courses launched, so any replica serves any request without a store
+//! round trip and sessions survive a store outage.
+//!
+//! ```
+//! use ltigate::session::{Sealer, Session};
+//! use ltigate::secret::Secret;
+//! let sealer = Sealer::new(&Secret::new([7u8; 32]), &[]);
+//! let s = Session::new_for_test("acme:1");
+//! let cookie = sealer.seal(&s).unwrap();
+//! assert_eq!(sealer.open(&cookie).unwrap().external_id, "acme:1");
+//! ```
+//!
+//! Two tower layers guard the proxied paths with it:
+//! [`SessionGateLayer`] (a valid session, or a public path; last-seen
+//! refreshed at most once a minute) and [`CsrfLayer`] (no unsafe
+//! cross-site request and no cross-origin WebSocket rides on the cookie).
+//!
+//! The parts, one concern each: [`model`] (what the cookie carries),
+//! [`seal`] (sealing, opening, the lifetime policy), [`cookie`] (finding the
+//! cookie in a request), [`identity`] (the identity header values rendered
+//! once per session), [`gate`] and [`csrf`] (the two layers), [`key`] (the
+//! session key of the embedded store). [`Gate`] is the state the public
+//! routes share, and [`Gate::open_session`] the one way any of them opens a
+//! session.
 
 use std::sync::Arc;
 
@@ -7,17 +30,21 @@ use http::HeaderMap;
 
 use crate::http::AppState;
 
-pub mod cartridge;
-pub mod headers;
-pub mod launch;
-pub mod proxy;
-pub mod router;
-pub mod session;
-pub mod session_key;
-pub mod tickets;
-pub mod upstream;
+pub mod cookie;
+pub mod csrf;
+pub mod gate;
+pub mod identity;
+pub mod key;
+pub mod model;
+pub mod seal;
+#[cfg(test)]
+mod tests;
 
-use session::{Lifetime, OpenedCache, OpenedSession, Sealer, SessionRejection};
+pub use csrf::{is_cross_site, CsrfLayer};
+pub use gate::{is_public_path, Carrier, OpenedCache, OpenedSession, SessionGateLayer};
+pub use identity::IdentityHeaders;
+pub use model::{CourseRoles, Session, SessionRejection, MAX_COOKIE_VALUE};
+pub use seal::{Lifetime, SealError, Sealer};
 
 /// What the public side's handlers share: the neutral [`AppState`], and the
 /// session keys and lifetime policy that only this side uses. Dereferences
@@ -58,7 +85,7 @@ impl Gate {
             Some(o) => o,
             None => {
                 let s = self.sealer.open(value)?;
-                if self.settings.consumer_by_name(&s.consumer).is_none() {
+                if self.settings.tenant(&s.tenant).is_none() {
                     return Err(SessionRejection::Invalid);
                 }
                 let o = Arc::new(OpenedSession {
@@ -78,7 +105,7 @@ impl Gate {
         &self,
         headers: &'h HeaderMap,
     ) -> Result<&'h str, SessionRejection> {
-        session::cookie_value(
+        cookie::cookie_value(
             headers
                 .get_all(http::header::COOKIE)
                 .iter()

@@ -19,14 +19,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::{cartridge, launch, tickets, Gate};
 use tracing::Instrument as _;
 
+use super::error::RouteError;
+use super::{cartridge, ticket, v1p1};
 use crate::http::request_id;
 use crate::http::{respond, Body};
+use crate::session::Gate;
 
 /// One of ltigate's own routes, from the method and path alone.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,8 +41,8 @@ enum Route {
     Logout,
     /// `GET|HEAD /lti/cartridge.xml`.
     Cartridge,
-    /// An own path with another method; the text says which are allowed.
-    MethodNotAllowed(&'static str),
+    /// An own path with another method.
+    MethodNotAllowed(RouteError),
     /// Under `/lti/launch/` but not one segment.
     NotFound,
 }
@@ -62,9 +64,19 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         (&Method::POST, "logout") => Route::Logout,
         (&Method::GET | &Method::HEAD, "cartridge.xml") => Route::Cartridge,
         (_, r) if r == "launch" || r.starts_with("launch/") || r == "logout" => {
-            Route::MethodNotAllowed("This address only accepts POST requests from an LMS.")
+            Route::MethodNotAllowed(RouteError::MethodNotAllowed {
+                allow: "POST",
+                message: "This address only accepts POST requests from an LMS.",
+            })
         }
-        (_, "continue" | "cartridge.xml") => Route::MethodNotAllowed("Method not allowed."),
+        (_, "continue") => Route::MethodNotAllowed(RouteError::MethodNotAllowed {
+            allow: "GET",
+            message: "Method not allowed.",
+        }),
+        (_, "cartridge.xml") => Route::MethodNotAllowed(RouteError::MethodNotAllowed {
+            allow: "GET, HEAD",
+            message: "Method not allowed.",
+        }),
         _ => return None,
     })
 }
@@ -73,17 +85,12 @@ fn route(method: &Method, path: &str) -> Option<Route> {
 async fn serve(gate: Arc<Gate>, route: Route, req: Request<Incoming>) -> Response<Body> {
     let json = || respond::prefers_json(req.headers());
     match route {
-        Route::Launch(course) => launch::handle(&gate, req, course.as_deref()).await,
-        Route::Continue => tickets::handle_continue(&gate, req).await,
-        Route::Logout => tickets::handle_logout(&gate, req).await,
+        Route::Launch(course) => v1p1::handle(&gate, req, course.as_deref()).await,
+        Route::Continue => ticket::handle_continue(&gate, req).await,
+        Route::Logout => ticket::handle_logout(&gate, req).await,
         Route::Cartridge => cartridge::handle(&gate, &req),
-        Route::MethodNotAllowed(text) => respond::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            text,
-            json(),
-        ),
-        Route::NotFound => respond::error(StatusCode::NOT_FOUND, "not_found", "Not found.", json()),
+        Route::MethodNotAllowed(e) => respond::reject(&e, json()),
+        Route::NotFound => respond::reject(&RouteError::NotFound, json()),
     }
 }
 

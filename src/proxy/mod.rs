@@ -10,12 +10,16 @@
 //! 3. [`HeaderPolicyLayer`] — strip what a client may not send, set the
 //!    forwarding and identity headers;
 //! 4. [`Forward`] — the upstream over kept-alive connections (each client
-//!    connection keeps one, see [`super::upstream`]), bodies streamed both
+//!    connection keeps one, see [`upstream`]), bodies streamed both
 //!    ways, WebSocket tunnels, 502/504 pages, the response policy and the
 //!    proxy metrics.
 //!
 //! Each layer is always ready and answers with `Infallible`; none of them
 //! touches the store.
+
+pub mod error;
+pub mod headers;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,12 +42,13 @@ use hyper_util::rt::TokioIo;
 use prometheus::{Histogram, IntCounter};
 use tokio::time::Instant;
 
-use super::headers::{is_websocket_upgrade, HeaderPolicy, HeaderPolicyLayer, ResponsePolicy};
-use super::session::{CsrfLayer, OpenedSession, SessionGateLayer};
-use super::upstream::{Affinity, Upstream, UpstreamError};
-use super::Gate;
+use crate::http::is_websocket_upgrade;
 use crate::http::request_id;
 use crate::http::{respond, Body};
+use crate::session::{Carrier, CsrfLayer, Gate, OpenedSession, SessionGateLayer};
+use error::ProxyError;
+use headers::{HeaderPolicy, HeaderPolicyLayer, ResponsePolicy};
+use upstream::{Affinity, Upstream, UpstreamError};
 
 /// A request on its way through the proxy stack.
 pub struct ProxyRequest<B = Incoming> {
@@ -56,6 +61,24 @@ pub struct ProxyRequest<B = Incoming> {
     pub accept: Option<http::HeaderValue>,
     /// The client connection the request came on.
     pub client: Arc<ClientConn>,
+}
+
+impl<B> Carrier for ProxyRequest<B> {
+    fn head(&self) -> (&Method, &str, &http::HeaderMap) {
+        (
+            self.http.method(),
+            self.http.uri().path(),
+            self.http.headers(),
+        )
+    }
+
+    fn json(&self) -> bool {
+        ProxyRequest::json(self)
+    }
+
+    fn set_session(&mut self, session: Arc<OpenedSession>) {
+        self.session = Some(session);
+    }
 }
 
 impl<B> ProxyRequest<B> {
@@ -136,9 +159,9 @@ impl Proxy {
         .with_public_prefix(&public.prefix)?
         .with_course_path(s.upstream.course_path.as_deref())
         .with_environments(
-            s.consumers
+            s.tenants
                 .iter()
-                .filter_map(|c| Some((c.name.as_str(), c.environment.as_deref()?))),
+                .filter_map(|t| Some((t.name.as_str(), t.environment.as_deref()?))),
         );
         let forward = Forward::new(&app, &authority, upstream.path())?;
         let address = match authority.port_u16() {
@@ -166,7 +189,7 @@ impl Proxy {
     pub fn connection(&self, peer: SocketAddr) -> Arc<ClientConn> {
         Arc::new(ClientConn {
             peer,
-            peer_text: super::headers::peer_text(peer.ip()),
+            peer_text: headers::peer_text(peer.ip()),
             upstream: Affinity::new(self.upstream.clone()),
         })
     }
@@ -242,29 +265,14 @@ impl ForwardShared {
         let id = request_id::of(req.headers()).cloned();
         if req.method() == Method::CONNECT {
             // A 2xx would turn the upstream connection into a tunnel.
-            return self.count(respond::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "CONNECT is not supported.",
-                json(),
-            ));
+            return self.count(respond::reject(&ProxyError::Connect, json()));
         }
         if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
             // RFC 9112 §3.2: an upstream would pick one or join them.
-            return self.count(respond::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "More than one Host header.",
-                json(),
-            ));
+            return self.count(respond::reject(&ProxyError::DuplicateHost, json()));
         }
         let Some(target) = self.target(req.uri()) else {
-            return self.count(respond::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "Bad request target.",
-                json(),
-            ));
+            return self.count(respond::reject(&ProxyError::BadTarget, json()));
         };
         let upgrade = is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -347,24 +355,14 @@ impl ForwardShared {
             Err(e) => {
                 let _span = request_id::span(id).entered();
                 tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
-                return self.count(respond::error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    "The learning platform cannot be reached right now. Please try again in a moment.",
-                    json(),
-                ));
+                return self.count(respond::reject(&ProxyError::UpstreamUnreachable, json()));
             }
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client) = upgrade else {
                 let _span = request_id::span(id).entered();
                 tracing::warn!("the upstream switched protocols without being asked");
-                return self.count(respond::error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_protocol",
-                    "The learning platform answered in an unexpected way.",
-                    json(),
-                ));
+                return self.count(respond::reject(&ProxyError::UpstreamProtocol, json()));
             };
             let upstream = hyper::upgrade::on(&mut resp);
             tokio::spawn(tunnel(client, upstream));
@@ -384,22 +382,14 @@ impl ForwardShared {
     ) -> Response<Body> {
         self.duration.observe(started.elapsed().as_secs_f64());
         let _span = request_id::span(id).entered();
-        let (status, code, message) = if client_stalled {
+        let error = if client_stalled {
             tracing::info!(timeout = ?self.timeout, "the client stopped sending its request body");
-            (
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "Your request stopped arriving. Please try again.",
-            )
+            ProxyError::RequestTimeout
         } else {
             tracing::warn!(timeout = ?self.timeout, "upstream did not answer in time");
-            (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "The learning platform did not answer in time. Please try again.",
-            )
+            ProxyError::UpstreamTimeout
         };
-        self.count(respond::error(status, code, message, json))
+        self.count(respond::reject(&error, json))
     }
 }
 

@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-use super::Gate;
+use super::error::RouteError;
 use crate::config::Settings;
 use crate::http::{query_pairs, respond, Body};
 use crate::lti::cartridge::{build, Cartridge};
 use crate::lti::encode::percent_encode;
 use crate::lti::launch::MAX_COURSE_ID;
+use crate::session::Gate;
 
 /// The launch URL for a course (external ID appended), or the plain one.
 pub fn launch_url(settings: &Settings, course: Option<&str>) -> String {
@@ -66,10 +67,8 @@ pub fn handle<B>(app: &Gate, req: &Request<B>) -> Response<Body> {
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty());
     if let Some(Err(message)) = course.as_deref().map(check_course_id) {
-        return respond::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_course",
-            message,
+        return respond::reject(
+            &RouteError::InvalidCourse(message),
             respond::prefers_json(req.headers()),
         );
     }
@@ -148,13 +147,12 @@ impl CourseLink {
         course: &str,
         show_secret: bool,
     ) -> Result<Self, ExportError> {
-        let c =
-            settings
-                .consumer_by_name(consumer)
-                .ok_or_else(|| ExportError::UnknownConsumer {
-                    name: consumer.to_string(),
-                    configured: settings.consumers.iter().map(|c| c.name.clone()).collect(),
-                })?;
+        let c = settings
+            .consumer_of(consumer)
+            .ok_or_else(|| ExportError::UnknownConsumer {
+                name: consumer.to_string(),
+                configured: settings.tenants.iter().map(|t| t.name.clone()).collect(),
+            })?;
         check_course_id(course).map_err(|message| ExportError::BadCourse {
             course: course.to_string(),
             message,
@@ -163,7 +161,7 @@ impl CourseLink {
             .then(|| c.secrets.first().map(|s| secret_text(s.expose())))
             .flatten();
         Ok(CourseLink {
-            consumer: c.name.clone(),
+            consumer: c.tenant.name.clone(),
             course: course.to_string(),
             launch_url: launch_url(settings, None),
             custom_parameter: format!("course={course}"),

@@ -1,0 +1,159 @@
+//! Launches: verification by protocol, then one accept path (DESIGN §3,
+//! §12).
+//!
+//! - [`v1p1`] — `POST /lti/launch[/{course}]`: an LTI 1.1 launch, its OAuth
+//!   signature, timestamp and nonce; it ends in a [`VerifiedLaunch`].
+//! - [`accept`] — what every verified launch gets, whatever its protocol:
+//!   licence, provisioning, outcome target, session, single-use ticket.
+//! - [`ticket`] — `/lti/continue` redeems the ticket (with the new-window
+//!   fallback for browsers that drop third-party cookies); `/lti/logout`.
+//! - [`cartridge`] — the LTI 1.1 cartridge and the values an LMS admin
+//!   pastes.
+//! - [`routes`] — the layer that serves these routes in the public stack.
+//! - [`error`] — the one error type of these routes.
+
+pub mod accept;
+pub mod cartridge;
+pub mod error;
+pub mod routes;
+pub mod ticket;
+pub mod v1p1;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Response;
+
+use crate::config::Tenant;
+use crate::http::access_log::LogReason;
+use crate::http::{respond, Body};
+use crate::lti::encode::percent_encode;
+use crate::lti::launch::Rejection;
+use crate::lti::LtiVersion;
+use crate::outcomes::OutcomeTarget;
+use crate::session::Gate;
+use error::RouteError;
+
+pub use ticket::{Ticket, TICKET_TTL};
+pub use v1p1::MAX_LAUNCH_BODY;
+
+/// The learner a launch speaks for, as the LMS names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learner {
+    /// The LMS's user id (unique within the tenant).
+    pub user_id: String,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// Family name.
+    pub family_name: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+}
+
+/// A launch whose protocol checks all passed, in protocol-neutral terms
+/// (DESIGN §12): all that licences, provisioning, the session, the ticket,
+/// the identity headers and the outcome target's storage take. LTI 1.1
+/// builds it from a verified OAuth launch ([`v1p1`]); LTI 1.3 from a
+/// verified id_token.
+#[derive(Debug, Clone)]
+pub struct VerifiedLaunch {
+    /// The tenant the learner belongs to.
+    pub tenant: Arc<Tenant>,
+    /// The protocol it came by.
+    pub version: LtiVersion,
+    /// Who.
+    pub learner: Learner,
+    /// Course external ID.
+    pub course: String,
+    /// Normalised roles in the course.
+    pub roles: Vec<String>,
+    /// Where grades go back, when the launch allows it.
+    pub outcome_target: Option<OutcomeTarget>,
+}
+
+/// A refused launch, as the protocol checks or the accept path found it.
+#[derive(Debug)]
+pub struct Failure {
+    /// Why: the metric label and the log line.
+    pub reason: Rejection,
+    /// What the client is told (status, error code, message): the reason,
+    /// except for an unknown key, which is answered as a known key with a
+    /// wrong secret would be.
+    pub shown: Rejection,
+    /// Log detail; never contains secrets or signatures.
+    pub detail: String,
+    /// The LMS's return URL, set only once the launch is authenticated: the
+    /// refusal then goes back to the LMS with `lti_errormsg`.
+    pub return_url: Option<String>,
+}
+
+impl Failure {
+    /// A refusal for `reason`, shown as it is.
+    pub fn new(reason: Rejection, detail: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            shown: reason,
+            detail: detail.into(),
+            return_url: None,
+        }
+    }
+
+    /// A store failure during `op`, counted.
+    pub(crate) fn store(state: &Gate, op: &'static str, e: crate::store::StoreError) -> Self {
+        state.metrics.store_failed(op);
+        Failure::new(Rejection::StoreUnavailable, e.to_string())
+    }
+}
+
+/// The end of every launch, whichever protocol: the duration and the
+/// outcome counted under the tenant's label (`unknown` before one is
+/// known), a refusal logged and answered — back to the LMS when its return
+/// URL may be used, else an error page ([`RouteError::Launch`]).
+pub(crate) fn finish(
+    state: &Gate,
+    started: Instant,
+    tenant_label: &str,
+    result: Result<Response<Body>, Failure>,
+    json: bool,
+) -> Response<Body> {
+    let m = &state.metrics;
+    m.launch_duration.observe(started.elapsed().as_secs_f64());
+    let f = match result {
+        Ok(resp) => {
+            m.launches
+                .with_label_values(&[tenant_label, "accepted"])
+                .inc();
+            return resp;
+        }
+        Err(f) => f,
+    };
+    m.launches
+        .with_label_values(&[tenant_label, f.reason.label()])
+        .inc();
+    tracing::info!(
+        consumer = %tenant_label,
+        reason = f.reason.label(),
+        detail = %f.detail,
+        "launch refused"
+    );
+    let mut resp = match &f.return_url {
+        Some(url) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            respond::see_other(&format!(
+                "{url}{sep}lti_errormsg={}&lti_errorlog={}",
+                percent_encode(f.shown.message().as_bytes()),
+                f.shown.label()
+            ))
+        }
+        None => respond::reject(
+            &RouteError::Launch {
+                shown: f.shown,
+                detail: f.detail,
+            },
+            json,
+        ),
+    };
+    // The true reason, as the metric has it (the page may say less).
+    resp.extensions_mut().insert(LogReason(f.reason.label()));
+    resp
+}
