@@ -493,101 +493,44 @@ mod tests {
     /// and the field it names, as DESIGN §6 and §9 have them.
     #[test]
     fn every_refusal_answers_as_the_contract_says() {
-        let invalid_score = invalid("score", "score must be between 0 and 1".into());
+        use SignatureError as S;
+        use WebhookError as E;
+        let (sig, inv) = (Some("bad_signature"), Some("invalid"));
+        let bad_json = E::BadJson("EOF at line 1 column 0".into());
+        let bad_score = invalid("score", "out of range".into());
         let table = [
+            (E::Disabled, 401, "bad_signature", sig, None),
             (
-                WebhookError::Disabled,
+                E::BadSignature(S::Malformed),
                 401,
                 "bad_signature",
-                Some("bad_signature"),
+                sig,
                 None,
             ),
+            (E::BadSignature(S::Stale), 401, "bad_signature", sig, None),
             (
-                WebhookError::BadSignature(SignatureError::Malformed),
+                E::BadSignature(S::Mismatch),
                 401,
                 "bad_signature",
-                Some("bad_signature"),
+                sig,
                 None,
             ),
-            (WebhookError::Timeout, 408, "timeout", Some("invalid"), None),
-            (
-                WebhookError::TooLarge { max: 65536 },
-                413,
-                "too_large",
-                Some("invalid"),
-                None,
-            ),
-            (
-                WebhookError::Unreadable,
-                400,
-                "unreadable_body",
-                Some("invalid"),
-                None,
-            ),
-            (
-                WebhookError::NotAnObject,
-                400,
-                "invalid_json",
-                Some("invalid"),
-                None,
-            ),
-            (
-                WebhookError::BadJson("expected value at line 1 column 1".into()),
-                400,
-                "invalid_json",
-                Some("invalid"),
-                None,
-            ),
-            (
-                invalid_score,
-                422,
-                "invalid",
-                Some("invalid"),
-                Some("score"),
-            ),
-            (
-                WebhookError::UnknownConsumer,
-                422,
-                "invalid",
-                Some("invalid"),
-                Some("user"),
-            ),
-            (
-                WebhookError::NotEnrolled,
-                422,
-                "invalid",
-                Some("invalid"),
-                Some("user"),
-            ),
-            (
-                WebhookError::StoreUnavailable,
-                503,
-                "store_unavailable",
-                None,
-                None,
-            ),
-            (
-                WebhookError::BadSignature(SignatureError::Stale),
-                401,
-                "bad_signature",
-                Some("bad_signature"),
-                None,
-            ),
+            (E::Timeout, 408, "timeout", inv, None),
+            (E::TooLarge { max: 65536 }, 413, "too_large", inv, None),
+            (E::Unreadable, 400, "unreadable_body", inv, None),
+            (E::NotAnObject, 400, "invalid_json", inv, None),
+            (bad_json, 400, "invalid_json", inv, None),
+            (bad_score, 422, "invalid", inv, Some("score")),
+            (E::UnknownConsumer, 422, "invalid", inv, Some("user")),
+            (E::NotEnrolled, 422, "invalid", inv, Some("user")),
+            (E::StoreUnavailable, 503, "store_unavailable", None, None),
         ];
         for (err, status, label, result, field) in table {
             // A new variant fails to compile here until the table has it.
             match err {
-                WebhookError::Disabled
-                | WebhookError::Timeout
-                | WebhookError::TooLarge { .. }
-                | WebhookError::Unreadable
-                | WebhookError::BadSignature(_)
-                | WebhookError::NotAnObject
-                | WebhookError::BadJson(_)
-                | WebhookError::Invalid { .. }
-                | WebhookError::UnknownConsumer
-                | WebhookError::NotEnrolled
-                | WebhookError::StoreUnavailable => {}
+                E::Disabled | E::Timeout | E::TooLarge { .. } | E::Unreadable => {}
+                E::BadSignature(_) | E::NotAnObject | E::BadJson(_) | E::Invalid { .. } => {}
+                E::UnknownConsumer | E::NotEnrolled | E::StoreUnavailable => {}
             }
             assert_eq!(err.status().as_u16(), status, "{err:?}");
             assert_eq!(err.label(), label, "{err:?}");
