@@ -108,11 +108,19 @@ pub trait HttpError {
     /// Headers the answer must carry besides the body's own (`Retry-After`,
     /// `Allow`, `WWW-Authenticate`, …).
     fn add_headers(&self, _headers: &mut HeaderMap) {}
+    /// Members the JSON body carries besides `error`, `message` and
+    /// `status` (the `field` an invalid request names, …); an HTML page
+    /// shows only the message. Never input unchecked, never a secret.
+    fn add_json(&self, _body: &mut serde_json::Map<String, serde_json::Value>) {}
 }
 
 /// The response for a boundary's error: see [`HttpError`].
 pub fn reject(err: &impl HttpError, json: bool) -> Response<Body> {
-    let mut resp = error_body(err.status(), err.label(), &err.message(), json);
+    let mut extra = serde_json::Map::new();
+    if json {
+        err.add_json(&mut extra);
+    }
+    let mut resp = error_body(err.status(), err.label(), &err.message(), json, extra);
     err.add_headers(resp.headers_mut());
     resp.extensions_mut().insert(LogReason(err.reason()));
     resp
@@ -122,18 +130,24 @@ pub fn reject(err: &impl HttpError, json: bool) -> Response<Body> {
 /// label where there is one), `message` the human text. Boundaries answer
 /// through [`reject`]; this is what it renders with.
 pub fn error(status: StatusCode, code: &'static str, message: &str, json: bool) -> Response<Body> {
-    let mut resp = error_body(status, code, message, json);
+    let mut resp = error_body(status, code, message, json, serde_json::Map::new());
     resp.extensions_mut().insert(LogReason(code));
     resp
 }
 
-fn error_body(status: StatusCode, code: &str, message: &str, json: bool) -> Response<Body> {
+fn error_body(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    json: bool,
+    mut extra: serde_json::Map<String, serde_json::Value>,
+) -> Response<Body> {
     if json {
-        let body = serde_json::json!({
-            "error": code,
-            "message": message,
-            "status": status.as_u16(),
-        });
+        // The three fixed members win over a boundary's extra ones.
+        extra.insert("error".into(), code.into());
+        extra.insert("message".into(), message.into());
+        extra.insert("status".into(), status.as_u16().into());
+        let body = serde_json::Value::Object(extra);
         return base(status, "application/json", full(body.to_string()));
     }
     let title = status.canonical_reason().unwrap_or("Error");

@@ -46,112 +46,80 @@ impl BasicOutcomes {
 #[async_trait]
 impl Deliver for BasicOutcomes {
     async fn deliver(&self, consumer: &Consumer, target: &OutcomeTarget, job: &Job) -> Verdict {
+        match self.attempt(consumer, target, job).await {
+            Ok(verdict) | Err(verdict) => verdict,
+        }
+    }
+}
+
+impl BasicOutcomes {
+    /// One delivery; a step that ends it early gives its verdict as `Err`.
+    async fn attempt(
+        &self,
+        consumer: &Consumer,
+        target: &OutcomeTarget,
+        job: &Job,
+    ) -> Result<Verdict, Verdict> {
         let OutcomeTarget::BasicOutcomes {
             url,
             sourced_id,
             method,
             secret,
         } = target;
-        if let Err(why) = check_target_url(
-            url,
-            self.settings.allow_insecure_targets,
-            &consumer.tenant.outcome_hosts,
-        ) {
-            return Verdict::Dead(format!("outcome URL refused: {why}"));
-        }
-        if !self.settings.allow_insecure_targets {
-            let resolved = tokio::time::timeout(self.settings.timeout, resolves_publicly(url));
-            match resolved.await {
-                Ok(Ok(())) => {}
-                Ok(Err(Resolve::Internal(why))) => {
-                    return Verdict::Dead(format!("outcome URL refused: {why}"))
-                }
-                Ok(Err(Resolve::Failed(why))) => return Verdict::Retry { after: None, why },
-                Err(_) => {
-                    return Verdict::Retry {
-                        after: None,
-                        why: format!(
-                            "resolving the outcome host took longer than {:?}",
-                            self.settings.timeout
-                        ),
-                    }
-                }
-            }
-        }
+        self.check_target(consumer, url).await?;
         // Never start a request that could outlive the lease: once it runs
         // out another process may lease the job and send a newer score,
         // which this older one must not land after.
         if !fits_in_lease(job.lease_until_ms, now_millis(), self.settings.timeout) {
-            return Verdict::Retry {
-                after: None,
-                why: "too little of the lease was left for a delivery".into(),
-            };
+            return Err(retry(
+                "too little of the lease was left for a delivery".into(),
+            ));
         }
-        // The secret that verified the launch, else the current one.
-        let key_secret = consumer
-            .secrets
-            .iter()
-            .find(|s| secret_fingerprint(s) == *secret)
-            .or_else(|| consumer.secrets.first());
-        let Some(key_secret) = key_secret else {
-            return Verdict::Dead("the consumer has no secret".into());
-        };
-        let method = SignatureMethod::parse(method).unwrap_or(SignatureMethod::HmacSha1);
-        let body = match build_request(
-            &random_token(),
-            sourced_id,
-            &Operation::Replace { score: job.score },
-        ) {
-            Ok(b) => b,
-            Err(e) => return Verdict::Dead(format!("cannot build the request: {e}")),
-        };
-        // Signed as it goes on the wire: the HTTP client sends the URL
-        // normalised (WHATWG: `{`, `"`, spaces and non-ASCII in the path
-        // percent-encoded, dot segments resolved), and the LMS verifies what
-        // it received.
-        let wire = match reqwest::Url::parse(url) {
-            Ok(u) => u,
-            Err(e) => return Verdict::Dead(format!("outcome URL does not parse: {e}")),
-        };
-        let now_s = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let auth = match authorization_header(&OutboundRequest {
-            http_method: "POST",
-            url: wire.as_str(),
-            consumer_key: &consumer.key,
-            consumer_secret: key_secret.expose(),
-            method,
-            nonce: &random_token(),
-            timestamp: now_s,
-            body: body.as_bytes(),
-        }) {
-            Ok(a) => a,
-            Err(e) => return Verdict::Dead(format!("cannot sign for {url}: {e}")),
-        };
+        let request = signed_request(consumer, url, sourced_id, method, secret, job.score)?;
+        Ok(self.send(request).await)
+    }
+
+    /// The outcome URL is allowed (scheme, address, the consumer's
+    /// `outcome_hosts`) and, unless insecure targets are, its host resolves
+    /// to public addresses only.
+    async fn check_target(&self, consumer: &Consumer, url: &str) -> Result<(), Verdict> {
+        let insecure = self.settings.allow_insecure_targets;
+        if let Err(why) = check_target_url(url, insecure, &consumer.tenant.outcome_hosts) {
+            return Err(Verdict::Dead(format!("outcome URL refused: {why}")));
+        }
+        if insecure {
+            return Ok(());
+        }
+        let resolved = tokio::time::timeout(self.settings.timeout, resolves_publicly(url));
+        match resolved.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Resolve::Internal(why))) => {
+                Err(Verdict::Dead(format!("outcome URL refused: {why}")))
+            }
+            Ok(Err(Resolve::Failed(why))) => Err(retry(why)),
+            Err(_) => Err(retry(format!(
+                "resolving the outcome host took longer than {:?}",
+                self.settings.timeout
+            ))),
+        }
+    }
+
+    /// Sends the request and classifies the LMS's answer.
+    async fn send(&self, request: SignedRequest) -> Verdict {
         let sent = self
             .client
-            .post(wire)
+            .post(request.url)
             .header(CONTENT_TYPE, "application/xml")
-            .header(AUTHORIZATION, auth)
-            .body(body)
+            .header(AUTHORIZATION, request.authorization)
+            .body(request.body)
             .send()
             .await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
-                return Verdict::Retry {
-                    after: None,
-                    why: format!("timed out after {:?}", self.settings.timeout),
-                }
+                return retry(format!("timed out after {:?}", self.settings.timeout))
             }
-            Err(e) => {
-                return Verdict::Retry {
-                    after: None,
-                    why: format!("network error: {e}"),
-                }
-            }
+            Err(e) => return retry(format!("network error: {e}")),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -167,6 +135,69 @@ impl Deliver for BasicOutcomes {
         let body = read_limited(resp).await;
         classify(status, retry_after, location.as_deref(), &body)
     }
+}
+
+/// A retry at the worker's own pace (no `Retry-After`).
+fn retry(why: String) -> Verdict {
+    Verdict::Retry { after: None, why }
+}
+
+/// A `replaceResultRequest` ready to send.
+struct SignedRequest {
+    /// The outcome URL as it goes on the wire.
+    url: reqwest::Url,
+    /// The OAuth 1.0a `Authorization` value.
+    authorization: String,
+    /// The POX body.
+    body: String,
+}
+
+/// The `replaceResultRequest` for `score`, signed with the launch's method
+/// and the secret that verified the launch (else the consumer's current
+/// one).
+fn signed_request(
+    consumer: &Consumer,
+    url: &str,
+    sourced_id: &str,
+    method: &str,
+    secret: &str,
+    score: f64,
+) -> Result<SignedRequest, Verdict> {
+    let key_secret = consumer
+        .secrets
+        .iter()
+        .find(|s| secret_fingerprint(s) == *secret)
+        .or_else(|| consumer.secrets.first())
+        .ok_or_else(|| Verdict::Dead("the consumer has no secret".into()))?;
+    let method = SignatureMethod::parse(method).unwrap_or(SignatureMethod::HmacSha1);
+    let body = build_request(&random_token(), sourced_id, &Operation::Replace { score })
+        .map_err(|e| Verdict::Dead(format!("cannot build the request: {e}")))?;
+    // Signed as it goes on the wire: the HTTP client sends the URL
+    // normalised (WHATWG: `{`, `"`, spaces and non-ASCII in the path
+    // percent-encoded, dot segments resolved), and the LMS verifies what
+    // it received.
+    let wire = reqwest::Url::parse(url)
+        .map_err(|e| Verdict::Dead(format!("outcome URL does not parse: {e}")))?;
+    let now_s = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let authorization = authorization_header(&OutboundRequest {
+        http_method: "POST",
+        url: wire.as_str(),
+        consumer_key: &consumer.key,
+        consumer_secret: key_secret.expose(),
+        method,
+        nonce: &random_token(),
+        timestamp: now_s,
+        body: body.as_bytes(),
+    })
+    .map_err(|e| Verdict::Dead(format!("cannot sign for {url}: {e}")))?;
+    Ok(SignedRequest {
+        url: wire,
+        authorization,
+        body,
+    })
 }
 
 async fn read_limited(mut resp: reqwest::Response) -> Vec<u8> {
