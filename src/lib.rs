@@ -20,6 +20,7 @@ use std::convert::Infallible;
 
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::{Service, ServiceBuilder, ServiceExt as _};
@@ -186,33 +187,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let metrics = Arc::new(metrics::Metrics::new(&tenant_names));
     let key = session::key::session_key(&settings)?;
     let sealer = Sealer::new(&key, &settings.session.previous_secrets);
-    let store = store::open(&settings.store).await?;
-    if let StoreSettings::Redis {
-        urls,
-        cluster,
-        timeout,
-    } = &settings.store
-    {
-        let probe = store::redis::RedisStore::new(urls, *cluster, *timeout)?;
-        for w in probe.check_server_settings().await {
-            tracing::warn!("{w}");
-        }
-    }
-    match store.ping().await {
-        Ok(()) => metrics.store_ok(),
-        Err(e) => {
-            metrics.store_failed("ping");
-            tracing::warn!(error = %e, "the store is not answering; launches get 503 until it does");
-        }
-    }
-    for t in &settings.tenants {
-        if let Ok(used) = store.licences_used(&t.name).await {
-            metrics
-                .licences_used
-                .with_label_values(&[t.name.as_str()])
-                .set(used as i64);
-        }
-    }
+    let store = open_store(&settings, &metrics).await?;
     let provisioner =
         provision::Provisioner::new(Arc::new(settings.upstream.clone()), metrics.clone())?;
     let lifetime = Lifetime {
@@ -249,14 +224,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ready: Default::default(),
     });
 
-    let public_listener = server::bind(settings.server.listen)
-        .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
-    let admin_listener = server::bind(settings.server.admin_listen).with_context(|| {
-        format!(
-            "server.admin_listen: cannot bind {}",
-            settings.server.admin_listen
-        )
-    })?;
+    let (public_listener, admin_listener) = bind_listeners(&settings)?;
     let public_addr = public_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -304,4 +272,54 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// Opens the configured store, warns of Redis settings that lose data,
+/// and reads what the metrics start from. A store that does not answer yet
+/// is no reason not to start: launches get 503 until it does.
+async fn open_store(
+    settings: &Settings,
+    metrics: &metrics::Metrics,
+) -> anyhow::Result<store::SharedStore> {
+    let store = store::open(&settings.store).await?;
+    if let StoreSettings::Redis {
+        urls,
+        cluster,
+        timeout,
+    } = &settings.store
+    {
+        let probe = store::redis::RedisStore::new(urls, *cluster, *timeout)?;
+        for w in probe.check_server_settings().await {
+            tracing::warn!("{w}");
+        }
+    }
+    match store.ping().await {
+        Ok(()) => metrics.store_ok(),
+        Err(e) => {
+            metrics.store_failed("ping");
+            tracing::warn!(error = %e, "the store is not answering; launches get 503 until it does");
+        }
+    }
+    for t in &settings.tenants {
+        if let Ok(used) = store.licences_used(&t.name).await {
+            metrics
+                .licences_used
+                .with_label_values(&[t.name.as_str()])
+                .set(used as i64);
+        }
+    }
+    Ok(store)
+}
+
+/// The public and the admin listener, bound; an error names the key.
+fn bind_listeners(settings: &Settings) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let public = server::bind(settings.server.listen)
+        .with_context(|| format!("server.listen: cannot bind {}", settings.server.listen))?;
+    let admin = server::bind(settings.server.admin_listen).with_context(|| {
+        format!(
+            "server.admin_listen: cannot bind {}",
+            settings.server.admin_listen
+        )
+    })?;
+    Ok((public, admin))
 }

@@ -155,26 +155,11 @@ async fn verify(
     tenant_label: &mut String,
 ) -> Result<Verified, Failure> {
     let settings = &state.settings;
-    let query = parse_form(parts.uri.query().unwrap_or("").as_bytes())
-        .map_err(|e| Failure::new(Rejection::InvalidRequest, format!("query: {e}")))?;
-    let form = parse_form(body)
-        .map_err(|e| Failure::new(Rejection::InvalidRequest, format!("body: {e}")))?;
-    let path_course = match path_course {
-        Some(raw) => Some(crate::http::decode_path_segment(raw).map_err(|e| {
-            Failure::new(Rejection::InvalidRequest, format!("course in path: {e}"))
-        })?),
-        None => None,
-    };
-    let launch = parse(&query, &form, path_course.as_deref()).map_err(|e| {
-        // Counted under the LMS that sent it when it names a configured
-        // key: which LMS is misconfigured (no course, say) is what the
-        // operator needs to know.
-        if let Some(c) = named_consumer(settings, &query, &form) {
-            *tenant_label = c.tenant.name.clone();
-        }
-        Failure::new(Rejection::InvalidRequest, e.0)
-    })?;
-
+    let Parsed {
+        query,
+        form,
+        launch,
+    } = parse_launch(settings, parts, body, path_course, tenant_label)?;
     let skew = settings.launch.max_clock_skew.as_secs() as i64;
     let delta = launch.timestamp - now as i64;
     let stale = delta.abs() > skew;
@@ -255,6 +240,49 @@ async fn verify(
         existing,
         return_url,
     })))
+}
+
+/// A launch's parameters as sent (for the signature) and as read.
+struct Parsed {
+    query: Vec<(String, String)>,
+    form: Vec<(String, String)>,
+    launch: LaunchParams,
+}
+
+/// The launch's parameters, from the query and the form, with the course
+/// of the launch URL's path. A malformed launch that names a configured
+/// key is counted under that tenant: which LMS is misconfigured (no course,
+/// say) is what the operator needs to know.
+fn parse_launch(
+    settings: &Settings,
+    parts: &Parts,
+    body: &[u8],
+    path_course: Option<&str>,
+    tenant_label: &mut String,
+) -> Result<Parsed, Failure> {
+    let query = parse_form(parts.uri.query().unwrap_or("").as_bytes())
+        .map_err(|e| Failure::new(Rejection::InvalidRequest, format!("query: {e}")))?;
+    let form = parse_form(body)
+        .map_err(|e| Failure::new(Rejection::InvalidRequest, format!("body: {e}")))?;
+    let path_course = match path_course {
+        Some(raw) => Some(crate::http::decode_path_segment(raw).map_err(|e| {
+            Failure::new(Rejection::InvalidRequest, format!("course in path: {e}"))
+        })?),
+        None => None,
+    };
+    match parse(&query, &form, path_course.as_deref()) {
+        Ok(launch) => Ok(Parsed {
+            query,
+            form,
+            launch,
+        }),
+        Err(e) => {
+            if let Some(c) = named_consumer(settings, &query, &form) {
+                *tenant_label = c.tenant.name.clone();
+            }
+            Err(Failure::new(Rejection::InvalidRequest, e.0))
+        }
+    }
 }
 
 /// The nonce, recorded once for the key. A replay is refused, unless it is

@@ -245,8 +245,51 @@ pub fn parse(
     body: &[(String, String)],
     path_course: Option<&str>,
 ) -> Result<LaunchParams, InvalidRequest> {
-    // Every oauth_* parameter exactly once across query and body (linear:
-    // a body of thousands of distinct names costs no more than other names).
+    let get = |name: &str| single(query, body, name);
+    check_message(query, body)?;
+    let resource_link_id = non_empty(get("resource_link_id")?)
+        .ok_or_else(|| InvalidRequest("resource_link_id is missing".into()))?;
+    let user_id = user_id(get("user_id")?)?;
+    let (signature_method, timestamp, nonce) = oauth_fields(&get)?;
+    let course = course(query, body, path_course)?;
+    let (given_name, family_name) = names(&get)?;
+    let return_url = non_empty(get("launch_presentation_return_url")?).filter(|u| {
+        let lower = u.to_ascii_lowercase();
+        (lower.starts_with("https://") || lower.starts_with("http://"))
+            && !u.chars().any(|c| c.is_control() || c.is_whitespace())
+    });
+
+    Ok(LaunchParams {
+        consumer_key: get("oauth_consumer_key")?.unwrap_or_default().to_string(),
+        signature_method,
+        timestamp,
+        nonce,
+        signature: get("oauth_signature")?.unwrap_or_default().to_string(),
+        user_id,
+        resource_link_id,
+        roles: roles::normalize(get("roles")?.unwrap_or_default()),
+        given_name,
+        family_name,
+        email: non_empty(get("lis_person_contact_email_primary")?),
+        course,
+        outcome_service_url: non_empty(get("lis_outcome_service_url")?),
+        // The consumer's identifier, echoed verbatim in every outcome request.
+        result_sourcedid: get("lis_result_sourcedid")?
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string),
+        return_url,
+        context_id: non_empty(get("context_id")?),
+    })
+}
+
+/// A `basic-lti-launch-request` of LTI 1.0/1.1 with every required OAuth
+/// parameter, each `oauth_*` parameter exactly once across query and body
+/// (linear: a body of thousands of distinct names costs no more than other
+/// names).
+fn check_message(
+    query: &[(String, String)],
+    body: &[(String, String)],
+) -> Result<(), InvalidRequest> {
     let mut seen = std::collections::HashSet::new();
     for (name, _) in query.iter().chain(body.iter()) {
         if name.starts_with("oauth_") && !seen.insert(name.as_str()) {
@@ -254,7 +297,6 @@ pub fn parse(
         }
     }
     let get = |name: &str| single(query, body, name);
-
     match get("lti_message_type")? {
         Some("basic-lti-launch-request") => {}
         Some(_) => {
@@ -274,10 +316,12 @@ pub fn parse(
             return Err(InvalidRequest(format!("{name} is missing")));
         }
     }
-    let resource_link_id = non_empty(get("resource_link_id")?)
-        .ok_or_else(|| InvalidRequest("resource_link_id is missing".into()))?;
-    let user_id =
-        non_empty(get("user_id")?).ok_or_else(|| InvalidRequest("user_id is missing".into()))?;
+    Ok(())
+}
+
+/// The LMS's `user_id`: present, bounded, no control characters.
+fn user_id(sent: Option<&str>) -> Result<String, InvalidRequest> {
+    let user_id = non_empty(sent).ok_or_else(|| InvalidRequest("user_id is missing".into()))?;
     if user_id.len() > MAX_USER_ID {
         return Err(InvalidRequest(format!(
             "user_id is longer than {MAX_USER_ID} bytes"
@@ -286,7 +330,13 @@ pub fn parse(
     if user_id.chars().any(char::is_control) {
         return Err(InvalidRequest("user_id contains control characters".into()));
     }
+    Ok(user_id)
+}
 
+/// Signature method, timestamp and nonce, each well-formed.
+fn oauth_fields<'a>(
+    get: &impl Fn(&str) -> Result<Option<&'a str>, InvalidRequest>,
+) -> Result<(SignatureMethod, i64, String), InvalidRequest> {
     let method_text = get("oauth_signature_method")?.unwrap_or_default();
     let signature_method = SignatureMethod::parse(method_text).ok_or_else(|| {
         InvalidRequest("oauth_signature_method must be HMAC-SHA1 or HMAC-SHA256".into())
@@ -308,7 +358,16 @@ pub fn parse(
             "oauth_nonce is longer than 256 bytes".into(),
         ));
     }
+    Ok((signature_method, timestamp, nonce))
+}
 
+/// The course: from the launch URL's path or the `course` custom parameter
+/// (under any name the LMS may have left unnormalised); both must agree.
+fn course(
+    query: &[(String, String)],
+    body: &[(String, String)],
+    path_course: Option<&str>,
+) -> Result<String, InvalidRequest> {
     let custom_course = non_empty(single_where(query, body, "custom_course", |n| {
         is_custom(n, "course")
     })?);
@@ -337,7 +396,14 @@ pub fn parse(
             "the course id contains control characters".into(),
         ));
     }
+    Ok(course)
+}
 
+/// Given and family name; split from the full name when the LMS sends only
+/// that.
+fn names<'a>(
+    get: &impl Fn(&str) -> Result<Option<&'a str>, InvalidRequest>,
+) -> Result<(Option<String>, Option<String>), InvalidRequest> {
     let mut given_name = non_empty(get("lis_person_name_given")?);
     let mut family_name = non_empty(get("lis_person_name_family")?);
     if given_name.is_none() && family_name.is_none() {
@@ -351,34 +417,7 @@ pub fn parse(
             }
         }
     }
-
-    let return_url = non_empty(get("launch_presentation_return_url")?).filter(|u| {
-        let lower = u.to_ascii_lowercase();
-        (lower.starts_with("https://") || lower.starts_with("http://"))
-            && !u.chars().any(|c| c.is_control() || c.is_whitespace())
-    });
-
-    Ok(LaunchParams {
-        consumer_key: get("oauth_consumer_key")?.unwrap_or_default().to_string(),
-        signature_method,
-        timestamp,
-        nonce,
-        signature: get("oauth_signature")?.unwrap_or_default().to_string(),
-        user_id,
-        resource_link_id,
-        roles: roles::normalize(get("roles")?.unwrap_or_default()),
-        given_name,
-        family_name,
-        email: non_empty(get("lis_person_contact_email_primary")?),
-        course,
-        outcome_service_url: non_empty(get("lis_outcome_service_url")?),
-        // The consumer's identifier, echoed verbatim in every outcome request.
-        result_sourcedid: get("lis_result_sourcedid")?
-            .filter(|s| !s.trim().is_empty())
-            .map(str::to_string),
-        return_url,
-        context_id: non_empty(get("context_id")?),
-    })
+    Ok((given_name, family_name))
 }
 
 #[cfg(test)]

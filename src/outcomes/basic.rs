@@ -12,7 +12,7 @@ use super::{
     check_target_url, classify, is_internal, parse_retry_after, secret_fingerprint, OutcomeTarget,
     Verdict,
 };
-use crate::config::{Consumer, OutcomeSettings};
+use crate::config::{Consumer, OutcomeSettings, Settings, Tenant};
 use crate::lti::oauth1::{authorization_header, OutboundRequest, SignatureMethod};
 use crate::lti::outcomes::{build_request, Operation};
 use crate::secret::random_token;
@@ -45,8 +45,14 @@ impl BasicOutcomes {
 
 #[async_trait]
 impl Deliver for BasicOutcomes {
-    async fn deliver(&self, consumer: &Consumer, target: &OutcomeTarget, job: &Job) -> Verdict {
-        match self.attempt(consumer, target, job).await {
+    async fn deliver(
+        &self,
+        settings: &Settings,
+        tenant: &Tenant,
+        target: &OutcomeTarget,
+        job: &Job,
+    ) -> Verdict {
+        match self.attempt(settings, tenant, target, job).await {
             Ok(verdict) | Err(verdict) => verdict,
         }
     }
@@ -56,7 +62,8 @@ impl BasicOutcomes {
     /// One delivery; a step that ends it early gives its verdict as `Err`.
     async fn attempt(
         &self,
-        consumer: &Consumer,
+        settings: &Settings,
+        tenant: &Tenant,
         target: &OutcomeTarget,
         job: &Job,
     ) -> Result<Verdict, Verdict> {
@@ -66,7 +73,14 @@ impl BasicOutcomes {
             method,
             secret,
         } = target;
-        self.check_target(consumer, url).await?;
+        // Grades go back signed as the tenant's LTI 1.1 consumer.
+        let consumer = settings.consumer_of(&tenant.name).ok_or_else(|| {
+            Verdict::Dead(format!(
+                "tenant {} has no LTI 1.1 consumer to sign its grades",
+                tenant.name
+            ))
+        })?;
+        self.check_target(tenant, url).await?;
         // Never start a request that could outlive the lease: once it runs
         // out another process may lease the job and send a newer score,
         // which this older one must not land after.
@@ -79,12 +93,12 @@ impl BasicOutcomes {
         Ok(self.send(request).await)
     }
 
-    /// The outcome URL is allowed (scheme, address, the consumer's
+    /// The outcome URL is allowed (scheme, address, the tenant's
     /// `outcome_hosts`) and, unless insecure targets are, its host resolves
     /// to public addresses only.
-    async fn check_target(&self, consumer: &Consumer, url: &str) -> Result<(), Verdict> {
+    async fn check_target(&self, tenant: &Tenant, url: &str) -> Result<(), Verdict> {
         let insecure = self.settings.allow_insecure_targets;
-        if let Err(why) = check_target_url(url, insecure, &consumer.tenant.outcome_hosts) {
+        if let Err(why) = check_target_url(url, insecure, &tenant.outcome_hosts) {
             return Err(Verdict::Dead(format!("outcome URL refused: {why}")));
         }
         if insecure {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::basic::BasicOutcomes;
 use super::{OutcomeTarget, TargetKind, Verdict};
-use crate::config::{Consumer, OutcomeSettings};
+use crate::config::{OutcomeSettings, Settings, Tenant};
 use crate::store::Job;
 
 /// Delivers one grade to targets of one kind.
@@ -25,11 +25,18 @@ use crate::store::Job;
 /// handles and the worker gives it only targets of those kinds.
 #[async_trait]
 pub trait Deliver: Send + Sync {
-    /// One attempt to send `job`'s score to `target` on behalf of
-    /// `consumer`. `job.lease_until_ms` is when the lease runs out: an
-    /// attempt that could outlive it answers [`Verdict::Retry`] instead of
-    /// starting.
-    async fn deliver(&self, consumer: &Consumer, target: &OutcomeTarget, job: &Job) -> Verdict;
+    /// One attempt to send `job`'s score to `target`, a target of a
+    /// learner of `tenant`; `settings` holds the protocol's own
+    /// configuration (an LTI 1.1 consumer's secrets, say).
+    /// `job.lease_until_ms` is when the lease runs out: an attempt that
+    /// could outlive it answers [`Verdict::Retry`] instead of starting.
+    async fn deliver(
+        &self,
+        settings: &Settings,
+        tenant: &Tenant,
+        target: &OutcomeTarget,
+        job: &Job,
+    ) -> Verdict;
 }
 
 /// The deliverers of one process, by target kind.

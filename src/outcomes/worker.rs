@@ -301,18 +301,18 @@ impl Worker {
             };
         };
         let label = kind.metric_label();
-        let Some(consumer) = settings.consumer_of(&job.enrolment.tenant) else {
+        let Some(tenant) = settings.tenant(&job.enrolment.tenant) else {
             return Attempt::Tried {
                 kind: label,
                 verdict: Verdict::Dead(format!(
-                    "consumer {} is no longer configured",
+                    "tenant {} is no longer configured",
                     job.enrolment.tenant
                 )),
             };
         };
         Attempt::Tried {
             kind: label,
-            verdict: deliverer.deliver(consumer, &target, job).await,
+            verdict: deliverer.deliver(settings, tenant, &target, job).await,
         }
     }
 }
