@@ -179,6 +179,14 @@ pub fn parse_response_head(
     }
 }
 
+/// One response head from the front of `buf` (`None`: not complete yet),
+/// with its framing decided: status line, fields, then the body's length
+/// by RFC 9112 §6.3 in its order.
+///
+/// Kept as one function on purpose: the head is parsed in place, by byte
+/// offsets into one buffer that is split off only once the whole head is
+/// known, and the framing rules read top to bottom in the RFC's order.
+/// The `h1_response` fuzz target covers it.
 fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, H1Error> {
     // Offsets of each field's name and value within the head (it is at
     // most MAX_HEAD long).
