@@ -33,6 +33,7 @@ pub mod http;
 pub mod launch;
 pub mod lti;
 pub mod metrics;
+pub mod outbound;
 pub mod outcomes;
 pub mod provision;
 pub mod proxy;

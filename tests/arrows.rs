@@ -10,7 +10,8 @@
 //! ```text
 //! lib, main                                        wires the parts
 //! launch, session, proxy, outcomes, admin, demo    the parts
-//! server, http, store, provision, metrics          what the parts share
+//! server, http, store, provision, metrics,         what the parts share
+//! outbound
 //! config, stall                                    settings, timers
 //! lti, secret                                      protocol core, secrets
 //! ```
@@ -23,7 +24,14 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["lti", "secret"],
     &["config", "stall"],
-    &["server", "http", "store", "provision", "metrics"],
+    &[
+        "server",
+        "http",
+        "store",
+        "provision",
+        "metrics",
+        "outbound",
+    ],
     &["launch", "session", "proxy", "outcomes", "admin", "demo"],
     &["lib", "main"],
 ];

@@ -15,6 +15,7 @@
 pub mod accept;
 pub mod cartridge;
 pub mod error;
+pub mod jwks;
 pub mod routes;
 pub mod ticket;
 pub mod v1p1;

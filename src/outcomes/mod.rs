@@ -156,33 +156,7 @@ pub fn secret_fingerprint(secret: &Secret) -> String {
         .collect()
 }
 
-/// Is this address one an outcome URL must not reach (loopback, private,
-/// link-local, unspecified, multicast, unique-local)?
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 0
-                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let seg = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg & 0xfe00) == 0xfc00
-                || (seg & 0xffc0) == 0xfe80
-        }
-    }
-}
+pub use crate::outbound::is_internal;
 
 /// Checks an outcome URL: https only, not an internal address or
 /// `localhost`, and on the consumer's allowlist when it has one.
