@@ -12,7 +12,7 @@ use crate::lti::launch::Rejection;
 /// Every ltigate metric.
 pub struct Metrics {
     registry: Registry,
-    /// `ltigate_launches_total{consumer,result}`
+    /// `ltigate_launches_total{consumer,version,result}`
     pub launches: IntCounterVec,
     /// `ltigate_launch_duration_seconds`
     pub launch_duration: Histogram,
@@ -108,8 +108,8 @@ impl Metrics {
         let launches = counter_vec(
             &r,
             "ltigate_launches_total",
-            "LTI launches by consumer and result",
-            &["consumer", "result"],
+            "LTI launches by consumer (tenant), protocol version and result",
+            &["consumer", "version", "result"],
         );
         let launch_duration = histogram(
             &r,
@@ -226,9 +226,9 @@ impl Metrics {
 
         // Pre-create the label combinations known at start-up.
         for c in consumers.iter().map(String::as_str).chain(["unknown"]) {
-            launches.with_label_values(&[c, "accepted"]);
+            launches.with_label_values(&[c, "1.1", "accepted"]);
             for r in Rejection::ALL {
-                launches.with_label_values(&[c, r.label()]);
+                launches.with_label_values(&[c, "1.1", r.label()]);
             }
         }
         for c in consumers {

@@ -346,7 +346,7 @@ async fn a_launch_body_that_never_arrives_gives_its_slot_back() {
     assert_eq!(
         metric(
             &gate,
-            "ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}"
+            "ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\",version=\"1.1\"}"
         )
         .await,
         2.0
@@ -522,7 +522,7 @@ async fn oversized_launch_bodies_get_413_at_the_exact_bound() {
     assert_eq!(
         metric(
             &gate,
-            "ltigate_launches_total{consumer=\"unknown\",result=\"body_too_large\"}"
+            "ltigate_launches_total{consumer=\"unknown\",result=\"body_too_large\",version=\"1.1\"}"
         )
         .await,
         3.0
@@ -636,7 +636,9 @@ async fn ten_thousand_nonces_from_one_key_pass_once_each_in_bounded_memory() {
         ("licence_exhausted", N - 2),
         ("replayed_nonce", N),
     ] {
-        let series = format!("ltigate_launches_total{{consumer=\"Beta\",result=\"{result}\"}} {n}");
+        let series = format!(
+            "ltigate_launches_total{{consumer=\"Beta\",result=\"{result}\",version=\"1.1\"}} {n}"
+        );
         assert!(metrics.lines().any(|l| l == series), "{series}");
     }
     let grew_mib = peak.saturating_sub(rss_before) / 1024;
@@ -886,7 +888,7 @@ async fn invalid_requests(gate: &Gate) -> f64 {
         n += metric(
             gate,
             &format!(
-                "ltigate_launches_total{{consumer=\"{consumer}\",result=\"invalid_request\"}}"
+                "ltigate_launches_total{{consumer=\"{consumer}\",result=\"invalid_request\",version=\"1.1\"}}"
             ),
         )
         .await;

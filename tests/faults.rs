@@ -254,7 +254,7 @@ async fn a_frozen_redis_fails_launches_closed_in_time_and_sessions_go_on() {
     assert_eq!(
         metric(
             &gate,
-            "ltigate_launches_total{consumer=\"Acme\",result=\"store_unavailable\"}"
+            "ltigate_launches_total{consumer=\"Acme\",result=\"store_unavailable\",version=\"1.1\"}"
         )
         .await,
         3.0
@@ -783,7 +783,7 @@ async fn a_full_disk_fails_closed_and_the_store_reopens_intact() {
     assert_eq!(
         metric(
             &gate,
-            "ltigate_launches_total{consumer=\"Acme\",result=\"store_unavailable\"}"
+            "ltigate_launches_total{consumer=\"Acme\",result=\"store_unavailable\",version=\"1.1\"}"
         )
         .await,
         refused as f64

@@ -169,8 +169,10 @@ async fn replayed_nonce_is_refused_unless_the_session_is_already_open() {
     assert_eq!(double.status(), 303);
     assert_eq!(location(&double), "/courses/C-1");
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"replayed_nonce\"}")
-            .await,
+        gate.metric(
+            "ltigate_launches_total{consumer=\"Acme\",result=\"replayed_nonce\",version=\"1.1\"}"
+        )
+        .await,
         1.0
     );
 }
@@ -213,8 +215,10 @@ async fn stale_and_future_timestamps_are_refused() {
     edge.timestamp -= 290;
     assert_eq!(post(&gate, &edge, None).await.status(), 303);
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"stale_timestamp\"}")
-            .await,
+        gate.metric(
+            "ltigate_launches_total{consumer=\"Acme\",result=\"stale_timestamp\",version=\"1.1\"}"
+        )
+        .await,
         2.0
     );
     assert_eq!(
@@ -235,12 +239,14 @@ async fn wrong_secret_and_unknown_key_look_the_same() {
     assert_eq!(r2.status(), 401);
     assert_eq!(r1.text().await.unwrap(), r2.text().await.unwrap());
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"bad_signature\"}")
-            .await,
+        gate.metric(
+            "ltigate_launches_total{consumer=\"Acme\",result=\"bad_signature\",version=\"1.1\"}"
+        )
+        .await,
         1.0
     );
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"unknown_consumer\"}")
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"unknown_consumer\",version=\"1.1\"}")
             .await,
         1.0
     );
@@ -331,13 +337,15 @@ async fn no_answer_tells_which_keys_exist() {
     );
     // What really happened is counted.
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"unknown_consumer\"}")
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"unknown_consumer\",version=\"1.1\"}")
             .await,
         4.0
     );
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"stale_timestamp\"}")
-            .await,
+        gate.metric(
+            "ltigate_launches_total{consumer=\"Acme\",result=\"stale_timestamp\",version=\"1.1\"}"
+        )
+        .await,
         2.0
     );
     assert!(up.api_calls().is_empty());
@@ -479,12 +487,14 @@ async fn malformed_launches_are_invalid_requests() {
     // Counted under the LMS whose key they name; without a readable key,
     // under `unknown`.
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"invalid_request\"}")
-            .await,
+        gate.metric(
+            "ltigate_launches_total{consumer=\"Acme\",result=\"invalid_request\",version=\"1.1\"}"
+        )
+        .await,
         5.0
     );
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\"}")
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"invalid_request\",version=\"1.1\"}")
             .await,
         2.0
     );
@@ -498,7 +508,7 @@ async fn oversized_bodies_get_413() {
     let r = post(&gate, &l, None).await;
     assert_eq!(r.status(), 413);
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"body_too_large\"}")
+        gate.metric("ltigate_launches_total{consumer=\"unknown\",result=\"body_too_large\",version=\"1.1\"}")
             .await,
         1.0
     );
@@ -569,7 +579,7 @@ async fn licence_cap_refuses_new_learners_but_keeps_existing_ones() {
         2.0
     );
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"Beta\",result=\"licence_exhausted\"}")
+        gate.metric("ltigate_launches_total{consumer=\"Beta\",result=\"licence_exhausted\",version=\"1.1\"}")
             .await,
         1.0
     );

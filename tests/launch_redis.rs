@@ -57,7 +57,7 @@ async fn launches_on_standalone_redis_and_an_outage_fails_closed_then_recovers()
         started.elapsed()
     );
     assert_eq!(
-        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"store_unavailable\"}")
+        gate.metric("ltigate_launches_total{consumer=\"Acme\",result=\"store_unavailable\",version=\"1.1\"}")
             .await,
         1.0
     );

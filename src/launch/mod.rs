@@ -113,6 +113,7 @@ impl Failure {
 pub(crate) fn finish(
     state: &Gate,
     started: Instant,
+    version: LtiVersion,
     tenant_label: &str,
     result: Result<Response<Body>, Failure>,
     json: bool,
@@ -122,17 +123,18 @@ pub(crate) fn finish(
     let f = match result {
         Ok(resp) => {
             m.launches
-                .with_label_values(&[tenant_label, "accepted"])
+                .with_label_values(&[tenant_label, version.as_str(), "accepted"])
                 .inc();
             return resp;
         }
         Err(f) => f,
     };
     m.launches
-        .with_label_values(&[tenant_label, f.reason.label()])
+        .with_label_values(&[tenant_label, version.as_str(), f.reason.label()])
         .inc();
     tracing::info!(
         consumer = %tenant_label,
+        version = version.as_str(),
         reason = f.reason.label(),
         detail = %f.detail,
         "launch refused"

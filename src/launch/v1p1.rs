@@ -37,7 +37,14 @@ where
     let json = respond::prefers_json(req.headers());
     let mut tenant_label = "unknown".to_string();
     let result = run(state, req, path_course, &mut tenant_label).await;
-    finish(state, started, &tenant_label, result, json)
+    finish(
+        state,
+        started,
+        LtiVersion::V1p1,
+        &tenant_label,
+        result,
+        json,
+    )
 }
 
 /// What the checks decided.
