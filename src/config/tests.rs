@@ -830,3 +830,34 @@ fn platform_problems_name_their_line() {
         "{err}"
     );
 }
+
+/// `[lti13]` is a section like the others: its keys come from the
+/// environment too, with their variable named in a problem.
+#[test]
+fn lti13_keys_from_the_environment() {
+    let key = vector("tool-key-rsa2048.pem");
+    let raw = raw_from(
+        MIN,
+        &[
+            ("LTIGATE_LTI13__KEY_FILE", key.as_str()),
+            ("LTIGATE_LTI13__LEEWAY", "2m"),
+        ],
+    )
+    .unwrap();
+    let s = validate(&raw).unwrap();
+    assert!(s.lti13.key.is_some());
+    assert_eq!(s.lti13.leeway, Duration::from_secs(120));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, MIN).unwrap();
+    let small = vector("tool-key-rsa1024.pem");
+    let env = [("LTIGATE_LTI13__KEY_FILE".to_string(), small)];
+    let err = load_from(Some(&p), env).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(
+        err.0[0].starts_with(
+            "LTIGATE_LTI13__KEY_FILE: lti13.key_file: an RSA key of fewer than 2048 bits"
+        ),
+        "{err}"
+    );
+}
