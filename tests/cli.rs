@@ -99,6 +99,94 @@ lms_id = "acme"
     assert!(reparsed.contains_key("outcomes"));
 }
 
+/// A configuration with LTI 1.3 registrations: `check-config` prints it
+/// (the tool key's file named, never its contents) as TOML that
+/// `check-config` accepts again, unchanged.
+#[test]
+fn check_config_round_trips_platforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session-key");
+    std::fs::write(&session, "s".repeat(40)).unwrap();
+    let webhook = dir.path().join("webhook-secret");
+    std::fs::write(&webhook, "w".repeat(20)).unwrap();
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/tool-key-rsa2048.pem"
+    );
+    let toml = format!(
+        r#"
+[server]
+public_url = "https://learn.example.com"
+[session]
+secret_file = "{session}"
+[store]
+url = "redis://127.0.0.1:6379"
+[webhook]
+secret_file = "{webhook}"
+[lti13]
+key_file = "{key}"
+state_ttl = "5m"
+[[consumers]]
+name = "Acme"
+key = "acme"
+secret = "consumer-secret"
+lms_id = "acme"
+[[platforms]]
+name = "Acme Canvas"
+issuer = "https://canvas.instructure.com"
+client_id = "10000000000001"
+deployment_ids = ["1", "2"]
+auth_login_url = "https://sso.canvaslms.com/api/lti/authorize_redirect"
+auth_token_url = "https://sso.canvaslms.com/login/oauth2/token"
+jwks_url = "https://sso.canvaslms.com/api/lti/security/jwks"
+consumer = "Acme"
+[[platforms]]
+name = "Other School"
+issuer = "https://canvas.instructure.com"
+client_id = "10000000000001"
+deployment_ids = ["3"]
+auth_login_url = "https://sso.canvaslms.com/api/lti/authorize_redirect"
+auth_token_url = "https://sso.canvaslms.com/login/oauth2/token"
+jwks_url = "https://sso.canvaslms.com/api/lti/security/jwks"
+lms_id = "other"
+max_licences = 50
+"#,
+        session = session.display(),
+        webhook = webhook.display()
+    );
+    let (code, out, err) = check_config(&toml, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(!out.contains("BEGIN PRIVATE KEY"), "{out}");
+    let printed: toml::Table = out.parse().expect("the output is TOML");
+    let platforms = printed["platforms"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2);
+    assert_eq!(platforms[0]["consumer"].as_str(), Some("Acme"));
+    assert_eq!(platforms[1]["max_licences"].as_integer(), Some(50));
+    assert_eq!(printed["lti13"]["leeway"].as_str(), Some("60s"));
+    assert_eq!(printed["lti13"]["key_file"].as_str(), Some(key));
+    let (code, again, err) = check_config(&out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, out);
+
+    // A refusal names its key; Redis without the tool key says why.
+    let (code, _, err) = check_config(
+        &toml
+            .replace("deployment_ids = [\"3\"]", "deployment_ids = [\"2\"]")
+            .replace(&format!("key_file = \"{key}\"\n"), ""),
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(": platforms[1].deployment_ids: `2` is also listed by `Acme Canvas`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("lti13.key: required with Redis when [[platforms]] are configured"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_reports_every_problem_on_its_own_line() {
     let toml = r#"

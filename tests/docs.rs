@@ -482,7 +482,7 @@ fn anchors_are_made_as_github_makes_them() {
 }
 
 /// Every key of the shipped configuration file, as the reference names it:
-/// `section.key`, `consumers[].key`, `courses.<id>.key`.
+/// `section.key`, `consumers[].key`, `platforms[].key`, `courses.<id>.key`.
 fn shipped_keys() -> BTreeSet<String> {
     let text = read(Path::new("config/ltigate.toml"));
     let mut section = String::new();
@@ -492,8 +492,8 @@ fn shipped_keys() -> BTreeSet<String> {
         let bare = line.strip_prefix("# ").unwrap_or(line);
         if let Some(name) = bare.strip_prefix('[').and_then(|s| s.split(']').next()) {
             let name = name.trim_start_matches('[');
-            section = if name == "consumers" {
-                "consumers[]".into()
+            section = if name == "consumers" || name == "platforms" {
+                format!("{name}[]")
             } else if name.starts_with("courses.") {
                 "courses.<id>".into()
             } else {

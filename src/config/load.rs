@@ -412,6 +412,7 @@ fn collect(tree: &toml::Table) -> (RawConfig, Vec<String>) {
             "outcomes" => raw.outcomes = section(name, value, p),
             "licences" => raw.licences = section(name, value, p),
             "cartridge" => raw.cartridge = section(name, value, p),
+            "lti13" => raw.lti13 = section(name, value, p),
             "consumers" => match value {
                 toml::Value::Array(items) => {
                     raw.consumers = items
@@ -421,6 +422,16 @@ fn collect(tree: &toml::Table) -> (RawConfig, Vec<String>) {
                         .collect();
                 }
                 _ => p.push("consumers: expected an array of tables ([[consumers]])".into()),
+            },
+            "platforms" => match value {
+                toml::Value::Array(items) => {
+                    raw.platforms = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| section(&format!("platforms[{i}]"), v, p))
+                        .collect();
+                }
+                _ => p.push("platforms: expected an array of tables ([[platforms]])".into()),
             },
             "courses" => match value {
                 toml::Value::Table(courses) => {
@@ -432,7 +443,7 @@ fn collect(tree: &toml::Table) -> (RawConfig, Vec<String>) {
                 _ => p.push("courses: expected a table ([courses.<id>])".into()),
             },
             _ => p.push(format!(
-                "unknown key {name} (known: server, upstream, launch, session, store, webhook, outcomes, licences, cartridge, consumers, courses)"
+                "unknown key {name} (known: server, upstream, launch, session, store, webhook, outcomes, licences, cartridge, lti13, consumers, platforms, courses)"
             )),
         }
     }

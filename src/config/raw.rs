@@ -402,6 +402,81 @@ pub struct RawConsumer {
     pub outcome_hosts: Vec<String>,
 }
 
+/// `[lti13]`: the tool's own key and the LTI 1.3 timings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLti13 {
+    /// The tool's signing key inline: PKCS#8 PEM of an RSA key ≥ 2048 bits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<RawSecret>,
+    /// File holding the tool's signing key (PKCS#8 PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Keys published in the tool's JWKS that never sign (rotation step 1).
+    pub next_key_files: Vec<String>,
+    /// Keys still published after a switch.
+    pub previous_key_files: Vec<String>,
+    /// Tolerance of an id_token's `exp`, `iat` and `nbf`.
+    pub leeway: Quantity,
+    /// Lifetime of an OIDC login's state.
+    pub state_ttl: Quantity,
+}
+
+impl Default for RawLti13 {
+    fn default() -> Self {
+        RawLti13 {
+            key: None,
+            key_file: None,
+            next_key_files: Vec::new(),
+            previous_key_files: Vec::new(),
+            leeway: "60s".into(),
+            state_ttl: "10m".into(),
+        }
+    }
+}
+
+/// `[[platforms]]`: one LTI 1.3 registration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPlatform {
+    /// Name of the registration (`export --platform`); the metric label
+    /// when it is a tenant of its own.
+    pub name: String,
+    /// The platform's issuer (`iss`), compared exactly.
+    pub issuer: String,
+    /// The client id the platform gave the tool.
+    pub client_id: String,
+    /// Deployment ids accepted; `["*"]` accepts any.
+    pub deployment_ids: Vec<String>,
+    /// The platform's OIDC authorisation endpoint.
+    pub auth_login_url: String,
+    /// The platform's OAuth 2 token endpoint.
+    pub auth_token_url: String,
+    /// `aud` of the client assertion; empty: `auth_token_url`.
+    pub token_audience: String,
+    /// The platform's key set.
+    pub jwks_url: String,
+    /// A `[[consumers]]` name whose tenant this registration shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    /// Namespace of the learners of a registration that is its own tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lms_id: Option<String>,
+    /// Upstream sub-environment of its own tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Cap on (course, learner) subscriptions of its own tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_licences: Option<u64>,
+    /// Allowed outcome URL hosts of its own tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome_hosts: Option<Vec<String>>,
+    /// Use an `lti1p1.user_id` that carries no `oauth_consumer_key_sign`.
+    pub trust_unsigned_migration: bool,
+    /// Allow JWKS, token and line-item URLs on private addresses.
+    pub allow_private_endpoints: bool,
+}
+
 /// `[courses.<id>]`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -436,8 +511,12 @@ pub struct RawConfig {
     pub licences: RawLicences,
     /// `[cartridge]`
     pub cartridge: RawCartridge,
+    /// `[lti13]`
+    pub lti13: RawLti13,
     /// `[[consumers]]`
     pub consumers: Vec<RawConsumer>,
+    /// `[[platforms]]`
+    pub platforms: Vec<RawPlatform>,
     /// `[courses.<id>]`
     pub courses: BTreeMap<String, RawCourse>,
 }

@@ -215,6 +215,79 @@ pub struct Consumer {
     pub secrets: Vec<Secret>,
 }
 
+/// `[lti13]`, validated: the tool key and the LTI 1.3 timings.
+#[derive(Clone, Debug)]
+pub struct Lti13Settings {
+    /// The signing key: PKCS#8 DER of an RSA key of at least 2048 bits.
+    /// `None` on the embedded store means "generate one beside the
+    /// database".
+    pub key: Option<Secret>,
+    /// Keys published but never used to sign (PKCS#8 DER), in order.
+    pub next_keys: Vec<Secret>,
+    /// Keys still published after a switch (PKCS#8 DER), in order.
+    pub previous_keys: Vec<Secret>,
+    /// Tolerance of an id_token's `exp`, `iat` and `nbf`.
+    pub leeway: Duration,
+    /// Lifetime of an OIDC login's state.
+    pub state_ttl: Duration,
+}
+
+/// The deployments a registration accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeploymentIds {
+    /// `["*"]`: any deployment of the (issuer, client id).
+    Any,
+    /// Exactly these.
+    Only(Vec<String>),
+}
+
+impl DeploymentIds {
+    /// Does this list accept `deployment_id`?
+    pub fn accepts(&self, deployment_id: &str) -> bool {
+        match self {
+            DeploymentIds::Any => true,
+            DeploymentIds::Only(ids) => ids.iter().any(|d| d == deployment_id),
+        }
+    }
+
+    /// Does it name `deployment_id` itself (not through `*`)?
+    pub fn lists(&self, deployment_id: &str) -> bool {
+        match self {
+            DeploymentIds::Any => false,
+            DeploymentIds::Only(ids) => ids.iter().any(|d| d == deployment_id),
+        }
+    }
+}
+
+/// One LTI 1.3 registration (`[[platforms]]`, DESIGN §13).
+#[derive(Clone, Debug)]
+pub struct Platform {
+    /// Name of the registration.
+    pub name: String,
+    /// The platform's issuer, compared exactly with `iss`.
+    pub issuer: String,
+    /// The client id the platform gave the tool.
+    pub client_id: String,
+    /// The deployments it accepts.
+    pub deployment_ids: DeploymentIds,
+    /// OIDC authorisation endpoint (the login redirects there).
+    pub auth_login_url: String,
+    /// OAuth 2 token endpoint.
+    pub auth_token_url: String,
+    /// `aud` of the client assertion (`auth_token_url` unless configured).
+    pub token_audience: String,
+    /// The platform's key set.
+    pub jwks_url: String,
+    /// The tenant its learners belong to: the linked consumer's, or its own.
+    pub tenant: Arc<Tenant>,
+    /// The linked `[[consumers]]` name (migration from LTI 1.1), if any.
+    pub consumer: Option<String>,
+    /// Use an `lti1p1.user_id` that carries no signature.
+    pub trust_unsigned_migration: bool,
+    /// JWKS, token and line-item URLs may be on private addresses.
+    pub allow_private_endpoints: bool,
+}
+
 /// One configured course.
 #[derive(Clone, Debug, Default)]
 pub struct Course {
@@ -245,9 +318,14 @@ pub struct Settings {
     pub count_staff: bool,
     /// `[cartridge]`
     pub cartridge: RawCartridge,
+    /// `[lti13]`
+    pub lti13: Lti13Settings,
     /// `[[consumers]]`
     pub consumers: Vec<Consumer>,
-    /// Every tenant, in configuration order (today: one per consumer).
+    /// `[[platforms]]`
+    pub platforms: Vec<Platform>,
+    /// Every tenant, in configuration order: one per consumer, then one per
+    /// platform that is not linked to a consumer.
     pub tenants: Vec<Arc<Tenant>>,
     /// `[courses]`
     pub courses: BTreeMap<String, Course>,
@@ -272,6 +350,56 @@ impl Settings {
     /// The tenant with this name.
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The registrations of an issuer, in configuration order (a login
+    /// that names no client id needs there to be one client id).
+    pub fn platforms_of_issuer<'a>(
+        &'a self,
+        issuer: &'a str,
+    ) -> impl Iterator<Item = &'a Platform> + 'a {
+        self.platforms.iter().filter(move |p| p.issuer == issuer)
+    }
+
+    /// The registrations sharing (issuer, client id), in configuration
+    /// order; they agree on every URL (start-up checks it).
+    pub fn platforms_for<'a>(
+        &'a self,
+        issuer: &'a str,
+        client_id: &'a str,
+    ) -> impl Iterator<Item = &'a Platform> + 'a {
+        self.platforms
+            .iter()
+            .filter(move |p| p.issuer == issuer && p.client_id == client_id)
+    }
+
+    /// The registration of (issuer, client id) that accepts this
+    /// deployment: one listing it beats one accepting any (`*`).
+    pub fn platform_for(
+        &self,
+        issuer: &str,
+        client_id: &str,
+        deployment_id: &str,
+    ) -> Option<&Platform> {
+        let mut wildcard = None;
+        for p in self
+            .platforms
+            .iter()
+            .filter(|p| p.issuer == issuer && p.client_id == client_id)
+        {
+            if p.deployment_ids.lists(deployment_id) {
+                return Some(p);
+            }
+            if wildcard.is_none() && p.deployment_ids.accepts(deployment_id) {
+                wildcard = Some(p);
+            }
+        }
+        wildcard
+    }
+
+    /// The registration with this name.
+    pub fn platform(&self, name: &str) -> Option<&Platform> {
+        self.platforms.iter().find(|p| p.name == name)
     }
 
     /// The tenant whose learners carry this `lms_id`.

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -340,5 +341,523 @@ fn every_key_has_its_source() {
     assert_eq!(
         loaded.origins.locate("consumers[1].lms_id: required"),
         format!("{file}:8: consumers[1].lms_id: required")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// [lti13] and [[platforms]]
+// ---------------------------------------------------------------------------
+
+fn vector(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// One `[[platforms]]` entry on hosted Canvas's issuer and client id.
+fn platform(name: &str, deployment_ids: &str, tenant: &str) -> String {
+    format!(
+        r#"
+[[platforms]]
+name = "{name}"
+issuer = "https://canvas.instructure.com"
+client_id = "10000000000001"
+deployment_ids = {deployment_ids}
+auth_login_url = "https://sso.canvaslms.com/api/lti/authorize_redirect"
+auth_token_url = "https://sso.canvaslms.com/login/oauth2/token"
+jwks_url = "https://sso.canvaslms.com/api/lti/security/jwks"
+{tenant}
+"#
+    )
+}
+
+fn with(extra: &str) -> Result<Settings, Vec<String>> {
+    validate(&raw_from(&format!("{MIN}{extra}"), &[]).unwrap()).map_err(|e| e.0)
+}
+
+/// The one problem of a configuration, or a panic naming what it got.
+fn refusal(extra: &str) -> String {
+    match with(extra) {
+        Ok(_) => panic!("accepted:\n{extra}"),
+        Err(problems) if problems.len() == 1 => problems[0].clone(),
+        Err(problems) => panic!("{} problems:\n{}", problems.len(), problems.join("\n")),
+    }
+}
+
+#[test]
+fn lti13_defaults_and_no_platforms() {
+    let s = with("").unwrap();
+    assert!(s.lti13.key.is_none());
+    assert!(s.lti13.next_keys.is_empty() && s.lti13.previous_keys.is_empty());
+    assert_eq!(s.lti13.leeway, Duration::from_secs(60));
+    assert_eq!(s.lti13.state_ttl, Duration::from_secs(600));
+    assert!(s.platforms.is_empty());
+    assert_eq!(s.tenants.len(), 1);
+    let s = with("[lti13]\nleeway = \"0\"\nstate_ttl = \"5m\"\n").unwrap();
+    assert_eq!(s.lti13.leeway, Duration::ZERO);
+    assert_eq!(s.lti13.state_ttl, Duration::from_secs(300));
+    assert_eq!(
+        refusal("[lti13]\nstate_ttl = \"0s\"\n"),
+        "lti13.state_ttl: must be longer than zero"
+    );
+    assert!(refusal("[lti13]\nleeway = \"a minute\"\n").starts_with("lti13.leeway: "));
+}
+
+#[test]
+fn the_tool_key_is_pkcs8_rsa_of_2048_bits_or_more() {
+    let good = vector("tool-key-rsa2048.pem");
+    let s = with(&format!("[lti13]\nkey_file = \"{good}\"\n")).unwrap();
+    let der = s.lti13.key.as_ref().unwrap();
+    assert_eq!(der.expose().first(), Some(&0x30), "DER, not PEM");
+    assert!(der.len() > 1000);
+    assert!(!format!("{s:?}").contains("BEGIN"));
+
+    // Inline, as PEM text.
+    let pem = std::fs::read_to_string(&good).unwrap();
+    let s = with(&format!("[lti13]\nkey = '''\n{pem}'''\n")).unwrap();
+    assert_eq!(s.lti13.key.as_ref().unwrap().expose(), der.expose());
+
+    for (file, expected) in [
+        ("tool-key-rsa1024.pem", "fewer than 2048 bits"),
+        ("tool-key-rsa2048-pkcs1.pem", "a PKCS#1 key"),
+        ("tool-key-p256.pem", "not an RSA key"),
+        ("README.md", "not a PKCS#8 PEM key"),
+    ] {
+        let line = refusal(&format!("[lti13]\nkey_file = \"{}\"\n", vector(file)));
+        assert!(
+            line.starts_with("lti13.key_file: ") && line.contains(expected),
+            "{file}: {line}"
+        );
+    }
+    assert!(refusal(
+        "[lti13]\nkey = \"-----BEGIN PRIVATE KEY-----\\n!!!\\n-----END PRIVATE KEY-----\"\n"
+    )
+    .starts_with("lti13.key: the PEM body is not valid base64"));
+    assert_eq!(
+        refusal(&format!("[lti13]\nkey = \"x\"\nkey_file = \"{good}\"\n")),
+        "lti13.key: set either lti13.key or lti13.key_file, not both"
+    );
+
+    // Rotation: next and previous keys are checked the same way, each named.
+    let next = vector("tool-key-rsa2048-next.pem");
+    let s = with(&format!(
+        "[lti13]\nkey_file = \"{good}\"\nnext_key_files = [\"{next}\"]\nprevious_key_files = [\"{next}\", \"{good}\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        (s.lti13.next_keys.len(), s.lti13.previous_keys.len()),
+        (1, 2)
+    );
+    let line = refusal(&format!(
+        "[lti13]\nnext_key_files = [\"{next}\", \"{}\"]\n",
+        vector("tool-key-rsa1024.pem")
+    ));
+    assert!(
+        line.starts_with("lti13.next_key_files[1]: an RSA key of fewer"),
+        "{line}"
+    );
+    let line = refusal("[lti13]\nprevious_key_files = [\"/nonexistent/key.pem\"]\n");
+    assert!(
+        line.starts_with("lti13.previous_key_files[0]: cannot read `/nonexistent/key.pem`"),
+        "{line}"
+    );
+}
+
+#[test]
+fn redis_with_platforms_needs_a_shared_tool_key() {
+    let redis = format!(
+        "[store]\nurl = \"redis://127.0.0.1:6379\"\n[session]\nsecret = \"{}\"\n",
+        "s".repeat(32)
+    );
+    let own = "lms_id = \"canvas\"";
+    let line = refusal(&format!("{redis}{}", platform("Canvas", "[\"1\"]", own)));
+    assert!(
+        line.starts_with(
+            "lti13.key: required with Redis when [[platforms]] are configured (every replica must"
+        ),
+        "{line}"
+    );
+    // Without platforms no key is needed; with one, Redis is fine.
+    with(&redis).unwrap();
+    let key = format!(
+        "[lti13]\nkey_file = \"{}\"\n",
+        vector("tool-key-rsa2048.pem")
+    );
+    with(&format!(
+        "{redis}{key}{}",
+        platform("Canvas", "[\"1\"]", own)
+    ))
+    .unwrap();
+    // The embedded store generates one later.
+    with(&platform("Canvas", "[\"1\"]", own)).unwrap();
+}
+
+#[test]
+fn platforms_defaults_tenants_and_lookups() {
+    let s = with(&format!(
+        "{}{}{}",
+        platform("Acme Canvas", "[\"1\", \"2\"]", "consumer = \"Acme\""),
+        platform(
+            "Other School",
+            "[\"3\"]",
+            "lms_id = \"other\"\nenvironment = \"other-env\"\nmax_licences = 10\noutcome_hosts = [\"Other.Example\"]"
+        ),
+        platform("Moodle", "[\"*\"]", "lms_id = \"moodle\"\ntrust_unsigned_migration = true")
+            .replace("https://canvas.instructure.com", "https://moodle.example.edu")
+    ))
+    .unwrap();
+    assert_eq!(s.platforms.len(), 3);
+    let acme = s.platform("Acme Canvas").unwrap();
+    assert_eq!(acme.token_audience, acme.auth_token_url);
+    assert_eq!(acme.consumer.as_deref(), Some("Acme"));
+    assert!(Arc::ptr_eq(&acme.tenant, &s.consumers[0].tenant));
+    assert!(!acme.trust_unsigned_migration && !acme.allow_private_endpoints);
+    let other = s.platform("Other School").unwrap();
+    assert_eq!(other.consumer, None);
+    assert_eq!(
+        *other.tenant,
+        Tenant {
+            name: "Other School".into(),
+            lms_id: "other".into(),
+            environment: Some("other-env".into()),
+            max_licences: Some(10),
+            outcome_hosts: vec!["other.example".into()],
+        }
+    );
+    // One tenant per consumer, then one per unlinked platform.
+    let names: Vec<&str> = s.tenants.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["Acme", "Other School", "Moodle"]);
+    assert!(Arc::ptr_eq(
+        s.tenant("Other School").unwrap(),
+        &other.tenant
+    ));
+    assert_eq!(s.tenant_by_lms_id("moodle").unwrap().name, "Moodle");
+
+    let canvas = ("https://canvas.instructure.com", "10000000000001");
+    let pick = |iss: &str, client: &str, dep: &str| {
+        s.platform_for(iss, client, dep).map(|p| p.name.as_str())
+    };
+    assert_eq!(pick(canvas.0, canvas.1, "2"), Some("Acme Canvas"));
+    assert_eq!(pick(canvas.0, canvas.1, "3"), Some("Other School"));
+    assert_eq!(pick(canvas.0, canvas.1, "4"), None);
+    assert_eq!(pick(canvas.0, "another client", "1"), None);
+    assert_eq!(
+        pick("https://moodle.example.edu", canvas.1, "anything"),
+        Some("Moodle")
+    );
+    assert_eq!(s.platforms_for(canvas.0, canvas.1).count(), 2);
+    assert_eq!(
+        s.platforms_of_issuer("https://moodle.example.edu").count(),
+        1
+    );
+    assert!(s.platform("nope").is_none());
+
+    // A token audience of its own (Brightspace).
+    let s = with(&platform(
+        "D2L",
+        "[\"1\"]",
+        "lms_id = \"d2l\"\ntoken_audience = \"https://api.brightspace.com/auth/token\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.platforms[0].token_audience,
+        "https://api.brightspace.com/auth/token"
+    );
+}
+
+/// An exact deployment id beats `*` (only reachable when the lists come
+/// from elsewhere than one configuration, which refuses `*` beside another
+/// registration): the lookup itself prefers the listing.
+#[test]
+fn platform_for_prefers_a_listed_deployment_to_any() {
+    let mut s = with(&platform("Any", "[\"*\"]", "lms_id = \"any\"")).unwrap();
+    let mut listed = s.platforms[0].clone();
+    listed.name = "Listed".into();
+    listed.deployment_ids = DeploymentIds::Only(vec!["7".into()]);
+    s.platforms.push(listed);
+    let iss = "https://canvas.instructure.com";
+    assert_eq!(
+        s.platform_for(iss, "10000000000001", "7").unwrap().name,
+        "Listed"
+    );
+    assert_eq!(
+        s.platform_for(iss, "10000000000001", "8").unwrap().name,
+        "Any"
+    );
+}
+
+#[test]
+fn platforms_refusals_one_line_each() {
+    let own = |lms: &str| format!("lms_id = \"{lms}\"");
+    let cases: Vec<(String, &str)> = vec![
+        // Registrations sharing (issuer, client_id).
+        (
+            platform("A", "[\"1\", \"2\"]", &own("a")) + &platform("B", "[\"2\"]", &own("b")),
+            "platforms[1].deployment_ids: `2` is also listed by `A`, which shares issuer and client_id",
+        ),
+        (
+            platform("A", "[\"*\"]", &own("a")) + &platform("B", "[\"*\"]", &own("b")),
+            "platforms[1].deployment_ids: shares issuer and client_id with platforms[0] (`A`), so neither may accept `*`",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a")) + &platform("B", "[\"*\"]", &own("b")),
+            "platforms[1].deployment_ids: shares issuer and client_id with platforms[0] (`A`), so neither may accept `*`",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a"))
+                + &platform("B", "[\"2\"]", &own("b")).replace("security/jwks", "security/jwks2"),
+            "platforms[1].jwks_url: `https://sso.canvaslms.com/api/lti/security/jwks2` differs from `https://sso.canvaslms.com/api/lti/security/jwks` of platforms[0] (`A`)",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a"))
+                + &platform("B", "[\"2\"]", &own("b")).replace("authorize_redirect", "auth"),
+            "platforms[1].auth_login_url: `https://sso.canvaslms.com/api/lti/auth` differs",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a"))
+                + &platform("B", "[\"2\"]", &own("b")).replace("oauth2/token", "oauth2/t"),
+            "platforms[1].auth_token_url: `https://sso.canvaslms.com/login/oauth2/t` differs",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a"))
+                + &platform("B", "[\"2\"]", &format!("{}\ntoken_audience = \"x\"", own("b"))),
+            "platforms[1].token_audience: `x` differs from `https://sso.canvaslms.com/login/oauth2/token`",
+        ),
+        // `*` and links.
+        (
+            platform("A", "[\"*\"]", "consumer = \"Acme\""),
+            "platforms[0].deployment_ids: `*` on a registration linked to a consumer",
+        ),
+        (
+            platform("A", "[\"*\", \"1\"]", &own("a")),
+            "platforms[0].deployment_ids: `*` accepts any deployment and stands alone",
+        ),
+        (
+            platform("A", "[]", &own("a")),
+            "platforms[0].deployment_ids: required",
+        ),
+        (
+            platform("A", "[\"1\", \"1\"]", &own("a")),
+            "platforms[0].deployment_ids: `1` is listed twice",
+        ),
+        (
+            platform("A", "[\"\"]", &own("a")),
+            "platforms[0].deployment_ids: an empty deployment id",
+        ),
+        // The tenant.
+        (
+            platform("A", "[\"1\"]", "consumer = \"Nobody\""),
+            "platforms[0].consumer: no [[consumers]] entry is named `Nobody` (known: Acme)",
+        ),
+        (
+            platform("A", "[\"1\"]", "consumer = \"Acme\"\nmax_licences = 5\noutcome_hosts = []"),
+            "platforms[0].consumer: set either consumer (share that consumer's tenant) or a tenant of its own (max_licences, outcome_hosts), not both",
+        ),
+        (
+            platform("A", "[\"1\"]", "environment = \"e\""),
+            "platforms[0].lms_id: required: set consumer = ",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("acme")),
+            "platforms[0].lms_id: `acme` is used twice",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("x"))
+                + &platform("B", "[\"1\"]", &own("x")).replace("10000000000001", "2"),
+            "platforms[1].lms_id: `x` is used twice",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a:b")),
+            "platforms[0].lms_id: `a:b` must not contain launch.id_separator `:`",
+        ),
+        (
+            platform("A", "[\"1\"]", &format!("{}\nmax_licences = 0", own("a"))),
+            "platforms[0].max_licences: 0 would refuse every learner",
+        ),
+        // Names.
+        (
+            platform("A", "[\"1\"]", &own("a"))
+                + &platform("A", "[\"1\"]", &own("b")).replace("10000000000001", "2"),
+            "platforms[1].name: `A` is used twice",
+        ),
+        (
+            platform("Acme", "[\"1\"]", &own("a")),
+            "platforms[0].name: `Acme` is the name of a [[consumers]] entry this registration is not linked to",
+        ),
+        (platform("", "[\"1\"]", &own("a")), "platforms[0].name: required"),
+        (
+            platform("A", "[\"1\"]", &own("a")).replace("issuer = \"https://canvas.instructure.com\"", "issuer = \"\""),
+            "platforms[0].issuer: required",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a")).replace("\"10000000000001\"", "\" 1 \""),
+            "platforms[0].client_id: ` 1 ` has spaces around it",
+        ),
+        // URLs.
+        (
+            platform("A", "[\"1\"]", &own("a")).replace("https://sso.canvaslms.com/api/lti/security", "http://sso.canvaslms.com"),
+            "platforms[0].jwks_url: `http://sso.canvaslms.com/jwks` must be an https URL",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a")).replace("https://sso.canvaslms.com/api/lti/security", "http://127.0.0.1:9"),
+            "platforms[0].jwks_url: `http://127.0.0.1:9/jwks` is plain http; a platform on a loopback host may use it only with outcomes.allow_insecure_targets = true",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a")).replace("https://sso.canvaslms.com/login", "https://10.1.2.3"),
+            "platforms[0].auth_token_url: `https://10.1.2.3/oauth2/token` is a private or loopback address; set allow_private_endpoints = true",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a")).replace("https://sso.canvaslms.com/api/lti/authorize_redirect", "moodle/auth.php"),
+            "platforms[0].auth_login_url: `moodle/auth.php` is not an absolute URL",
+        ),
+        (
+            platform("A", "[\"1\"]", &own("a")).replace("https://sso.canvaslms.com/login", "https://u:p@sso.canvaslms.com"),
+            "platforms[0].auth_token_url: `https://u:[redacted]@sso.canvaslms.com/oauth2/token` must not carry credentials",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let line = refusal(&extra);
+        assert!(
+            line.starts_with(expected),
+            "expected {expected}\n     got {line}"
+        );
+    }
+}
+
+#[test]
+fn platforms_accepted_edge_cases_and_warnings() {
+    let own = "lms_id = \"a\"";
+    // A linked platform may carry its consumer's name.
+    let s = with(&platform(
+        "Acme",
+        "[\"1\"]",
+        "consumer = \"Acme\"\ntrust_unsigned_migration = true",
+    ))
+    .unwrap();
+    assert_eq!(s.tenants.len(), 1);
+    let w = s.warnings();
+    assert!(
+        w.iter().any(|l| l.starts_with(
+            "platforms[0].trust_unsigned_migration: an unsigned lti1p1.user_id is believed"
+        ) && l.contains("\"Acme\"")),
+        "{w:?}"
+    );
+    // Different client ids on one issuer are separate platforms.
+    with(
+        &(platform("A", "[\"*\"]", own)
+            + &platform("B", "[\"*\"]", "lms_id = \"b\"").replace("10000000000001", "2")),
+    )
+    .unwrap();
+    // A private address with allow_private_endpoints; the login URL is
+    // a browser redirect, not a call of the tool's.
+    let private = platform(
+        "A",
+        "[\"1\"]",
+        &format!("{own}\nallow_private_endpoints = true"),
+    )
+    .replace("https://sso.canvaslms.com", "https://10.1.2.3");
+    let s = with(&private).unwrap();
+    assert!(s.platforms[0].allow_private_endpoints);
+    with(&platform("A", "[\"1\"]", own).replace(
+        "https://sso.canvaslms.com/api/lti/authorize",
+        "https://10.1.2.3/authorize",
+    ))
+    .unwrap();
+    // Plain http on loopback, for tests: accepted with a warning.
+    let local =
+        platform("A", "[\"1\"]", own).replace("https://sso.canvaslms.com", "http://127.0.0.1:8443");
+    let s = with(&format!(
+        "[outcomes]\nallow_insecure_targets = true\n{local}"
+    ))
+    .unwrap();
+    let w = s.warnings();
+    assert_eq!(
+        w.iter()
+            .filter(|l| l.contains(": plain http to a loopback host"))
+            .count(),
+        3,
+        "{w:?}"
+    );
+    assert!(w
+        .iter()
+        .any(|l| l.starts_with("platforms[0].jwks_url: plain http")));
+    // next_key_files is a step of a rotation: said so.
+    let s = with(&format!(
+        "[lti13]\nnext_key_files = [\"{}\"]\n",
+        vector("tool-key-rsa2048-next.pem")
+    ))
+    .unwrap();
+    assert!(s
+        .warnings()
+        .iter()
+        .any(|l| l.starts_with("lti13.next_key_files: 1 key(s) published")));
+    // Nothing to say about a plain registration.
+    let s = with(&platform("A", "[\"1\"]", own)).unwrap();
+    assert!(
+        s.warnings().iter().all(|l| !l.starts_with("platforms")),
+        "{:?}",
+        s.warnings()
+    );
+}
+
+/// Problems of `[[platforms]]` carry the file and line of their key.
+#[test]
+fn platform_problems_name_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    let text = format!(
+        "{MIN}{}{}",
+        platform("A", "[\"1\"]", "lms_id = \"a\""),
+        platform("B", "[\"1\"]", "lms_id = \"b\"")
+    );
+    std::fs::write(&p, &text).unwrap();
+    let err = load_from(Some(&p), Vec::new()).unwrap_err();
+    let line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("deployment_ids"))
+        .nth(1)
+        .map(|(n, _)| n + 1)
+        .unwrap();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(
+        err.0[0].starts_with(&format!(
+            "{}:{line}: platforms[1].deployment_ids: `1` is also listed by `A`",
+            p.display()
+        )),
+        "{err}"
+    );
+}
+
+/// `[lti13]` is a section like the others: its keys come from the
+/// environment too, with their variable named in a problem.
+#[test]
+fn lti13_keys_from_the_environment() {
+    let key = vector("tool-key-rsa2048.pem");
+    let raw = raw_from(
+        MIN,
+        &[
+            ("LTIGATE_LTI13__KEY_FILE", key.as_str()),
+            ("LTIGATE_LTI13__LEEWAY", "2m"),
+        ],
+    )
+    .unwrap();
+    let s = validate(&raw).unwrap();
+    assert!(s.lti13.key.is_some());
+    assert_eq!(s.lti13.leeway, Duration::from_secs(120));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, MIN).unwrap();
+    let small = vector("tool-key-rsa1024.pem");
+    let env = [("LTIGATE_LTI13__KEY_FILE".to_string(), small)];
+    let err = load_from(Some(&p), env).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(
+        err.0[0].starts_with(
+            "LTIGATE_LTI13__KEY_FILE: lti13.key_file: an RSA key of fewer than 2048 bits"
+        ),
+        "{err}"
     );
 }

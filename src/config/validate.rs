@@ -15,6 +15,11 @@ use super::warnings::example_secrets;
 use super::{ConfigError, MIN_SESSION_KEY};
 use crate::secret::Secret;
 
+mod lti13;
+
+pub use lti13::tool_key_der;
+use lti13::{lti13, platforms, tenants};
+
 /// The grammar of durations, for error messages.
 pub const DURATION_GRAMMAR: &str = "a duration is an integer followed by a unit (ms, s, m, h or d), with nothing between; several parts add up; a bare 0 is zero (examples: \"300ms\", \"30s\", \"8h\", \"1h30m\")";
 
@@ -307,7 +312,26 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
     let store = store(&mut c, &raw.store, session.secret.is_some());
     let webhook = webhook(&mut c, &raw.webhook);
     let outcomes = outcomes(&mut c, &raw.outcomes);
+    let lti13 = lti13(&mut c, &raw.lti13);
     let consumers = consumers(&mut c, &raw.consumers, &raw.launch.id_separator);
+    let platforms = platforms(
+        &mut c,
+        &raw.platforms,
+        &consumers,
+        &raw.launch.id_separator,
+        raw.outcomes.allow_insecure_targets,
+    );
+    if lti13.key.is_none()
+        && !platforms.is_empty()
+        && matches!(store, StoreSettings::Redis { .. })
+        && raw.lti13.key.is_none()
+        && raw.lti13.key_file.is_none()
+    {
+        c.problems.push(
+            "lti13.key: required with Redis when [[platforms]] are configured (every replica must sign with, and publish, the same tool key); set lti13.key_file or lti13.key"
+                .into(),
+        );
+    }
     let courses = courses(&mut c, &raw.courses);
     if server.as_ref().is_some_and(|s| s.public_url.is_https()) {
         for key in example_secrets(&upstream, &session, &webhook, &consumers) {
@@ -327,8 +351,10 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
             outcomes,
             count_staff: raw.licences.count_staff,
             cartridge: raw.cartridge.clone(),
-            tenants: consumers.iter().map(|c| c.tenant.clone()).collect(),
+            lti13,
+            tenants: tenants(&consumers, &platforms),
             consumers,
+            platforms,
             courses,
         }),
         _ => Err(ConfigError(problems)),

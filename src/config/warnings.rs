@@ -93,6 +93,45 @@ impl Settings {
                 }
             }
         }
+        out.extend(self.lti13_warnings());
+        out
+    }
+
+    /// What is valid but likely wrong in `[lti13]` and `[[platforms]]`.
+    fn lti13_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let next = self.lti13.next_keys.len();
+        if next > 0 {
+            out.push(format!(
+                "lti13.next_key_files: {next} key(s) published in the tool's JWKS that never sign; once every platform has fetched them (a day), make the next key lti13.key_file and move the current one to lti13.previous_key_files"
+            ));
+        }
+        for (n, p) in self.platforms.iter().enumerate() {
+            for (key, url) in [
+                ("auth_login_url", &p.auth_login_url),
+                ("auth_token_url", &p.auth_token_url),
+                ("jwks_url", &p.jwks_url),
+            ] {
+                if url
+                    .get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+                {
+                    out.push(format!(
+                        "platforms[{n}].{key}: plain http to a loopback host: for tests and development only (keys, tokens and grades travel unencrypted)"
+                    ));
+                }
+            }
+            if p.trust_unsigned_migration {
+                out.push(match &p.consumer {
+                    Some(consumer) => format!(
+                        "platforms[{n}].trust_unsigned_migration: an unsigned lti1p1.user_id is believed: whoever controls the platform's launches (or Canvas, which sends one when no LTI 1.1 tool is associated) can land a launch in any LTI 1.1 learner account of consumer {consumer:?}; keep it on only while the platform cannot sign the claim"
+                    ),
+                    None => format!(
+                        "platforms[{n}].trust_unsigned_migration: has no effect: the registration is not linked to a consumer (consumer = \"…\"), so its lti1p1 claim is ignored"
+                    ),
+                });
+            }
+        }
         out
     }
 }

@@ -35,6 +35,7 @@ CI_DIR = CHART / "ci"
 README = CHART / "README.md"
 REFERENCE = REPO / "config" / "ltigate.toml"
 RAW_CONFIG = REPO / "src" / "config" / "raw.rs"
+TOOL_KEY = REPO / "tests" / "vectors" / "tool-key-rsa2048.pem"
 RELEASE = "demo"
 NAMESPACE = "learning"
 
@@ -66,6 +67,9 @@ CHART_MANAGED = {
     "webhook.secret",
     "consumers.secret",
     "consumers.secrets",
+    "lti13.key",
+    "lti13.next_key_files",
+    "lti13.previous_key_files",
 }
 SECRET_KEYS = {"api_token", "secret", "secrets", "previous_secrets"}
 
@@ -200,6 +204,8 @@ def secret_material(docs: list[dict], values: dict) -> dict[str, str]:
     for key in keys:
         if key == values["secrets"]["keys"].get("storeUrl"):
             material[key] = "redis://:fake-redis-password@redis.data.svc:6379/0"
+        elif key == values["secrets"]["keys"].get("toolKey"):
+            material[key] = TOOL_KEY.read_text()
         elif key == values["secrets"]["keys"].get("previousSessionKeys"):
             material[key] = "fake-previous-session-key-0123456789abcdef\n"
         else:
@@ -278,12 +284,12 @@ def test_check_config_knows_every_reference_key(tmp_path):
 
 
 def flat_keys(config: dict, fold: bool = True) -> set[str]:
-    """section.key for every key, consumers.* and courses.* folded, `_file`
-    removed (unless not `fold`)."""
+    """section.key for every key, consumers.*, platforms.* and courses.* folded,
+    `_file` removed (unless not `fold`)."""
     keys = set()
     for section, body in config.items():
         assert isinstance(body, (dict, list)), f"{section} is not a table"
-        if section == "consumers":
+        if section in ("consumers", "platforms"):
             entries = body
         elif section == "courses":
             entries = list(body.values())
@@ -427,7 +433,7 @@ def test_schema_config_keys_are_the_reference_keys():
     schema = chart().schema["properties"]["config"]["properties"]
     keys = set()
     for section, body in schema.items():
-        if section == "consumers":
+        if section in ("consumers", "platforms"):
             props = body["items"]["properties"]
         elif section == "courses":
             props = body["additionalProperties"]["properties"]
@@ -779,6 +785,51 @@ SCHEMA_REJECTS = {
     "bad secret key name": {"secrets": {"keys": {"apiToken": "api token"}}},
     "consumer secret list with a newline": {"secrets": {"consumers": {"acme-moodle": ["a\nb"]}}},
     "empty consumer secret list": {"secrets": {"consumers": {"acme-moodle": []}}},
+    "inline tool key": {"config": {"lti13": {"key": "-----BEGIN PRIVATE KEY-----"}}},
+    "tool key files set by hand": {"config": {"lti13": {"next_key_files": ["/tmp/k.pem"]}}},
+    "tool key that is no PEM": {"secrets": {"toolKey": "not a key"}},
+    "platform without jwks_url": {
+        "config": {
+            "platforms": [
+                {
+                    "name": "P",
+                    "issuer": "https://lms.example.org",
+                    "client_id": "c",
+                    "deployment_ids": ["1"],
+                    "auth_login_url": "https://lms.example.org/auth",
+                    "auth_token_url": "https://lms.example.org/token",
+                    "lms_id": "p",
+                }
+            ]
+        }
+    },
+    "platform without deployment ids": {
+        "config": {
+            "platforms": [
+                {
+                    "name": "P",
+                    "issuer": "https://lms.example.org",
+                    "client_id": "c",
+                    "deployment_ids": [],
+                    "auth_login_url": "https://lms.example.org/auth",
+                    "auth_token_url": "https://lms.example.org/token",
+                    "jwks_url": "https://lms.example.org/jwks",
+                    "lms_id": "p",
+                }
+            ]
+        }
+    },
+}
+
+PLATFORM = {
+    "name": "Acme Moodle 1.3",
+    "issuer": "https://moodle.acme.edu",
+    "client_id": "Xk3mP9",
+    "deployment_ids": ["1"],
+    "auth_login_url": "https://moodle.acme.edu/mod/lti/auth.php",
+    "auth_token_url": "https://moodle.acme.edu/mod/lti/token.php",
+    "jwks_url": "https://moodle.acme.edu/mod/lti/certs.php",
+    "consumer": "Acme Moodle",
 }
 
 
@@ -819,7 +870,42 @@ TEMPLATE_REJECTS = {
         "not both",
     ),
     "trial redis as a cluster": ({"redis": {"enabled": True}, "config": {"store": {"cluster": True}}}, "single Redis node"),
+    "platforms on Redis without the tool key": (
+        {"redis": {"enabled": True}, "replicaCount": 2, "config": {"platforms": [PLATFORM]}},
+        "config.platforms with Redis needs the tool key",
+    ),
+    "existing secret plus tool key value": (
+        {
+            "secrets": {
+                "existingSecret": "mine",
+                "sessionKey": None,
+                "webhookSecret": None,
+                "apiToken": None,
+                "consumers": None,
+                "toolKey": "-----BEGIN PRIVATE KEY-----\nx",
+            }
+        },
+        "secrets.toolKey is set together with secrets.existingSecret",
+    ),
 }
+
+
+def test_a_chart_created_tool_key_reaches_ltigate(tmp_path):
+    """secrets.toolKey: mounted as a file, named by lti13.key_file, checked by
+    ltigate (a PKCS#8 RSA key) and never printed."""
+    values = merged(
+        load_values(CI_DIR / "redis-enabled-values.yaml"),
+        {"config": {"platforms": [PLATFORM]}, "secrets": {"toolKey": TOOL_KEY.read_text()}},
+    )
+    docs = render(values)
+    config = tomllib.loads(config_toml(docs))
+    assert config["lti13"]["key_file"] == f"{SECRET_DIR}/tool-key"
+    assert config["platforms"][0]["consumer"] == "Acme Moodle"
+    path, env, material = materialise(docs, values, tmp_path)
+    assert material["tool-key"].startswith("-----BEGIN PRIVATE KEY-----")
+    result = check_config(path, env, tmp_path)
+    assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
+    assert "BEGIN PRIVATE KEY" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("override,message", TEMPLATE_REJECTS.values(), ids=TEMPLATE_REJECTS.keys())

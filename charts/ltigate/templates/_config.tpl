@@ -1,7 +1,7 @@
 {{/* ltigate.toml from .Values.config plus what the chart decides: the
      listeners (from .Values.ports), the upstream in sidecar mode, the store
-     (embedded file on the volume, or Redis) and every secret as a *_file
-     path under the mounted Secret. */}}
+     (embedded file on the volume, or Redis) and every secret (the tool key
+     included) as a *_file path under the mounted Secret. */}}
 {{- define "ltigate.config" -}}
 {{- $cfg := .Values.config }}
 {{- $files := include "ltigate.secretFiles" . | fromJson }}
@@ -77,6 +77,15 @@
 {{- include "ltigate.tomlKeys" . }}
 {{- end }}
 {{- end }}
+{{- $lti13 := deepCopy ($cfg.lti13 | default dict) }}
+{{- with $files.toolKey }}
+{{- $_ := set $lti13 "key_file" (printf "%s/%s" $dir .key) }}
+{{- end }}
+{{- if $lti13 }}
+
+[lti13]
+{{- include "ltigate.tomlKeys" $lti13 }}
+{{- end }}
 {{- range $c := ($cfg.consumers | default list) }}
 {{- $consumer := deepCopy $c }}
 {{- $secret := index $files.consumers (toString $c.key) }}
@@ -84,6 +93,11 @@
 
 [[consumers]]
 {{- include "ltigate.tomlKeys" $consumer }}
+{{- end }}
+{{- range $p := ($cfg.platforms | default list) }}
+
+[[platforms]]
+{{- include "ltigate.tomlKeys" $p }}
 {{- end }}
 {{- range $id := keys ($cfg.courses | default dict) | sortAlpha }}
 

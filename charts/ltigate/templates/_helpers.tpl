@@ -140,7 +140,8 @@ embedded
 {{- $want := dict "session" (list "sessionKey" "session-key" ($s.sessionKey | default ""))
                   "previousSessions" (list "previousSessionKeys" "previous-session-keys" (join "\n" ($s.previousSessionKeys | default list)))
                   "webhook" (list "webhookSecret" "webhook-secret" ($s.webhookSecret | default ""))
-                  "apiToken" (list "apiToken" "api-token" ($s.apiToken | default "")) }}
+                  "apiToken" (list "apiToken" "api-token" ($s.apiToken | default ""))
+                  "toolKey" (list "toolKey" "tool-key" ($s.toolKey | default "")) }}
 {{- range $name, $spec := $want }}
 {{- if $existing }}
 {{- $key := index $s.keys (index $spec 0) }}

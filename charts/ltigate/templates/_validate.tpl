@@ -70,7 +70,7 @@
 
 {{- /* Secrets */}}
 {{- if $s.existingSecret }}
-{{- range $name := list "sessionKey" "webhookSecret" "apiToken" "storeUrl" }}
+{{- range $name := list "sessionKey" "webhookSecret" "apiToken" "storeUrl" "toolKey" }}
 {{- if index $s $name }}
 {{- fail (printf "secrets.%s is set together with secrets.existingSecret: put the value in the existing Secret (key named by secrets.keys.%s) and leave secrets.%s empty" $name $name $name) }}
 {{- end }}
@@ -105,6 +105,14 @@
 {{- fail (printf "consumers %q and %q would share the Secret key %q: map them apart in secrets.consumerKeys" (get $seen $sk) (toString $c.key) $sk) }}
 {{- end }}
 {{- $_ := set $seen $sk (toString $c.key) }}
+{{- end }}
+
+{{- /* LTI 1.3 */}}
+{{- if and $cfg.platforms (ne $kind "embedded") }}
+{{- $files := include "ltigate.secretFiles" . | fromJson }}
+{{- if not $files.toolKey }}
+{{- fail "config.platforms with Redis needs the tool key every replica signs with: set secrets.toolKey (PKCS#8 PEM of an RSA key of at least 2048 bits), or name its key in the existing Secret with secrets.keys.toolKey" }}
+{{- end }}
 {{- end }}
 
 {{- /* Ingress */}}
