@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tower::{Service, ServiceBuilder, ServiceExt as _};
 use tracing::Instrument as _;
 
+pub mod addr;
 pub mod admin;
 pub mod config;
 pub mod demo;

@@ -13,7 +13,7 @@
 //! server, http, store, provision, metrics,         what the parts share
 //! outbound
 //! config, stall                                    settings, timers
-//! lti, secret                                      protocol core, secrets
+//! lti, secret, addr                                protocol core, secrets, address rules
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 /// Layers, lowest first.
 const LAYERS: &[&[&str]] = &[
-    &["lti", "secret"],
+    &["lti", "secret", "addr"],
     &["config", "stall"],
     &[
         "server",

@@ -173,39 +173,11 @@ fn platform_url(
         c.problems
             .push(format!("{key}: `{url}` must not carry a fragment"));
     } else if outbound && !allow_private && !allow_insecure {
-        let internal = loopback || ip.is_some_and(is_internal_ip);
+        let internal = loopback || ip.is_some_and(crate::addr::is_internal);
         if internal {
             c.problems.push(format!(
                 "{key}: `{url}` is a private or loopback address; set allow_private_endpoints = true for an on-premises LMS"
             ));
-        }
-    }
-}
-
-/// Loopback, private, link-local, unspecified, multicast or unique-local.
-fn is_internal_ip(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 0
-                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal_ip(IpAddr::V4(v4));
-            }
-            let seg = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg & 0xfe00) == 0xfc00
-                || (seg & 0xffc0) == 0xfe80
         }
     }
 }
