@@ -12,7 +12,8 @@
 
 use libfuzzer_sys::arbitrary::{Arbitrary, Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use ltigate::session::{cookie_value, CourseRoles, Sealer, Session, MAX_COOKIE_VALUE};
+use ltigate::session::cookie::cookie_value;
+use ltigate::session::{CourseRoles, Sealer, Session, MAX_COOKIE_VALUE};
 use ltigate::lti::LtiVersion;
 use ltigate::secret::Secret;
 
@@ -38,7 +39,7 @@ fn session(u: &mut Unstructured<'_>) -> ArbResult<Session> {
         });
     }
     Ok(Session {
-        consumer: String::arbitrary(u)?,
+        tenant: String::arbitrary(u)?,
         lms_id: String::arbitrary(u)?,
         user_id: String::arbitrary(u)?,
         external_id: String::arbitrary(u)?,
@@ -97,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(opened, bounded);
     } else {
         // Oldest courses and then names and email may have been dropped.
-        assert_eq!(opened.consumer, bounded.consumer);
+        assert_eq!(opened.tenant, bounded.tenant);
         assert_eq!(opened.lms_id, bounded.lms_id);
         assert_eq!(opened.user_id, bounded.user_id);
         assert_eq!(opened.external_id, bounded.external_id);
