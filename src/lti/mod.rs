@@ -3,6 +3,7 @@
 
 pub mod cartridge;
 pub mod encode;
+pub mod jose;
 pub mod launch;
 pub mod oauth1;
 pub mod outcomes;
