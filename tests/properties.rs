@@ -920,3 +920,68 @@ proptest! {
         }
     }
 }
+
+/// The platform test key (tests/keys/), read once.
+fn platform_key() -> &'static ltigate::lti::jose::SigningKey {
+    static KEY: std::sync::OnceLock<ltigate::lti::jose::SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        ltigate::lti::jose::SigningKey::from_pkcs8_pem(include_str!("keys/platform-test-key.pem"))
+            .expect("the platform test key")
+    })
+}
+
+/// Small JSON claim sets: strings, numbers, booleans, nested one level.
+fn claims() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        any::<String>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<bool>().prop_map(serde_json::Value::from),
+    ];
+    let value = leaf.prop_recursive(2, 8, 4, |inner| {
+        prop::collection::vec(inner, 0..4).prop_map(serde_json::Value::from)
+    });
+    prop::collection::btree_map("[a-z_:/.]{1,12}", value, 0..6)
+        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any claims the key signs verify with its public JWK and read back
+    /// unchanged; one changed byte of the token (bits flipped, or another
+    /// base64url character) and it no longer verifies.
+    #[test]
+    fn signed_jws_verifies_and_any_changed_byte_fails(
+        c in claims(),
+        at in any::<Index>(),
+        mask in 1u8..=255,
+        replacement in "[A-Za-z0-9_.-]",
+    ) {
+        use ltigate::lti::jose::{CompactJws, JwkSet};
+        let key = platform_key();
+        let set = JwkSet::from_keys(vec![key.public_jwk().clone()]);
+        let token = key.sign(&c).expect("signing");
+        let jws = CompactJws::parse(&token).expect("a signed token parses");
+        prop_assert_eq!(jws.verify(&set), Ok(()));
+        prop_assert_eq!(&serde_json::Value::Object(jws.claims().clone()), &c);
+
+        let i = at.index(token.len());
+        let mut flipped = token.clone().into_bytes();
+        flipped[i] ^= mask;
+        let flipped = String::from_utf8_lossy(&flipped);
+        prop_assert!(
+            CompactJws::parse(&flipped).and_then(|j| j.verify(&set)).is_err(),
+            "byte {} ^ {:#04x}", i, mask
+        );
+        let mut replaced = token.clone().into_bytes();
+        let replacement = replacement.as_bytes()[0];
+        if replaced[i] != replacement {
+            replaced[i] = replacement;
+            let replaced = String::from_utf8_lossy(&replaced);
+            prop_assert!(
+                CompactJws::parse(&replaced).and_then(|j| j.verify(&set)).is_err(),
+                "byte {} = {}", i, replacement
+            );
+        }
+    }
+}

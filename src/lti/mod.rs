@@ -3,7 +3,10 @@
 
 pub mod cartridge;
 pub mod encode;
+pub mod id_token;
+pub mod jose;
 pub mod launch;
+pub mod migration;
 pub mod oauth1;
 pub mod outcomes;
 pub mod roles;

@@ -1,9 +1,11 @@
-//! Normalisation of the LTI 1.1 `roles` launch parameter.
+//! Normalisation of roles: the LTI 1.1 `roles` launch parameter and the
+//! LTI 1.3 roles claim.
 //!
 //! Context roles (bare handles such as `Learner`, `urn:lti:role:ims/lis/X` and the
 //! LTI 1.3 `…/vocab/lis/v2/membership#X` form) become the short name `X`; a
-//! sub-role maps to its parent. Institution roles become `inst:X`, system roles
-//! `sys:X`.
+//! sub-role maps to its parent, except LTI 1.3's
+//! `…/membership/Instructor#TeachingAssistant`, which is `TeachingAssistant`.
+//! Institution roles become `inst:X`, system roles `sys:X`.
 
 use std::collections::HashSet;
 
@@ -153,6 +155,13 @@ fn parent(rest: &str, sep: char) -> &str {
     rest.split_once(sep).map_or(rest, |(parent, _)| parent)
 }
 
+/// Whether `rest` (after `…/membership/`) is `Instructor#TeachingAssistant`.
+fn is_instructor_ta(rest: &str) -> bool {
+    rest.split_once('#').is_some_and(|(parent, sub)| {
+        parent.eq_ignore_ascii_case("Instructor") && sub.eq_ignore_ascii_case("TeachingAssistant")
+    })
+}
+
 /// Normalises one trimmed, non-empty role entry.
 fn normalize_one(entry: &str) -> String {
     if let Some(rest) = strip_prefix_ignore_case(entry, MEMBERSHIP_HASH) {
@@ -165,6 +174,10 @@ fn normalize_one(entry: &str) -> String {
     for prefix in &PREFIXES {
         if let Some(rest) = strip_prefix_ignore_case(entry, prefix.text) {
             let sep = if prefix.hash_sub_role { '#' } else { '/' };
+            if prefix.hash_sub_role && is_instructor_ta(rest) {
+                // The context role LTI 1.1 sends for a TA (DESIGN §13).
+                return "TeachingAssistant".to_owned();
+            }
             let name = parent(rest, sep);
             return if name.is_empty() {
                 entry.to_owned()
@@ -192,17 +205,26 @@ fn normalize_one(entry: &str) -> String {
 /// keeping the first occurrence. Context roles — bare handles (`Learner`),
 /// `urn:lti:role:ims/lis/X` and `http://purl.imsglobal.org/vocab/lis/v2/membership#X` —
 /// become `X`; sub-roles (`urn:lti:role:ims/lis/Learner/GuestLearner`,
-/// `Instructor/Lecturer`, `…/membership/Instructor#TeachingAssistant`) become their
-/// parent. Institution roles (`urn:lti:instrole:ims/lis/X`,
+/// `Instructor/Lecturer`, `…/membership/Learner#Instructor`) become their parent,
+/// except `…/membership/Instructor#TeachingAssistant`, which is
+/// `TeachingAssistant`. Institution roles (`urn:lti:instrole:ims/lis/X`,
 /// `…/lis/v2/institution/person#X`) become `inst:X`; system roles
 /// (`urn:lti:sysrole:ims/lis/X`, `…/lis/v2/system/person#X`) become `sys:X`.
 /// Names of the LIS vocabularies ([`CONTEXT_ROLES`], [`INSTITUTION_ROLES`],
 /// [`SYSTEM_ROLES`]) are matched case-insensitively and returned in canonical
 /// case; unknown names are kept as sent; other URNs and URIs are kept verbatim.
 pub fn normalize(roles: &str) -> Vec<String> {
+    normalize_all(roles.split(','))
+}
+
+/// Normalises a list of roles (the LTI 1.3 `…/claim/roles` array) as
+/// [`normalize`] does the entries of a comma-separated list; one exception
+/// in LTI 1.3's form: `…/membership/Instructor#TeachingAssistant` becomes
+/// `TeachingAssistant`, the context role LTI 1.1 sends for a TA.
+pub fn normalize_all<'a>(roles: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut seen = HashSet::new();
     roles
-        .split(',')
+        .into_iter()
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(normalize_one)
@@ -469,7 +491,19 @@ mod tests {
             ),
             (
                 "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant",
+                &["TeachingAssistant"],
+            ),
+            (
+                "http://purl.imsglobal.org/vocab/lis/v2/membership/instructor#teachingassistant",
+                &["TeachingAssistant"],
+            ),
+            (
+                "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#Lecturer",
                 &["Instructor"],
+            ),
+            (
+                "http://purl.imsglobal.org/vocab/lis/v2/membership/Learner#TeachingAssistant",
+                &["Learner"],
             ),
             (
                 "http://purl.imsglobal.org/vocab/lis/v2/membership/Learner#Instructor",
@@ -497,6 +531,33 @@ mod tests {
         assert!(!is_staff(&normalize(
             "http://purl.imsglobal.org/vocab/lis/v2/system/person#Administrator"
         )));
+    }
+
+    #[test]
+    fn lti13_roles_array() {
+        let got = normalize_all([
+            "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner",
+            " http://purl.imsglobal.org/vocab/lis/v2/institution/person#Faculty ",
+            "http://purl.imsglobal.org/vocab/lis/v2/system/person#Administrator",
+            "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant",
+            "",
+            "Learner",
+            "Instructor",
+        ]);
+        assert_eq!(
+            got,
+            strings(&[
+                "Learner",
+                "inst:Faculty",
+                "sys:Administrator",
+                "TeachingAssistant",
+                "Instructor"
+            ])
+        );
+        assert!(is_staff(&got));
+        assert_eq!(normalize_all([]), Vec::<String>::new());
+        // A role URI never holds a comma, but an array entry is one role.
+        assert_eq!(normalize_all(["a,b"]), strings(&["a,b"]));
     }
 
     #[test]
