@@ -218,7 +218,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         shed: ShedLayer::new(settings.server.max_connections),
         request_id: RequestIdLayer::new(settings.server.trust_forwarded_headers),
         access_log: settings.server.access_log.then(AccessLogLayer::new),
-        routes: OwnRoutesLayer::new(gate.clone()),
+        routes: OwnRoutesLayer::new(
+            gate.clone(),
+            Arc::new(launch::tool_key::ToolKeys::new(&settings.lti13)?),
+        ),
         proxy: proxy::Proxy::new(gate.clone())?,
     });
     let admin = Arc::new(admin::Admin {

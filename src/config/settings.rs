@@ -218,9 +218,8 @@ pub struct Consumer {
 /// `[lti13]`, validated: the tool key and the LTI 1.3 timings.
 #[derive(Clone, Debug)]
 pub struct Lti13Settings {
-    /// The signing key: PKCS#8 DER of an RSA key of at least 2048 bits.
-    /// `None` on the embedded store means "generate one beside the
-    /// database".
+    /// The signing key: PKCS#8 DER of an RSA key of at least 2048 bits
+    /// (`None`: none configured; Redis with platforms refuses that).
     pub key: Option<Secret>,
     /// Keys published but never used to sign (PKCS#8 DER), in order.
     pub next_keys: Vec<Secret>,

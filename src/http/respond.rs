@@ -200,6 +200,11 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     base(status, "application/json", full(value.to_string()))
 }
 
+/// A JSON response from a document serialised already.
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    base(status, "application/json", full(body))
+}
+
 /// A plain-text response.
 pub fn text(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     base(status, "text/plain; charset=utf-8", full(text))

@@ -9,6 +9,8 @@
 //!   fallback for browsers that drop third-party cookies); `/lti/logout`.
 //! - [`cartridge`] — the LTI 1.1 cartridge and the values an LMS admin
 //!   pastes.
+//! - [`tool_key`] — the tool's LTI 1.3 keys and `/lti/1.3/jwks.json`.
+//! - [`jwks`] — the platforms' key sets, cached.
 //! - [`routes`] — the layer that serves these routes in the public stack.
 //! - [`error`] — the one error type of these routes.
 
@@ -18,6 +20,7 @@ pub mod error;
 pub mod jwks;
 pub mod routes;
 pub mod ticket;
+pub mod tool_key;
 pub mod v1p1;
 
 use std::sync::Arc;

@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use tracing::Instrument as _;
 
 use super::error::RouteError;
+use super::tool_key::ToolKeys;
 use super::{cartridge, ticket, v1p1};
 use crate::http::request_id;
 use crate::http::{respond, Body};
@@ -41,6 +42,8 @@ enum Route {
     Logout,
     /// `GET|HEAD /lti/cartridge.xml`.
     Cartridge,
+    /// `GET|HEAD /lti/1.3/jwks.json`: the tool's public keys.
+    ToolJwks,
     /// An own path with another method.
     MethodNotAllowed(RouteError),
     /// Under `/lti/launch/` but not one segment.
@@ -63,6 +66,7 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         (&Method::GET, "continue") => Route::Continue,
         (&Method::POST, "logout") => Route::Logout,
         (&Method::GET | &Method::HEAD, "cartridge.xml") => Route::Cartridge,
+        (&Method::GET | &Method::HEAD, "1.3/jwks.json") => Route::ToolJwks,
         (_, r) if r == "launch" || r.starts_with("launch/") || r == "logout" => {
             Route::MethodNotAllowed(RouteError::MethodNotAllowed {
                 allow: "POST",
@@ -73,22 +77,30 @@ fn route(method: &Method, path: &str) -> Option<Route> {
             allow: "GET",
             message: "Method not allowed.",
         }),
-        (_, "cartridge.xml") => Route::MethodNotAllowed(RouteError::MethodNotAllowed {
-            allow: "GET, HEAD",
-            message: "Method not allowed.",
-        }),
+        (_, "cartridge.xml" | "1.3/jwks.json") => {
+            Route::MethodNotAllowed(RouteError::MethodNotAllowed {
+                allow: "GET, HEAD",
+                message: "Method not allowed.",
+            })
+        }
         _ => return None,
     })
 }
 
 /// Answers one own route.
-async fn serve(gate: Arc<Gate>, route: Route, req: Request<Incoming>) -> Response<Body> {
+async fn serve(
+    gate: Arc<Gate>,
+    keys: Arc<ToolKeys>,
+    route: Route,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let json = || respond::prefers_json(req.headers());
     match route {
         Route::Launch(course) => v1p1::handle(&gate, req, course.as_deref()).await,
         Route::Continue => ticket::handle_continue(&gate, req).await,
         Route::Logout => ticket::handle_logout(&gate, req).await,
         Route::Cartridge => cartridge::handle(&gate, &req),
+        Route::ToolJwks => keys.jwks_response(),
         Route::MethodNotAllowed(e) => respond::reject(&e, json()),
         Route::NotFound => respond::reject(&RouteError::NotFound, json()),
     }
@@ -98,12 +110,13 @@ async fn serve(gate: Arc<Gate>, route: Route, req: Request<Incoming>) -> Respons
 #[derive(Clone)]
 pub struct OwnRoutesLayer {
     gate: Arc<Gate>,
+    keys: Arc<ToolKeys>,
 }
 
 impl OwnRoutesLayer {
-    /// The routes of `gate`.
-    pub fn new(gate: Arc<Gate>) -> Self {
-        OwnRoutesLayer { gate }
+    /// The routes of `gate`, publishing the tool's `keys`.
+    pub fn new(gate: Arc<Gate>, keys: Arc<ToolKeys>) -> Self {
+        OwnRoutesLayer { gate, keys }
     }
 }
 
@@ -113,6 +126,7 @@ impl<S> tower::Layer<S> for OwnRoutesLayer {
     fn layer(&self, inner: S) -> OwnRoutes<S> {
         OwnRoutes {
             gate: self.gate.clone(),
+            keys: self.keys.clone(),
             inner,
         }
     }
@@ -122,6 +136,7 @@ impl<S> tower::Layer<S> for OwnRoutesLayer {
 #[derive(Clone)]
 pub struct OwnRoutes<S> {
     gate: Arc<Gate>,
+    keys: Arc<ToolKeys>,
     inner: S,
 }
 
@@ -143,10 +158,10 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         match route(req.method(), req.uri().path()) {
             Some(r) => {
-                let gate = self.gate.clone();
+                let (gate, keys) = (self.gate.clone(), self.keys.clone());
                 let span = request_id::span(request_id::of(req.headers()));
                 Either::Left(Box::pin(
-                    async move { Ok(serve(gate, r, req).await) }.instrument(span),
+                    async move { Ok(serve(gate, keys, r, req).await) }.instrument(span),
                 ))
             }
             None => Either::Right(self.inner.call(req)),
