@@ -475,10 +475,11 @@ impl HeaderPolicy {
     /// The whole request side for one proxied request: strip, log what a
     /// client tried to forge, set forwarding and identity headers.
     pub fn apply<B>(&self, req: &mut ProxyRequest<B>) {
-        // Set by the request-id layer (before the strip below removes a
-        // client's own); a request that skipped it gets one.
-        let request_id = match request_id::of(req.http.headers()) {
-            Some(id) => id.clone(),
+        // Set by the request-id layer; a request that skipped it gets one.
+        // Taken out before the strip below, which would remove it as a
+        // forwarding header, and set again with the others.
+        let request_id = match req.http.headers_mut().remove(X_REQUEST_ID) {
+            Some(id) => id,
             None => RequestId::fresh().header_value().clone(),
         };
         let path_course = match (&req.session, &self.course_path) {
