@@ -527,6 +527,7 @@ impl HeaderPolicy {
                 request_id: &request_id,
             },
         );
+        req.request_id = Some(request_id);
     }
 }
 
