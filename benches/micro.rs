@@ -153,7 +153,7 @@ fn bench_headers(c: &mut Criterion) {
                     peer_text: &peer_text,
                     identity: Some(&identity),
                     path_course: None,
-                    request_id: &request_id,
+                    request_id: Some(&request_id),
                 },
             );
             h

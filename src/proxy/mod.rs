@@ -61,6 +61,9 @@ pub struct ProxyRequest<B = Incoming> {
     pub accept: Option<http::HeaderValue>,
     /// The client connection the request came on.
     pub client: Arc<ClientConn>,
+    /// The request's id, once the header policy has set it (for the log
+    /// lines of a failure: the request itself is gone by then).
+    pub request_id: Option<http::HeaderValue>,
 }
 
 impl<B> Carrier for ProxyRequest<B> {
@@ -89,6 +92,7 @@ impl<B> ProxyRequest<B> {
             http,
             session: None,
             client,
+            request_id: None,
         }
     }
 
@@ -257,12 +261,11 @@ impl ForwardShared {
             http: mut req,
             accept,
             client,
+            request_id: id,
             ..
         } = req;
         let started = Instant::now();
         let json = || respond::accepts_json(accept.as_ref());
-        // For the log lines of a failure (the header policy has set it).
-        let id = request_id::of(req.headers()).cloned();
         if req.method() == Method::CONNECT {
             // A 2xx would turn the upstream connection into a tunnel.
             return self.count(respond::reject(&ProxyError::Connect, json()));

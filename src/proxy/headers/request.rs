@@ -151,8 +151,10 @@ pub struct RequestContext<'a> {
     /// The course the request path names (`upstream.course_path`); without
     /// one the session's latest course is the current course.
     pub path_course: Option<&'a str>,
-    /// The request's id ([`crate::http::request_id`]), sent upstream.
-    pub request_id: &'a HeaderValue,
+    /// The request's id ([`crate::http::request_id`]) to send upstream;
+    /// none when the headers already carry it (the request-id layer set it
+    /// and [`HeaderPolicy::apply`] kept it through the strip).
+    pub request_id: Option<&'a HeaderValue>,
 }
 
 /// The request-side policy, built once.
@@ -261,6 +263,12 @@ impl HeaderPolicy {
     /// Removes what a client must not send upstream; returns the
     /// identity-prefixed names it removed (forgery attempts, for the log).
     pub fn strip(&self, headers: &mut HeaderMap) -> Removed {
+        self.strip_keeping_id(headers, false)
+    }
+
+    /// [`HeaderPolicy::strip`]; with `keep_id`, `X-Request-Id` (in that
+    /// spelling) stays: it is the id the request-id layer settled on.
+    fn strip_keeping_id(&self, headers: &mut HeaderMap, keep_id: bool) -> Removed {
         let upgrade = if is_websocket_upgrade(headers) {
             headers.get(header::UPGRADE).cloned()
         } else {
@@ -274,7 +282,7 @@ impl HeaderPolicy {
                 let name = n.as_str();
                 is_hop_by_hop(n)
                     || self.is_identity(name)
-                    || self.is_forwarding(name)
+                    || (self.is_forwarding(name) && !(keep_id && name == "x-request-id"))
                     || (connection && named_by_connection(headers, n))
             })
             .cloned()
@@ -355,7 +363,9 @@ impl HeaderPolicy {
                 headers.insert(X_FORWARDED_PREFIX, p.clone());
             }
         }
-        headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+        if let Some(id) = ctx.request_id {
+            headers.insert(X_REQUEST_ID, id.clone());
+        }
         if !self.pass_host {
             headers.insert(header::HOST, self.upstream_host.clone());
         } else if !headers.contains_key(header::HOST) {
@@ -475,11 +485,11 @@ impl HeaderPolicy {
     /// The whole request side for one proxied request: strip, log what a
     /// client tried to forge, set forwarding and identity headers.
     pub fn apply<B>(&self, req: &mut ProxyRequest<B>) {
-        // Set by the request-id layer (before the strip below removes a
-        // client's own); a request that skipped it gets one.
-        let request_id = match request_id::of(req.http.headers()) {
-            Some(id) => id.clone(),
-            None => RequestId::fresh().header_value().clone(),
+        // Set by the request-id layer, and left where it is (the strip
+        // below keeps it); a request that skipped the layer gets one.
+        let (request_id, in_place) = match req.http.headers().get(&X_REQUEST_ID) {
+            Some(id) => (id.clone(), true),
+            None => (RequestId::fresh().header_value().clone(), false),
         };
         let path_course = match (&req.session, &self.course_path) {
             (Some(_), Some(pattern)) => course_from_path(pattern, req.http.uri().path()),
@@ -505,7 +515,7 @@ impl HeaderPolicy {
         if let Some(host) = authority {
             headers.insert(header::HOST, host);
         }
-        let forged = self.strip(headers);
+        let forged = self.strip_keeping_id(headers, in_place);
         if !forged.is_empty() {
             let _span = request_id::span(Some(&request_id)).entered();
             tracing::info!(
@@ -523,9 +533,10 @@ impl HeaderPolicy {
                 peer_text,
                 identity,
                 path_course: path_course.as_deref(),
-                request_id: &request_id,
+                request_id: (!in_place).then_some(&request_id),
             },
         );
+        req.request_id = Some(request_id);
     }
 }
 
@@ -657,7 +668,7 @@ mod tests {
             peer_text: &PEER,
             identity,
             path_course,
-            request_id: &R1,
+            request_id: Some(&R1),
         }
     }
 
@@ -794,6 +805,23 @@ mod tests {
         let mut h = headers(&[("Host", "pod-ip:8080")]);
         p.inject(&mut h, &ctx(None, None));
         assert_eq!(h.get("host").unwrap(), "up:3000");
+    }
+
+    #[test]
+    fn the_settled_request_id_is_kept_through_the_strip_and_not_set_again() {
+        let mut h = headers(&[("X-Request-Id", "settled"), ("X_Request_Id", "forged")]);
+        let p = policy(false);
+        p.strip_keeping_id(&mut h, true);
+        assert!(!h.contains_key("x_request_id"));
+        let c = RequestContext {
+            request_id: None,
+            ..ctx(None, None)
+        };
+        p.inject(&mut h, &c);
+        assert_eq!(
+            h.get_all("x-request-id").iter().collect::<Vec<_>>(),
+            ["settled"]
+        );
     }
 
     #[test]
