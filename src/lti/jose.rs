@@ -228,6 +228,15 @@ pub enum KeyError {
     BadJwks(&'static str),
 }
 
+/// The number of significant bits of a big-endian unsigned integer whose
+/// leading zero bytes are stripped (0 for an empty one).
+fn bit_length(bytes: &[u8]) -> usize {
+    match bytes.first() {
+        Some(first) => bytes.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
+    }
+}
+
 impl RsaPublicJwk {
     /// A key from its `kid` and the base64url `n` and `e` of a JWK. The
     /// modulus must have [`MIN_RSA_BITS`] to [`MAX_RSA_BITS`] bits and the
@@ -243,11 +252,10 @@ impl RsaPublicJwk {
                 .decode(e)
                 .map_err(|_| KeyError::BadJwks("e is not base64url"))?,
         );
-        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
-        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bit_length(&n)) {
             return Err(KeyError::BadJwks("n is not 2048 to 8192 bits"));
         }
-        if e.is_empty() || e.len() > 5 || e.last().is_none_or(|b| b & 1 == 0) || e == [1] {
+        if bit_length(&e) > 33 || e.last().is_none_or(|b| b & 1 == 0) || e == [1] {
             return Err(KeyError::BadJwks(
                 "e is not an odd exponent of at most 33 bits",
             ));
@@ -816,6 +824,39 @@ mod tests {
         assert_eq!(set.len(), 2);
         assert!(set.find(other.kid()).is_some());
         assert!(!format!("{key:?}").contains("pair"));
+    }
+
+    #[test]
+    fn degenerate_components_are_refused_not_panicked_on() {
+        // An empty or all-zero modulus has no bits (found by the jws fuzz target).
+        for n in ["", "AA", "AAAA"] {
+            assert_eq!(
+                RsaPublicJwk::from_components("k", n, "AQAB").unwrap_err(),
+                KeyError::BadJwks("n is not 2048 to 8192 bits")
+            );
+        }
+        let n = RFC7515_A2_N;
+        // 2^33 - 1 is the largest exponent ring accepts; 2^33 + 1 has 34 bits.
+        assert!(RsaPublicJwk::from_components(
+            "k",
+            n,
+            &URL_SAFE_NO_PAD.encode([1, 255, 255, 255, 255])
+        )
+        .is_ok());
+        for e in [
+            URL_SAFE_NO_PAD.encode([2, 0, 0, 0, 1]),
+            URL_SAFE_NO_PAD.encode([0, 0, 0]),
+            String::new(),
+            "AAE".to_string(),
+        ] {
+            assert!(
+                RsaPublicJwk::from_components("k", n, &e).is_err(),
+                "{e} was accepted"
+            );
+        }
+        assert_eq!(bit_length(&[]), 0);
+        assert_eq!(bit_length(&[1]), 1);
+        assert_eq!(bit_length(&[0x80, 0]), 16);
     }
 
     #[test]
