@@ -187,6 +187,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let settings = Arc::new(settings);
     let tenant_names: Vec<String> = settings.tenants.iter().map(|t| t.name.clone()).collect();
     let metrics = Arc::new(metrics::Metrics::new(&tenant_names));
+    metrics.register_platforms(
+        settings
+            .platforms
+            .iter()
+            .map(|p| (p.tenant.name.as_str(), p.name.as_str())),
+    );
     let key = session::key::session_key(&settings)?;
     let sealer = Sealer::new(&key, &settings.session.previous_secrets);
     let store = open_store(&settings, &metrics).await?;
@@ -214,18 +220,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         app.clone(),
         app.outbox_notify.clone(),
     )?);
+    let lti13 = Arc::new(launch::v1p3::Lti13::new(
+        &settings,
+        Arc::new(launch::tool_key::ToolKeys::new(&settings.lti13)?),
+    )?);
     let public = Arc::new(PublicLayers {
         shed: ShedLayer::new(settings.server.max_connections),
         request_id: RequestIdLayer::new(settings.server.trust_forwarded_headers),
         access_log: settings.server.access_log.then(AccessLogLayer::new),
-        routes: OwnRoutesLayer::new(
-            gate.clone(),
-            Arc::new(launch::tool_key::ToolKeys::new(&settings.lti13)?),
-        ),
+        routes: OwnRoutesLayer::new(gate.clone(), lti13.clone()),
         proxy: proxy::Proxy::new(gate.clone())?,
     });
     let admin = Arc::new(admin::Admin {
         app: app.clone(),
+        platform_keys: lti13.jwks.clone(),
         ready: Default::default(),
     });
 

@@ -7,6 +7,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::lti::id_token::Lti13Rejection;
 use crate::lti::launch::Rejection;
 
 /// Every ltigate metric.
@@ -44,6 +45,12 @@ pub struct Metrics {
     /// `ltigate_outcome_targets_refused_total{consumer}`: launches whose
     /// outcome URL was refused, so their grades cannot go back.
     pub outcome_targets_refused: IntCounterVec,
+    /// `ltigate_lti13_logins_total{result}`
+    pub lti13_logins: IntCounterVec,
+    /// `ltigate_jwks_fetches_total{platform,result}`
+    pub jwks_fetches: IntCounterVec,
+    /// `ltigate_jwks_last_success_timestamp_seconds{platform}`
+    pub jwks_last_success: IntGaugeVec,
     /// `ltigate_store_up`
     pub store_up: IntGauge,
     /// `ltigate_store_errors_total{op}`
@@ -51,7 +58,17 @@ pub struct Metrics {
 }
 
 /// Store operations, the `op` label of `ltigate_store_errors_total`.
-pub const STORE_OPS: [&str; 6] = ["ping", "nonce", "licence", "ticket", "outbox", "target"];
+pub const STORE_OPS: [&str; 7] = [
+    "ping", "nonce", "licence", "ticket", "outbox", "target", "state",
+];
+/// Results of `ltigate_lti13_logins_total`.
+pub const LTI13_LOGIN_RESULTS: [&str; 5] = [
+    "redirected",
+    "cookie_check",
+    "new_window",
+    "invalid_request",
+    "unknown_platform",
+];
 /// Upstream API operations.
 pub const API_OPS: [&str; 2] = ["put_user", "put_subscription"];
 /// Upstream API results.
@@ -207,6 +224,28 @@ impl Metrics {
             "Launches whose outcome URL was refused (grades cannot go back), by consumer",
             &["consumer"],
         );
+        let lti13_logins = counter_vec(
+            &r,
+            "ltigate_lti13_logins_total",
+            "LTI 1.3 login initiations by result",
+            &["result"],
+        );
+        let jwks_fetches = counter_vec(
+            &r,
+            "ltigate_jwks_fetches_total",
+            "Fetches of a platform's key set by platform and result",
+            &["platform", "result"],
+        );
+        let jwks_last_success = IntGaugeVec::new(
+            Opts::new(
+                "ltigate_jwks_last_success_timestamp_seconds",
+                "When a platform's key set was last fetched (unix seconds)",
+            ),
+            &["platform"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(jwks_last_success.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         let store_errors = counter_vec(
             &r,
             "ltigate_store_errors_total",
@@ -258,6 +297,9 @@ impl Metrics {
         for op in STORE_OPS {
             store_errors.with_label_values(&[op]);
         }
+        for l in LTI13_LOGIN_RESULTS {
+            lti13_logins.with_label_values(&[l]);
+        }
 
         Metrics {
             registry: r,
@@ -276,8 +318,31 @@ impl Metrics {
             outbox_oldest_age,
             licences_used,
             outcome_targets_refused,
+            lti13_logins,
+            jwks_fetches,
+            jwks_last_success,
             store_up,
             store_errors,
+        }
+    }
+
+    /// Pre-creates the LTI 1.3 series of the configured registrations:
+    /// `(tenant, platform)` pairs.
+    pub fn register_platforms<'a>(&self, platforms: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut tenants = vec!["unknown"];
+        for (tenant, platform) in platforms {
+            if !tenants.contains(&tenant) {
+                tenants.push(tenant);
+            }
+            for result in ["ok", "error"] {
+                self.jwks_fetches.with_label_values(&[platform, result]);
+            }
+        }
+        for t in tenants {
+            self.launches.with_label_values(&[t, "1.3", "accepted"]);
+            for r in Lti13Rejection::ALL {
+                self.launches.with_label_values(&[t, "1.3", r.label()]);
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz`, `/readyz`, `/status`, `/metrics`, the
-//! completion webhook ([`crate::outcomes::webhook`]) and the outbox routes.
+//! completion webhook ([`crate::outcomes::webhook`]), the outbox routes and
+//! `POST /jwks/refresh` (drops the platforms' cached key sets).
 //!
 //! Readiness means "can proxy": it does not depend on the store, because
 //! sessions keep working through a store outage and taking pods out of the
@@ -12,6 +13,8 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 
 use crate::http::{respond, AppState, Body};
+use crate::launch::jwks::JwksCache;
+use crate::lti::jose::JwkSet;
 
 pub mod client;
 mod error;
@@ -23,6 +26,8 @@ pub use error::AdminError;
 pub struct Admin {
     /// The application state.
     pub app: Arc<AppState>,
+    /// The platforms' cached key sets (`POST /jwks/refresh` drops them).
+    pub platform_keys: Arc<JwksCache<JwkSet>>,
     /// True once both listeners are bound.
     pub ready: AtomicBool,
 }
@@ -62,6 +67,11 @@ where
         }
         (&Method::GET, "/status") => status(admin).await,
         (&Method::GET, "/metrics") => metrics(admin),
+        (&Method::POST, "/jwks/refresh") => {
+            admin.platform_keys.clear();
+            tracing::info!("the platforms' cached key sets were dropped");
+            respond::json(StatusCode::OK, &serde_json::json!({"status": "dropped"}))
+        }
         (
             _,
             "/healthz"
@@ -70,7 +80,8 @@ where
             | "/metrics"
             | "/webhooks/completion"
             | "/outbox"
-            | "/outbox/retry",
+            | "/outbox/retry"
+            | "/jwks/refresh",
         ) => return Err(AdminError::MethodNotAllowed),
         _ => return Err(AdminError::NotFound),
     })

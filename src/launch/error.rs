@@ -7,7 +7,6 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
 use crate::http::respond::HttpError;
-use crate::lti::launch::Rejection;
 use crate::session::SessionRejection;
 
 /// Why one of ltigate's own routes refused a request.
@@ -17,8 +16,15 @@ pub enum RouteError {
     /// [`super::Failure::shown`]); a malformed request also gets the detail.
     Launch {
         /// The reason shown.
-        shown: Rejection,
+        shown: super::Reason,
         /// What was wrong; shown only for a malformed request.
+        detail: String,
+    },
+    /// A refused LTI 1.3 login.
+    Login {
+        /// Why.
+        reason: super::v1p3::login::LoginRejection,
+        /// What was wrong (shown).
         detail: String,
     },
     /// `/lti/continue` with a ticket that is unknown, spent or expired.
@@ -46,6 +52,7 @@ impl HttpError for RouteError {
             RouteError::Launch { shown, .. } => {
                 StatusCode::from_u16(shown.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            RouteError::Login { reason, .. } => reason.status(),
             RouteError::TicketInvalid => StatusCode::UNAUTHORIZED,
             RouteError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RouteError::Session(r) => r.status(),
@@ -58,6 +65,7 @@ impl HttpError for RouteError {
     fn label(&self) -> &'static str {
         match self {
             RouteError::Launch { shown, .. } => shown.label(),
+            RouteError::Login { reason, .. } => reason.label(),
             RouteError::TicketInvalid => "ticket_invalid",
             RouteError::StoreUnavailable => "store_unavailable",
             RouteError::Session(r) => HttpError::label(r),
@@ -69,10 +77,13 @@ impl HttpError for RouteError {
 
     fn message(&self) -> Cow<'static, str> {
         match self {
-            RouteError::Launch { shown, detail } if *shown == Rejection::InvalidRequest => {
+            RouteError::Launch { shown, detail } if shown.is_invalid_request() => {
                 format!("{} ({detail})", shown.message()).into()
             }
             RouteError::Launch { shown, .. } => shown.message().into(),
+            RouteError::Login { reason, detail } => {
+                format!("{} ({detail})", reason.message()).into()
+            }
             RouteError::TicketInvalid => "This launch link has expired or was already used. \
                  Go back to your course and open the link again."
                 .into(),
@@ -96,11 +107,12 @@ impl HttpError for RouteError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lti::launch::Rejection;
 
     #[test]
     fn every_route_error_has_its_status_and_label() {
-        let launch = |shown| RouteError::Launch {
-            shown,
+        let launch = |shown: Rejection| RouteError::Launch {
+            shown: shown.into(),
             detail: "no course".into(),
         };
         for (e, status, label) in [

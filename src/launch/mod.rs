@@ -22,6 +22,7 @@ pub mod routes;
 pub mod ticket;
 pub mod tool_key;
 pub mod v1p1;
+pub mod v1p3;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,7 @@ use crate::config::Tenant;
 use crate::http::access_log::LogReason;
 use crate::http::{respond, Body};
 use crate::lti::encode::percent_encode;
+use crate::lti::id_token::Lti13Rejection;
 use crate::lti::launch::Rejection;
 use crate::lti::LtiVersion;
 use crate::outcomes::OutcomeTarget;
@@ -75,15 +77,73 @@ pub struct VerifiedLaunch {
     pub outcome_target: Option<OutcomeTarget>,
 }
 
+/// Why a launch was refused: a reason of LTI 1.1 (DESIGN §3) or of LTI 1.3
+/// (§13), each with its status, metric label and message. The accept
+/// path's reasons (licences, course, upstream) are the 1.1 enum's, and
+/// carry the same labels under both protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// An LTI 1.1 reason (or one of the accept path).
+    V1p1(Rejection),
+    /// An LTI 1.3 reason.
+    V1p3(Lti13Rejection),
+}
+
+impl Reason {
+    /// HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::V1p1(r) => r.status(),
+            Reason::V1p3(r) => r.status(),
+        }
+    }
+
+    /// Metric label (`result` of `ltigate_launches_total`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::V1p1(r) => r.label(),
+            Reason::V1p3(r) => r.label(),
+        }
+    }
+
+    /// What the learner is shown.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reason::V1p1(r) => r.message(),
+            Reason::V1p3(r) => r.message(),
+        }
+    }
+
+    /// A malformed request, whose detail is shown with the message.
+    pub fn is_invalid_request(self) -> bool {
+        matches!(
+            self,
+            Reason::V1p1(Rejection::InvalidRequest) | Reason::V1p3(Lti13Rejection::InvalidRequest)
+        )
+    }
+}
+
+impl From<Rejection> for Reason {
+    fn from(r: Rejection) -> Self {
+        Reason::V1p1(r)
+    }
+}
+
+impl From<Lti13Rejection> for Reason {
+    fn from(r: Lti13Rejection) -> Self {
+        Reason::V1p3(r)
+    }
+}
+
 /// A refused launch, as the protocol checks or the accept path found it.
 #[derive(Debug)]
 pub struct Failure {
     /// Why: the metric label and the log line.
-    pub reason: Rejection,
+    pub reason: Reason,
     /// What the client is told (status, error code, message): the reason,
     /// except for an unknown key, which is answered as a known key with a
     /// wrong secret would be.
-    pub shown: Rejection,
+    pub shown: Reason,
     /// Log detail; never contains secrets or signatures.
     pub detail: String,
     /// The LMS's return URL, set only once the launch is authenticated: the
@@ -93,7 +153,8 @@ pub struct Failure {
 
 impl Failure {
     /// A refusal for `reason`, shown as it is.
-    pub fn new(reason: Rejection, detail: impl Into<String>) -> Self {
+    pub fn new(reason: impl Into<Reason>, detail: impl Into<String>) -> Self {
+        let reason = reason.into();
         Failure {
             reason,
             shown: reason,

@@ -25,8 +25,8 @@ use hyper::body::Incoming;
 use tracing::Instrument as _;
 
 use super::error::RouteError;
-use super::tool_key::ToolKeys;
-use super::{cartridge, ticket, v1p1};
+use super::v1p3::Lti13;
+use super::{cartridge, ticket, v1p1, v1p3};
 use crate::http::request_id;
 use crate::http::{respond, Body};
 use crate::session::Gate;
@@ -44,6 +44,13 @@ enum Route {
     Cartridge,
     /// `GET|HEAD /lti/1.3/jwks.json`: the tool's public keys.
     ToolJwks,
+    /// `GET|POST /lti/1.3/login`: the OIDC login initiation.
+    Login13,
+    /// `GET /lti/1.3/cookie-check`.
+    CookieCheck,
+    /// `POST /lti/1.3/launch`, or `/lti/1.3/launch/{course}` with the raw
+    /// segment.
+    Launch13(Option<String>),
     /// An own path with another method.
     MethodNotAllowed(RouteError),
     /// Under `/lti/launch/` but not one segment.
@@ -56,17 +63,38 @@ fn route(method: &Method, path: &str) -> Option<Route> {
     Some(match (method, rest) {
         (&Method::POST, "launch") => Route::Launch(None),
         (&Method::POST, r) if r.starts_with("launch/") => {
-            let course = &r["launch/".len()..];
-            if course.is_empty() || course.contains('/') {
-                Route::NotFound
-            } else {
-                Route::Launch(Some(course.to_string()))
+            match one_segment(&r["launch/".len()..]) {
+                Some(course) => Route::Launch(Some(course)),
+                None => Route::NotFound,
             }
         }
         (&Method::GET, "continue") => Route::Continue,
         (&Method::POST, "logout") => Route::Logout,
         (&Method::GET | &Method::HEAD, "cartridge.xml") => Route::Cartridge,
         (&Method::GET | &Method::HEAD, "1.3/jwks.json") => Route::ToolJwks,
+        (&Method::GET | &Method::POST, "1.3/login") => Route::Login13,
+        (&Method::GET, "1.3/cookie-check") => Route::CookieCheck,
+        (&Method::POST, "1.3/launch") => Route::Launch13(None),
+        (&Method::POST, r) if r.starts_with("1.3/launch/") => {
+            match one_segment(&r["1.3/launch/".len()..]) {
+                Some(course) => Route::Launch13(Some(course)),
+                None => Route::NotFound,
+            }
+        }
+        (_, r) if r == "1.3/launch" || r.starts_with("1.3/launch/") => {
+            Route::MethodNotAllowed(RouteError::MethodNotAllowed {
+                allow: "POST",
+                message: "This address only accepts POST requests from an LMS.",
+            })
+        }
+        (_, "1.3/login") => Route::MethodNotAllowed(RouteError::MethodNotAllowed {
+            allow: "GET, POST",
+            message: "Method not allowed.",
+        }),
+        (_, "1.3/cookie-check") => Route::MethodNotAllowed(RouteError::MethodNotAllowed {
+            allow: "GET",
+            message: "Method not allowed.",
+        }),
         (_, r) if r == "launch" || r.starts_with("launch/") || r == "logout" => {
             Route::MethodNotAllowed(RouteError::MethodNotAllowed {
                 allow: "POST",
@@ -87,10 +115,15 @@ fn route(method: &Method, path: &str) -> Option<Route> {
     })
 }
 
+/// A course path segment: non-empty, one segment.
+fn one_segment(rest: &str) -> Option<String> {
+    (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
+}
+
 /// Answers one own route.
 async fn serve(
     gate: Arc<Gate>,
-    keys: Arc<ToolKeys>,
+    lti13: Arc<Lti13>,
     route: Route,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -100,7 +133,12 @@ async fn serve(
         Route::Continue => ticket::handle_continue(&gate, req).await,
         Route::Logout => ticket::handle_logout(&gate, req).await,
         Route::Cartridge => cartridge::handle(&gate, &req),
-        Route::ToolJwks => keys.jwks_response(),
+        Route::ToolJwks => lti13.keys.jwks_response(),
+        Route::Login13 => v1p3::login::handle(&gate, req).await,
+        Route::CookieCheck => v1p3::login::cookie_check(&req),
+        Route::Launch13(course) => {
+            v1p3::verify::handle(&gate, &lti13, req, course.as_deref()).await
+        }
         Route::MethodNotAllowed(e) => respond::reject(&e, json()),
         Route::NotFound => respond::reject(&RouteError::NotFound, json()),
     }
@@ -110,13 +148,13 @@ async fn serve(
 #[derive(Clone)]
 pub struct OwnRoutesLayer {
     gate: Arc<Gate>,
-    keys: Arc<ToolKeys>,
+    lti13: Arc<Lti13>,
 }
 
 impl OwnRoutesLayer {
-    /// The routes of `gate`, publishing the tool's `keys`.
-    pub fn new(gate: Arc<Gate>, keys: Arc<ToolKeys>) -> Self {
-        OwnRoutesLayer { gate, keys }
+    /// The routes of `gate`, with the LTI 1.3 side `lti13`.
+    pub fn new(gate: Arc<Gate>, lti13: Arc<Lti13>) -> Self {
+        OwnRoutesLayer { gate, lti13 }
     }
 }
 
@@ -126,7 +164,7 @@ impl<S> tower::Layer<S> for OwnRoutesLayer {
     fn layer(&self, inner: S) -> OwnRoutes<S> {
         OwnRoutes {
             gate: self.gate.clone(),
-            keys: self.keys.clone(),
+            lti13: self.lti13.clone(),
             inner,
         }
     }
@@ -136,7 +174,7 @@ impl<S> tower::Layer<S> for OwnRoutesLayer {
 #[derive(Clone)]
 pub struct OwnRoutes<S> {
     gate: Arc<Gate>,
-    keys: Arc<ToolKeys>,
+    lti13: Arc<Lti13>,
     inner: S,
 }
 
@@ -158,10 +196,10 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         match route(req.method(), req.uri().path()) {
             Some(r) => {
-                let (gate, keys) = (self.gate.clone(), self.keys.clone());
+                let (gate, lti13) = (self.gate.clone(), self.lti13.clone());
                 let span = request_id::span(request_id::of(req.headers()));
                 Either::Left(Box::pin(
-                    async move { Ok(serve(gate, keys, r, req).await) }.instrument(span),
+                    async move { Ok(serve(gate, lti13, r, req).await) }.instrument(span),
                 ))
             }
             None => Either::Right(self.inner.call(req)),
@@ -198,6 +236,22 @@ mod tests {
             route(&post, "/lti/cartridge.xml"),
             Some(Route::MethodNotAllowed(_))
         ));
+        assert_eq!(route(&get, "/lti/1.3/login"), Some(Route::Login13));
+        assert_eq!(route(&post, "/lti/1.3/login"), Some(Route::Login13));
+        assert_eq!(route(&post, "/lti/1.3/launch"), Some(Route::Launch13(None)));
+        assert_eq!(
+            route(&post, "/lti/1.3/launch/C-1"),
+            Some(Route::Launch13(Some("C-1".into())))
+        );
+        assert_eq!(route(&post, "/lti/1.3/launch/a/b"), Some(Route::NotFound));
+        assert!(matches!(
+            route(&get, "/lti/1.3/launch"),
+            Some(Route::MethodNotAllowed(_))
+        ));
+        assert_eq!(
+            route(&get, "/lti/1.3/cookie-check"),
+            Some(Route::CookieCheck)
+        );
         assert_eq!(route(&get, "/lti/other"), None);
         assert_eq!(route(&get, "/courses/C-1"), None);
     }

@@ -97,7 +97,11 @@ where
 
 /// The form body of a launch: `application/x-www-form-urlencoded`, at
 /// most [`MAX_LAUNCH_BODY`], arrived within `server.header_read_timeout`.
-async fn read_form<B>(state: &Gate, headers: &HeaderMap, body: B) -> Result<Bytes, Failure>
+pub(crate) async fn read_form<B>(
+    state: &Gate,
+    headers: &HeaderMap,
+    body: B,
+) -> Result<Bytes, Failure>
 where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: Into<crate::http::BoxError>,
@@ -177,9 +181,9 @@ async fn verify(
     let Some(consumer) = settings.consumer_by_key(&launch.consumer_key) else {
         let mut f = Failure::new(Rejection::UnknownConsumer, "unknown oauth_consumer_key");
         f.shown = if stale {
-            Rejection::StaleTimestamp
+            Rejection::StaleTimestamp.into()
         } else {
-            Rejection::BadSignature
+            Rejection::BadSignature.into()
         };
         return Err(f);
     };

@@ -1,5 +1,9 @@
 //! Reading ltigate's cookie out of a request's `Cookie` headers.
 
+/// The name prefix of the LTI 1.3 login's state cookies (DESIGN §13):
+/// ltigate's own, never forwarded to the upstream.
+pub const STATE_COOKIE_PREFIX: &str = "__Host-ltigate_s_";
+
 /// Finds the value of cookie `name` in `Cookie` header values. Other
 /// cookies may hold any bytes; only the value found must be UTF-8.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {

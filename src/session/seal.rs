@@ -24,6 +24,9 @@ const AAD: &[u8] = b"ltigate session v1";
 pub struct Sealer {
     current: XChaCha20Poly1305,
     previous: Vec<XChaCha20Poly1305>,
+    /// HMAC key for [`Sealer::tag`], and the previous keys' for checking.
+    mac: ring::hmac::Key,
+    previous_macs: Vec<ring::hmac::Key>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -39,6 +42,24 @@ fn derive(secret: &Secret) -> XChaCha20Poly1305 {
     h.update(b"ltigate session key v1\0");
     h.update(secret.expose());
     XChaCha20Poly1305::new(&h.finalize())
+}
+
+/// Derives the tag key from the configured secret, apart from the
+/// sealing key.
+fn derive_mac(secret: &Secret) -> ring::hmac::Key {
+    let mut h = Sha256::new();
+    h.update(b"ltigate tag key v1\0");
+    h.update(secret.expose());
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &h.finalize())
+}
+
+/// HMAC-SHA256 of `purpose`, a zero byte and `value`.
+fn tag_with(key: &ring::hmac::Key, purpose: &[u8], value: &[u8]) -> ring::hmac::Tag {
+    let mut ctx = ring::hmac::Context::with_key(key);
+    ctx.update(purpose);
+    ctx.update(&[0]);
+    ctx.update(value);
+    ctx.sign()
 }
 
 /// Approximate serialised size of one course entry.
@@ -57,6 +78,8 @@ impl Sealer {
         Sealer {
             current: derive(current),
             previous: previous.iter().map(derive).collect(),
+            mac: derive_mac(current),
+            previous_macs: previous.iter().map(derive_mac).collect(),
         }
     }
 
@@ -98,6 +121,13 @@ impl Sealer {
 
     fn seal_exact(&self, s: &Session) -> Result<String, SealError> {
         let plain = serde_json::to_vec(s).map_err(|e| SealError(e.to_string()))?;
+        self.seal_bytes(AAD, &plain)
+    }
+
+    /// Seals `plain` for one `purpose` (the associated data: a value sealed
+    /// for one purpose never opens for another) with the current key, as
+    /// base64url text.
+    pub fn seal_bytes(&self, purpose: &[u8], plain: &[u8]) -> Result<String, SealError> {
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
@@ -105,8 +135,8 @@ impl Sealer {
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
-                    msg: &plain,
-                    aad: AAD,
+                    msg: plain,
+                    aad: purpose,
                 },
             )
             .map_err(|e| SealError(e.to_string()))?;
@@ -117,35 +147,58 @@ impl Sealer {
         Ok(URL_SAFE_NO_PAD.encode(raw))
     }
 
-    /// Opens a cookie value; any failure is [`SessionRejection::Invalid`].
-    pub fn open(&self, value: &str) -> Result<Session, SessionRejection> {
+    /// Opens a value of [`Sealer::seal_bytes`] for `purpose` with the
+    /// current key or a previous one; `None` for anything else (at most
+    /// 8 KiB is read).
+    pub fn open_bytes(&self, purpose: &[u8], value: &str) -> Option<Vec<u8>> {
         if value.len() > 8 * 1024 {
-            return Err(SessionRejection::Invalid);
+            return None;
         }
-        let raw = URL_SAFE_NO_PAD
-            .decode(value.trim())
-            .map_err(|_| SessionRejection::Invalid)?;
-        let (version, rest) = raw.split_first().ok_or(SessionRejection::Invalid)?;
+        let raw = URL_SAFE_NO_PAD.decode(value.trim()).ok()?;
+        let (version, rest) = raw.split_first()?;
         if *version != VERSION || rest.len() < 24 + 16 {
-            return Err(SessionRejection::Invalid);
+            return None;
         }
         let (nonce, sealed) = rest.split_at(24);
-        let payload = Payload {
-            msg: sealed,
-            aad: AAD,
-        };
-        let plain = std::iter::once(&self.current)
+        std::iter::once(&self.current)
             .chain(self.previous.iter())
             .find_map(|k| {
                 k.decrypt(
                     XNonce::from_slice(nonce),
                     Payload {
-                        msg: payload.msg,
-                        aad: payload.aad,
+                        msg: sealed,
+                        aad: purpose,
                     },
                 )
                 .ok()
             })
+    }
+
+    /// A base64url HMAC-SHA256 of `purpose` and `value` with the current
+    /// key: a browser-bound proof that only ltigate can make.
+    pub fn tag(&self, purpose: &[u8], value: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(tag_with(&self.mac, purpose, value))
+    }
+
+    /// Does `tag` match `value` under the current key or a previous one?
+    /// Compared in constant time.
+    pub fn tag_matches(&self, purpose: &[u8], value: &[u8], tag: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(tag.trim()) else {
+            return false;
+        };
+        let mut msg = Vec::with_capacity(purpose.len() + 1 + value.len());
+        msg.extend_from_slice(purpose);
+        msg.push(0);
+        msg.extend_from_slice(value);
+        std::iter::once(&self.mac)
+            .chain(&self.previous_macs)
+            .any(|k| ring::hmac::verify(k, &msg, &tag).is_ok())
+    }
+
+    /// Opens a cookie value; any failure is [`SessionRejection::Invalid`].
+    pub fn open(&self, value: &str) -> Result<Session, SessionRejection> {
+        let plain = self
+            .open_bytes(AAD, value)
             .ok_or(SessionRejection::Invalid)?;
         serde_json::from_slice(&plain).map_err(|_| SessionRejection::Invalid)
     }

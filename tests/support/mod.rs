@@ -6,5 +6,6 @@
 pub mod fake_lms;
 pub mod gate;
 pub mod lms;
+pub mod platform;
 pub mod redis;
 pub mod upstream;

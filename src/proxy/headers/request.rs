@@ -15,6 +15,7 @@ use super::{has_prefix, is_hop_by_hop, named_by_connection, same_name};
 use crate::http::is_websocket_upgrade;
 use crate::http::request_id::{self, RequestId, X_REQUEST_ID};
 use crate::proxy::ProxyRequest;
+use crate::session::cookie::STATE_COOKIE_PREFIX;
 use crate::session::identity::CourseHeaders;
 use crate::session::{IdentityHeaders, Session};
 
@@ -301,7 +302,8 @@ impl HeaderPolicy {
         forged
     }
 
-    /// Removes ltigate's cookie from `Cookie`, keeping the others (several
+    /// Removes ltigate's cookies (the session's, and the LTI 1.3 login's
+    /// state cookies) from `Cookie`, keeping the others (several
     /// `Cookie` fields, as HTTP/2 sends them, become one). Works on bytes:
     /// another cookie's value may hold bytes outside ASCII, and must pass
     /// as it came.
@@ -312,13 +314,14 @@ impl HeaderPolicy {
         };
         let single = values.next().is_none();
         let name = self.cookie_name.as_bytes();
-        if single && !cookie_pairs(first.as_bytes()).any(|(n, _)| n == name) {
+        let ours = |n: &[u8]| n == name || n.starts_with(STATE_COOKIE_PREFIX.as_bytes());
+        if single && !cookie_pairs(first.as_bytes()).any(|(n, _)| ours(n)) {
             return;
         }
         let mut kept: Vec<u8> = Vec::new();
         for v in headers.get_all(header::COOKIE).iter() {
             for (n, pair) in cookie_pairs(v.as_bytes()) {
-                if n == name {
+                if ours(n) {
                     continue;
                 }
                 if !kept.is_empty() {
