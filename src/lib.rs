@@ -222,7 +222,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )?);
     let lti13 = Arc::new(launch::v1p3::Lti13::new(
         &settings,
-        Arc::new(launch::tool_key::ToolKeys::new(&settings.lti13)?),
+        Arc::new(launch::tool_key::ToolKeys::load(&settings)?),
     )?);
     let public = Arc::new(PublicLayers {
         shed: ShedLayer::new(settings.server.max_connections),

@@ -79,3 +79,46 @@ async fn without_a_key_the_set_is_empty() {
         .unwrap();
     assert_eq!(jwks, serde_json::json!({"keys": []}));
 }
+
+/// On the embedded store with platforms and no key, a key is generated
+/// once, kept beside the database (readable by ltigate's user alone) and
+/// published; a restart keeps it.
+#[tokio::test]
+async fn the_embedded_store_generates_a_tool_key_once() {
+    let up = Upstream::start(None).await;
+    let platform = support::platform::Platform::start().await;
+    let gate = Gate::start(&up.url(), &platform.registration("lms_id = \"plat\"")).await;
+    let kids = |doc: serde_json::Value| -> Vec<String> {
+        doc["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let fetch = |url: String| async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let first = kids(fetch(gate.url("/lti/1.3/jwks.json")).await);
+    assert_eq!(first.len(), 1);
+    let path = gate.dir.path().join("tool-key.pem");
+    let pem = std::fs::read_to_string(&path).unwrap();
+    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    assert_eq!(key.kid(), first[0]);
+    assert_eq!(key.public_jwk().bits(), 2048);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let toml = std::fs::read_to_string(gate.dir.path().join("ltigate.toml")).unwrap();
+    let gate = gate.restart(&toml).await;
+    assert_eq!(kids(fetch(gate.url("/lti/1.3/jwks.json")).await), first);
+}

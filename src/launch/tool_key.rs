@@ -9,9 +9,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::config::Lti13Settings;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::config::{Lti13Settings, Settings, StoreSettings};
 use crate::http::{respond, Body};
 use crate::lti::jose::{RsaPublicJwk, SigningKey};
+use crate::secret::Secret;
 
 /// How long a platform may cache the tool's key set.
 pub const JWKS_MAX_AGE: &str = "public, max-age=300";
@@ -30,7 +35,66 @@ impl std::fmt::Debug for ToolKeys {
     }
 }
 
+/// The file beside the embedded database that holds a generated key.
+pub const GENERATED_KEY_FILE: &str = "tool-key.pem";
+/// The size of a generated key.
+pub const GENERATED_KEY_BITS: usize = 2048;
+
+/// The signing key when none is configured: on the embedded store with
+/// `[[platforms]]`, generated once and kept beside the database (readable
+/// by ltigate's user alone), as the session key is. `None` otherwise (with
+/// Redis, start-up validation already refused platforms without a key).
+pub fn generated_key(settings: &Settings) -> anyhow::Result<Option<Secret>> {
+    if settings.lti13.key.is_some() || settings.platforms.is_empty() {
+        return Ok(None);
+    }
+    let StoreSettings::Embedded { path } = &settings.store else {
+        return Ok(None);
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let key_path = dir.join(GENERATED_KEY_FILE);
+    if let Ok(pem) = std::fs::read_to_string(&key_path) {
+        let der = crate::lti::jose::pkcs8_pem_to_der(&pem).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; delete it to generate a new one",
+                key_path.display()
+            )
+        })?;
+        tracing::info!(path = %key_path.display(), "using the generated LTI 1.3 tool key");
+        return Ok(Some(Secret::new(der)));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut rng = rand::rng();
+    let der = crate::lti::rsa_keygen::generate_pkcs8(GENERATED_KEY_BITS, &mut |buf| {
+        rand::RngCore::fill_bytes(&mut rng, buf)
+    })?;
+    crate::session::key::write_private(
+        &key_path,
+        crate::lti::rsa_keygen::pkcs8_pem(&der).as_bytes(),
+    )?;
+    tracing::info!(
+        path = %key_path.display(),
+        "generated an LTI 1.3 tool key (set lti13.key_file to manage it yourself)"
+    );
+    Ok(Some(Secret::new(der)))
+}
+
 impl ToolKeys {
+    /// The keys of `settings`: `[lti13]`, or the generated key
+    /// ([`generated_key`]).
+    pub fn load(settings: &Settings) -> anyhow::Result<Self> {
+        match generated_key(settings)? {
+            Some(key) => Self::new(&Lti13Settings {
+                key: Some(key),
+                ..settings.lti13.clone()
+            }),
+            None => Self::new(&settings.lti13),
+        }
+    }
+
     /// The keys of `[lti13]` (validated at start-up; a key that still does
     /// not load is an error here).
     pub fn new(settings: &Lti13Settings) -> anyhow::Result<Self> {

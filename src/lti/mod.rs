@@ -10,6 +10,7 @@ pub mod migration;
 pub mod oauth1;
 pub mod outcomes;
 pub mod roles;
+pub mod rsa_keygen;
 
 /// The LTI protocol a launch came by (`X-LTI-Version`).
 #[derive(

@@ -43,7 +43,8 @@ pub fn session_key(settings: &Settings) -> anyhow::Result<Secret> {
     Ok(Secret::new(key))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a new file readable by ltigate's user alone (it must not exist).
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
