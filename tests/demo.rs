@@ -481,3 +481,138 @@ async fn ports_in_use_are_reported() {
         "{text}"
     );
 }
+
+/// The `name=value` of the `Set-Cookie` starting with `prefix`.
+fn set_cookie(r: &reqwest::Response, prefix: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(prefix) && !v.contains("Max-Age=0"))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string)
+}
+
+/// The LTI 1.3 launch as a top-level browser makes it: the LMS's login
+/// initiation, ltigate's login (state cookie), the LMS's authorization
+/// answer (a self-posting form with the id_token), ltigate's launch and
+/// the ticket. Returns the session cookie.
+async fn launch13(d: &Demo, learner: &str) -> String {
+    let start = client()
+        .get(lms(d, &format!("/launch13/DEMO-101?learner={learner}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 302);
+    let login_url = location(&start);
+    assert!(
+        login_url.starts_with(&format!("{}/lti/1.3/login?", d.gate_url)),
+        "{login_url}"
+    );
+    let login_path = &login_url[d.gate_url.len()..];
+    let login = client().get(gate(d, login_path)).send().await.unwrap();
+    assert_eq!(login.status(), 302, "{}", login.text().await.unwrap());
+    let state_cookie = set_cookie(&login, "__Host-ltigate_s_").expect("a state cookie");
+    let auth = location(&login);
+    let auth_path = auth
+        .strip_prefix(&format!("http://{}", d.lms_addr))
+        .unwrap_or_else(|| panic!("{auth} is not the LMS's"));
+    let page = client().get(lms(d, auth_path)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let (action, params) = launch_form(&page.text().await.unwrap());
+    assert_eq!(action, format!("{}/lti/1.3/launch", d.gate_url));
+    let refs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let r = client()
+        .post(gate(d, "/lti/1.3/launch"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &state_cookie)
+        .body(form_encode(&refs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let cookie = set_cookie(&r, "__Host-ltigate_session=").unwrap();
+    let cont = client()
+        .get(gate(d, &location(&r)))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cont.status(), 303);
+    assert_eq!(location(&cont), "/courses/DEMO-101");
+    // The LMS's message hint was single use.
+    let again = client().get(lms(d, auth_path)).send().await.unwrap();
+    assert_eq!(again.status(), 400);
+    cookie
+}
+
+/// The demo LMS launches by LTI 1.3 too; a learner it launched by 1.1
+/// before is the same platform user, and the grade still reaches the LMS.
+#[tokio::test]
+async fn the_lms_launches_by_lti_1_3_as_the_same_learner() {
+    let (d, dir) = start().await;
+    let home = client()
+        .get(&d.lms_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("id=\"launch13\""), "{home}");
+    let course = client()
+        .get(lms(&d, "/courses/DEMO-101?learner=u-1001&lti=1.3"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(course.contains("src=\"/launch13/DEMO-101?learner=u-1001\""));
+    // The tool key was generated beside the database.
+    assert!(dir.path().join("tool-key.pem").exists());
+
+    launch(&d, "u-1001").await;
+    let cookie = launch13(&d, "u-1001").await;
+    let page = client()
+        .get(gate(&d, "/courses/DEMO-101"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "<td id=\"x-lti-user\">demo:u-1001</td>",
+        "<td id=\"x-lti-upstream-user\">p-1</td>",
+        "<td id=\"x-lti-version\">1.3</td>",
+        "<td id=\"x-lti-consumer\">Demo LMS</td>",
+    ] {
+        assert!(page.contains(needle), "{needle} missing from:\n{page}");
+    }
+    let done = client()
+        .post(gate(&d, "/courses/DEMO-101/complete"))
+        .header("cookie", &cookie)
+        .header("origin", &d.gate_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("score=70")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d
+        .lms
+        .gradebook()
+        .iter()
+        .any(|g| g.user == "u-1001" && g.score == 0.7)
+    {
+        assert!(Instant::now() < deadline, "the grade did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.shutdown().await;
+}

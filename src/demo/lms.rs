@@ -85,6 +85,7 @@ struct State {
 pub struct Lms {
     base_url: String,
     launch_url: String,
+    lti13: super::lms13::Platform13,
     state: Mutex<State>,
 }
 
@@ -106,11 +107,12 @@ impl Refused {
 
 impl Lms {
     /// An LMS served at `base_url` (`http://127.0.0.1:<port>`) that launches
-    /// the tool at `launch_url`.
-    pub fn new(base_url: &str, launch_url: &str) -> Lms {
+    /// the tool at `launch_url` by LTI 1.1, and by LTI 1.3 as `lti13`.
+    pub fn new(base_url: &str, launch_url: &str, lti13: super::lms13::Platform13) -> Lms {
         Lms {
             base_url: base_url.trim_end_matches('/').to_string(),
             launch_url: launch_url.to_string(),
+            lti13,
             state: Mutex::new(State::default()),
         }
     }
@@ -198,11 +200,22 @@ impl Lms {
             (Method::GET | Method::HEAD, [""]) => self.home(),
             (Method::GET | Method::HEAD, ["gradebook.json"]) => self.gradebook_json(),
             (Method::GET | Method::HEAD, ["courses", course]) => {
+                let lti13 = web::query_param(&req, "lti").as_deref() == Some("1.3");
                 match (known_course(course), chosen) {
-                    (true, Some(l)) => self.course_page(l),
+                    (true, Some(l)) => self.course_page(l, lti13),
                     _ => not_found(),
                 }
             }
+            (Method::GET | Method::HEAD, ["launch13", course]) => {
+                match (known_course(course), chosen) {
+                    (true, Some(l)) => self.lti13.start_login(l),
+                    _ => not_found(),
+                }
+            }
+            (Method::GET, ["lti13", "auth"]) => {
+                self.lti13.authorize(&crate::http::query_pairs(&req))
+            }
+            (Method::GET | Method::HEAD, ["lti13", "jwks.json"]) => self.lti13.jwks(),
             (Method::GET | Method::HEAD, ["launch", course]) => {
                 match (known_course(course), chosen) {
                     (true, Some(l)) => self.launch_form(l),
@@ -308,17 +321,25 @@ impl Lms {
              <td>Demo learning platform<br><span class=\"muted\">LTI 1.1 external tool, through ltigate</span></td>\
              <td><form method=\"get\" action=\"/courses/{COURSE_ID}\">\
              <label>Launch as <select id=\"learner\" name=\"learner\">{options}</select></label> \
-             <button id=\"launch\" type=\"submit\">Launch</button></form></td></tr></table></div>\
+             <button id=\"launch\" type=\"submit\">Launch</button> \
+             <button id=\"launch13\" type=\"submit\" name=\"lti\" value=\"1.3\">Launch by LTI 1.3</button></form></td></tr></table></div>\
              <h2>Gradebook</h2><div class=\"card\">{gradebook}\
              <p class=\"muted\">Grades arrive from the tool through the LTI Basic Outcomes service at \
              <span class=\"mono\">{outcomes}</span>, signed with the consumer key \
              <span class=\"mono\">{CONSUMER_KEY}</span>.</p></div>\
              <div class=\"card muted\">This LMS launches the tool at <span class=\"mono\">{launch}</span> \
              (key <span class=\"mono\">{CONSUMER_KEY}</span>, secret <span class=\"mono\">{CONSUMER_SECRET}</span>, \
-             custom parameter <span class=\"mono\">course={COURSE_ID}</span>), inside an iframe as LMSs do.</div>",
+             custom parameter <span class=\"mono\">course={COURSE_ID}</span>), inside an iframe as LMSs do. \
+             By LTI 1.3 it is the platform <span class=\"mono\">{issuer}</span> (client id \
+             <span class=\"mono\">{client_id}</span>, deployment <span class=\"mono\">{deployment}</span>): \
+             the login starts at ltigate's <span class=\"mono\">/lti/1.3/login</span> and the id_token is \
+             signed with this LMS's key, published at <span class=\"mono\">/lti13/jwks.json</span>.</div>",
             gradebook = self.gradebook_html(false),
             outcomes = html_escape(&self.outcome_url()),
             launch = html_escape(&self.launch_url),
+            issuer = html_escape(self.lti13.issuer()),
+            client_id = super::lms13::CLIENT_ID,
+            deployment = super::lms13::DEPLOYMENT_ID,
         );
         respond::html(
             StatusCode::OK,
@@ -327,13 +348,15 @@ impl Lms {
     }
 
     /// The course page: the tool's iframe with the gradebook beside it (on
-    /// narrow screens above it), so the grade is seen arriving.
-    fn course_page(&self, l: &Learner) -> Response<Body> {
+    /// narrow screens above it), so the grade is seen arriving. The iframe
+    /// launches by LTI 1.1, or by LTI 1.3 with `lti13`.
+    fn course_page(&self, l: &Learner, lti13: bool) -> Response<Body> {
+        let launch = if lti13 { "launch13" } else { "launch" };
         let body = format!(
             "<h1>{COURSE_TITLE} <span class=\"muted\">({COURSE_ID})</span></h1>\
              <div class=\"course\">\
              <iframe id=\"tool\" name=\"tool\" title=\"Demo learning platform\" \
-             src=\"/launch/{COURSE_ID}?learner={user}\"></iframe>\
+             src=\"/{launch}/{COURSE_ID}?learner={user}\"></iframe>\
              <aside><h2>Gradebook</h2><div class=\"card\">{gradebook}\
              <p class=\"muted\">Grades the tool sends back appear here as they arrive.</p></div>\
              <p><a href=\"/\">← My courses</a></p></aside></div>",
@@ -614,7 +637,12 @@ mod tests {
 
     #[test]
     fn launches_are_signed_for_the_launch_url() {
-        let lms = Lms::new("http://127.0.0.1:8000/", "http://localhost:8080/lti/launch");
+        let lms = Lms::new(
+            "http://127.0.0.1:8000/",
+            "http://localhost:8080/lti/launch",
+            super::super::lms13::Platform13::new("http://127.0.0.1:8000", "http://localhost:8080")
+                .unwrap(),
+        );
         let params = lms
             .launch_params(COURSE_ID, &LEARNERS[1], "n-1", 1_700_000_000)
             .unwrap();

@@ -29,6 +29,7 @@ use crate::server::{serve, stateless, ConnSettings};
 use crate::Running;
 
 pub mod lms;
+pub mod lms13;
 pub mod platform;
 mod web;
 
@@ -203,9 +204,25 @@ key = "{CONSUMER_KEY}"
 secret = "{CONSUMER_SECRET}"
 lms_id = "{LMS_ID}"
 
+# The demo LMS also launches by LTI 1.3. The registration is linked to the
+# consumer above: the same learners, the same licences (a learner is the
+# same platform user by either protocol). The tool key is generated beside
+# the database on first start.
+[[platforms]]
+name = "demo-lms"
+consumer = "{CONSUMER_NAME}"
+issuer = "http://127.0.0.1:{lms}"
+client_id = "{CLIENT_ID_13}"
+deployment_ids = ["{DEPLOYMENT_ID_13}"]
+auth_login_url = "http://127.0.0.1:{lms}/lti13/auth"
+auth_token_url = "http://127.0.0.1:{lms}/lti13/token"
+jwks_url = "http://127.0.0.1:{lms}/lti13/jwks.json"
+
 [courses.{COURSE_ID}]
 grade_activity = "{GRADE_ACTIVITY}"
-"#
+"#,
+        CLIENT_ID_13 = lms13::CLIENT_ID,
+        DEPLOYMENT_ID_13 = lms13::DEPLOYMENT_ID,
     )
 }
 
@@ -318,6 +335,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Demo> {
     let lms = Arc::new(lms::Lms::new(
         &lms_base,
         &crate::launch::cartridge::launch_url(&gate.app.settings, None),
+        lms13::Platform13::new(&lms_base, &gate_url)?,
     ));
     let platform = Arc::new(platform::Platform::new(&format!(
         "http://{}/webhooks/completion",

@@ -30,7 +30,7 @@ use crate::secret::Secret;
 const MAX_BODY: usize = 16 * 1024;
 
 /// The identity headers shown on the course page, in this order.
-const IDENTITY_HEADERS: [&str; 10] = [
+const IDENTITY_HEADERS: [&str; 11] = [
     "X-LTI-User",
     "X-LTI-Upstream-User",
     "X-LTI-Given-Name",
@@ -41,6 +41,7 @@ const IDENTITY_HEADERS: [&str; 10] = [
     "X-LTI-Course-Roles",
     "X-LTI-Consumer",
     "X-LTI-Environment",
+    "X-LTI-Version",
 ];
 
 /// A provisioned user.

@@ -9,6 +9,8 @@
 //! take the new-window fallback (DESIGN §4) and the iframe, once the new
 //! window has taken over, says "Continued in a new window". Both times the
 //! gradebook must be in view on the LMS course page of a laptop-sized window.
+//! Then the same two passes by LTI 1.3 (DESIGN §13), through the framed
+//! login's cookie-check page.
 //! Screenshots of every step go to `tests/output/browser/`, the demo's log to
 //! `tests/output/browser/demo.log`.
 //!
@@ -143,6 +145,13 @@ fn capabilities(profile: &Path, block_third_party_cookies: bool) -> Value {
 /// Whether a response carrying `x-ltigate-fallback: new-window` was received
 /// (from the browser's network log).
 async fn fallback_header_seen(s: &Session) -> bool {
+    fallback_seen(s, "new-window").await
+}
+
+/// Whether a response carrying `x-ltigate-fallback: {value}` was received
+/// (from the browser's network log; each read takes the entries since the
+/// last).
+async fn fallback_seen(s: &Session, value: &str) -> bool {
     s.log("performance").await.iter().any(|entry| {
         let Some(msg) = entry["message"]
             .as_str()
@@ -155,9 +164,8 @@ async fn fallback_header_seen(s: &Session) -> bool {
             && m["params"]["response"]["headers"]
                 .as_object()
                 .is_some_and(|h| {
-                    h.iter().any(|(k, v)| {
-                        k.eq_ignore_ascii_case("x-ltigate-fallback") && v == "new-window"
-                    })
+                    h.iter()
+                        .any(|(k, v)| k.eq_ignore_ascii_case("x-ltigate-fallback") && v == value)
                 })
     })
 }
@@ -306,6 +314,105 @@ async fn run_with_new_window(driver: &Driver, demo: &Demo, out: &Path) {
     s.quit().await;
 }
 
+/// LTI 1.3, third-party cookies allowed: the framed login gets the
+/// cookie-check page, which finds its state cookie and goes on to the LMS's
+/// authorization; the launch, the session and the course all happen in the
+/// iframe. The learner launched by LTI 1.1 before is the same platform
+/// user, and the grade goes back by the target of that launch.
+async fn run_lti13_in_iframe(driver: &Driver, demo: &Demo, out: &Path) {
+    let profile = tempfile::tempdir().expect("temp dir");
+    let s = driver.session(capabilities(profile.path(), false)).await;
+    s.goto(&demo.lms_url).await;
+    s.click(&s.wait_for("#launch13", STEP).await).await;
+    let frame = s.wait_for("iframe#tool", STEP).await;
+    s.frame(Some(&frame)).await;
+    expect_platform_page(&s, "demo:u-1001", "Ada Lovelace").await;
+    s.wait_text("#x-lti-version", STEP, "LTI 1.3", |t| t == "1.3")
+        .await;
+    s.frame(None).await;
+    let log = s.log("performance").await;
+    let seen = |value: &str| {
+        log.iter().any(|entry| {
+            entry["message"]
+                .as_str()
+                .and_then(|m| serde_json::from_str::<Value>(m).ok())
+                .is_some_and(|msg| {
+                    let m = &msg["message"];
+                    m["method"] == "Network.responseReceived"
+                        && m["params"]["response"]["headers"]
+                            .as_object()
+                            .is_some_and(|h| {
+                                h.iter().any(|(k, v)| {
+                                    k.eq_ignore_ascii_case("x-ltigate-fallback") && v == value
+                                })
+                            })
+                })
+        })
+    };
+    assert!(
+        seen("cookie-check"),
+        "a framed LTI 1.3 login must answer the cookie-check page"
+    );
+    assert!(
+        !seen("new-window"),
+        "with third-party cookies allowed the LTI 1.3 launch must not need a new window"
+    );
+    s.screenshot(&out.join("c1-lti13-platform-in-lms-iframe.png"))
+        .await;
+    s.frame(Some(&frame)).await;
+    complete(&s, "70", &out.join("c2-lti13-completed.png")).await;
+    s.frame(None).await;
+    expect_grade(&s, "u-1001", "70%").await;
+    s.screenshot(&out.join("c3-lti13-lms-gradebook.png")).await;
+    s.quit().await;
+}
+
+/// LTI 1.3, third-party cookies blocked. The state cookie is
+/// `Partitioned`, so Chromium keeps it in the LMS frame even so: the
+/// cookie-check page finds it and the login, the authorization and the
+/// launch complete inside the frame. The session cookie is not partitioned
+/// (`session.partitioned` is off by default) and is dropped there, so the
+/// ticket's new-window fallback takes over, as for LTI 1.1; the course
+/// continues in the new window and the grade reaches the LMS window. (The
+/// cookie-check page's own fallback, for browsers that drop partitioned
+/// cookies too, is exercised over HTTP in `tests/lti13_launch.rs`.)
+async fn run_lti13_with_new_window(driver: &Driver, demo: &Demo, out: &Path) {
+    let profile = tempfile::tempdir().expect("temp dir");
+    let s = driver.session(capabilities(profile.path(), true)).await;
+    s.goto(&demo.lms_url).await;
+    s.select("#learner option[value='u-1002']").await;
+    s.click(&s.wait_for("#launch13", STEP).await).await;
+    let lms_window = s.window_handle().await;
+    let frame = s.wait_for("iframe#tool", STEP).await;
+    s.frame(Some(&frame)).await;
+    let link = s.wait_for("#offer a#open", STEP).await;
+    assert_eq!(s.text(&link).await, "Open the course in a new window");
+    s.frame(None).await;
+    assert!(
+        fallback_seen(&s, "new-window").await,
+        "the ticket's new-window fallback did not answer in the frame"
+    );
+    s.screenshot(&out.join("d1-lti13-new-window-fallback.png"))
+        .await;
+
+    let known = s.window_handles().await;
+    s.frame(Some(&frame)).await;
+    s.click(&link).await;
+    let course_window = s.wait_new_window(&known, STEP).await;
+    s.switch_window(&course_window).await;
+    expect_platform_page(&s, "demo:u-1002", "José Núñez").await;
+    s.wait_text("#x-lti-version", STEP, "LTI 1.3", |t| t == "1.3")
+        .await;
+    s.screenshot(&out.join("d2-lti13-platform-in-new-window.png"))
+        .await;
+    complete(&s, "64", &out.join("d3-lti13-completed.png")).await;
+    s.switch_window(&lms_window).await;
+    s.frame(None).await;
+    expect_grade(&s, "u-1002", "64%").await;
+    s.screenshot(&out.join("d4-lti13-lms-gradebook.png")).await;
+    s.quit().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); run with --ignored"]
 async fn launch_complete_and_grade_in_chromium() {
@@ -315,8 +422,10 @@ async fn launch_complete_and_grade_in_chromium() {
     let all = async {
         run_in_iframe(&driver, &demo, &out).await;
         run_with_new_window(&driver, &demo, &out).await;
+        run_lti13_in_iframe(&driver, &demo, &out).await;
+        run_lti13_with_new_window(&driver, &demo, &out).await;
     };
-    tokio::time::timeout(Duration::from_secs(150), all)
+    tokio::time::timeout(Duration::from_secs(240), all)
         .await
-        .expect("the browser test took longer than 150 s");
+        .expect("the browser test took longer than 240 s");
 }
