@@ -39,6 +39,22 @@ async fn setup(extra: &str) -> Setup {
     Setup { up, gate, platform }
 }
 
+/// ltigate on Redis at `redis_url` with the same registration as
+/// [`setup`], on `platform`.
+async fn gate_on_redis(up: &Upstream, platform: &Platform, redis_url: &str) -> Gate {
+    let dir = tempfile::tempdir().unwrap();
+    let base = support::gate::with_store(
+        &support::gate::base_config(&up.url(), dir.path()),
+        &format!("[store]\nurl = [\"{redis_url}\"]\ntimeout = \"1s\"\n"),
+    );
+    let toml = format!(
+        "{base}\n[lti13]\nkey_file = \"{}/{TOOL_KEY}\"\n{}",
+        env!("CARGO_MANIFEST_DIR"),
+        platform.registration("lms_id = \"plat\"")
+    );
+    Gate::start_with(&toml, dir).await
+}
+
 fn launch_url() -> String {
     format!("{PUBLIC_URL}/lti/1.3/launch")
 }
@@ -1089,5 +1105,50 @@ async fn a_learner_migrated_from_1_1_is_the_same_user_with_one_licence() {
     assert_eq!(
         s.up.api_calls().last().unwrap().path,
         "/api/courses/C-13/subscriptions/acme%3Alearner-1"
+    );
+}
+
+/// On Redis, two replicas share the state's single use: a state used at
+/// one is refused at the other; with Redis down the launch fails closed
+/// (503 `store_unavailable`), and a login still works (it writes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_state_is_used_once_across_replicas_and_an_outage_fails_closed() {
+    let mut redis = support::redis::RedisServer::start();
+    let up = Upstream::start(Some("upstream-token")).await;
+    let platform = Platform::start().await;
+    let a = gate_on_redis(&up, &platform, &redis.url()).await;
+    let b = gate_on_redis(&up, &platform, &redis.url()).await;
+
+    let login = login(&a).await;
+    let token = platform
+        .key
+        .id_token(&platform::claims(login.nonce(), &launch_url()));
+    let form = [("id_token", token.as_str()), ("state", login.state())];
+    let first = post_launch(&a, "/lti/1.3/launch", &form, &login.cookie).await;
+    assert_eq!(first.status(), 303, "{}", first.text().await.unwrap());
+    let other = post_launch(&b, "/lti/1.3/launch", &form, &login.cookie).await;
+    assert_eq!(error_of(other).await, (401, "bad_state".to_string()));
+
+    redis.kill();
+    let login2 = login_to(&b, &launch_url()).await;
+    let token = platform
+        .key
+        .id_token(&platform::claims(login2.nonce(), &launch_url()));
+    let r = post_launch(
+        &b,
+        "/lti/1.3/launch",
+        &[("id_token", &token), ("state", login2.state())],
+        &login2.cookie,
+    )
+    .await;
+    assert_eq!(error_of(r).await, (503, "store_unavailable".to_string()));
+    assert_eq!(
+        b.metric("ltigate_launches_total{consumer=\"platform\",result=\"store_unavailable\",version=\"1.3\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        b.metric("ltigate_store_errors_total{op=\"state\"}").await,
+        1.0
     );
 }
