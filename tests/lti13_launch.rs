@@ -1152,3 +1152,112 @@ async fn on_redis_a_state_is_used_once_across_replicas_and_an_outage_fails_close
         1.0
     );
 }
+
+/// Platform storage (DESIGN §13 "Blocked cookies"): a framed login that
+/// offers `lti_storage_target` gets a cookie-check page that puts a binder
+/// in the platform's storage; a launch without the state cookie answers a
+/// page that reads it back and posts again with it, and only the right
+/// binder opens the launch.
+#[tokio::test]
+async fn a_binder_in_platform_storage_stands_in_for_a_blocked_state_cookie() {
+    let s = setup("lms_id = \"plat\"").await;
+    let framed_login = || async {
+        let r = client()
+            .get(s.gate.url("/lti/1.3/login"))
+            .query(&[
+                ("iss", ISSUER),
+                ("login_hint", "h"),
+                ("target_link_uri", &launch_url()),
+                ("lti_storage_target", "post_message_forwarding"),
+            ])
+            .header("sec-fetch-dest", "iframe")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        // The storage object, as the page's script gets it.
+        let field = |name: &str| -> String {
+            let marker = format!("\\\"{name}\\\":\\\"");
+            let start = page
+                .find(&marker)
+                .unwrap_or_else(|| panic!("{name} in {page}"))
+                + marker.len();
+            page[start..].split('\\').next().unwrap().to_string()
+        };
+        assert_eq!(field("target"), "post_message_forwarding");
+        assert_eq!(field("origin"), "https://platform.example");
+        assert!(field("key").starts_with("lti_state_"));
+        assert!(page.contains("'put_data'"));
+        let auth = page
+            .split("var auth=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("\\u0026", "&")
+            .replace("\\/", "/");
+        (query_of(&auth), field("value"))
+    };
+
+    let (params, binder) = framed_login().await;
+    let token = s
+        .platform
+        .key
+        .id_token(&platform::claims(&params["nonce"], &launch_url()));
+    // No cookie: the page that reads the binder back and posts again.
+    let r = post_launch(
+        &s.gate,
+        "/lti/1.3/launch",
+        &[("id_token", &token), ("state", &params["state"])],
+        "",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ltigate-fallback"], "platform-storage");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("'get_data'") && page.contains(&token));
+    assert!(page.contains("action=\"/lti/1.3/launch\""));
+    // A wrong binder is refused; the right one opens the launch, once.
+    let wrong = post_launch(
+        &s.gate,
+        "/lti/1.3/launch",
+        &[
+            ("id_token", &token),
+            ("state", &params["state"]),
+            ("binder", "AAAAAAAAAAAAAAAAAAAAAA"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(error_of(wrong).await, (401, "bad_state".to_string()));
+    let form = [
+        ("id_token", token.as_str()),
+        ("state", params["state"].as_str()),
+        ("binder", binder.as_str()),
+    ];
+    let ok = post_launch(&s.gate, "/lti/1.3/launch", &form, "").await;
+    assert_eq!(ok.status(), 303, "{}", ok.text().await.unwrap());
+    let again = post_launch(&s.gate, "/lti/1.3/launch", &form, "").await;
+    assert_eq!(error_of(again).await, (401, "bad_state".to_string()));
+
+    // A binder of another login does not open this one.
+    let (params2, _) = framed_login().await;
+    let token2 = s
+        .platform
+        .key
+        .id_token(&platform::claims(&params2["nonce"], &launch_url()));
+    let r = post_launch(
+        &s.gate,
+        "/lti/1.3/launch",
+        &[
+            ("id_token", &token2),
+            ("state", &params2["state"]),
+            ("binder", &binder),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(error_of(r).await, (401, "bad_state".to_string()));
+}

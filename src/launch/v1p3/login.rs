@@ -81,6 +81,10 @@ pub struct LoginParams {
     /// `lti_deployment_id` (or `deployment_id`): not checked here, the
     /// token's claim decides.
     pub deployment_id: Option<String>,
+    /// `lti_storage_target`: the frame of the platform's storage
+    /// (`lti.put_data`/`lti.get_data`), when the platform offers it.
+    #[serde(default)]
+    pub storage_target: Option<String>,
 }
 
 impl LoginParams {
@@ -102,7 +106,16 @@ impl LoginParams {
             client_id: get("client_id"),
             lti_message_hint: get("lti_message_hint"),
             deployment_id: get("lti_deployment_id").or_else(|| get("deployment_id")),
+            storage_target: get("lti_storage_target"),
         };
+        if let Some(t) = &params.storage_target {
+            let name_like = t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !name_like {
+                return Err("lti_storage_target is not a frame name".into());
+            }
+        }
         for (name, value) in [
             ("iss", Some(&params.iss)),
             ("login_hint", Some(&params.login_hint)),
@@ -281,12 +294,22 @@ where
 
     let now = unix_now();
     let ttl = settings.lti13.state_ttl.as_secs().max(1);
-    let login = LoginState::new(
+    let mut login = LoginState::new(
         &platform.issuer,
         &platform.client_id,
         &params.target_link_uri,
         now + ttl,
     );
+    // Platform storage is used by the cookie-check page, in a frame.
+    let framed_page = framed && !from_ticket;
+    let binder = match (&params.storage_target, framed_page) {
+        (Some(target), true) => platform_origin(&platform.auth_login_url).map(|origin| {
+            let (binding, binder) = state::StorageBinding::new(target, &origin);
+            login.storage = Some(binding);
+            binder
+        }),
+        _ => None,
+    };
     let sealed = match login.seal(&gate.sealer) {
         Ok(s) => s,
         Err(e) => {
@@ -303,8 +326,9 @@ where
         ttl,
     );
 
-    let mut resp = if framed && !from_ticket {
-        match cookie_check_page(gate, &params, &auth, &login.id).await {
+    let mut resp = if framed_page {
+        let storage = login.storage.as_ref().zip(binder.as_deref());
+        match cookie_check_page(gate, &params, &auth, &login.id, storage).await {
             Ok(page) => page,
             Err(e) => return respond::reject(&e, json),
         }
@@ -341,6 +365,13 @@ where
         headers.append(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// The origin (`scheme://host[:port]`) of the platform's auth URL: where
+/// platform storage messages go.
+fn platform_origin(auth_login_url: &str) -> Option<String> {
+    let origin = reqwest::Url::parse(auth_login_url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// A `302 Found` to `location`, not cached.
@@ -382,14 +413,17 @@ async fn redeem(gate: &Gate, ticket: &str) -> Result<LoginParams, RouteError> {
 }
 
 /// The cookie-check page of a framed login: sets the state cookie (with
-/// the response), asks `/lti/1.3/cookie-check` whether it came back, and
-/// either goes on to the platform's auth URL or — the cookie is blocked —
+/// the response); when the platform offers storage, first puts the binder
+/// there (`lti.put_data`, 1 s at most); asks `/lti/1.3/cookie-check`
+/// whether the cookie came back; then goes on to the platform's auth URL
+/// when the cookie came back or the binder was stored, and otherwise
 /// offers a new window that re-runs the login from a single-use ticket.
 async fn cookie_check_page(
     gate: &Gate,
     params: &LoginParams,
     auth: &str,
     state_id: &str,
+    storage: Option<(&state::StorageBinding, &str)>,
 ) -> Result<Response<Body>, RouteError> {
     let ticket = crate::secret::random_token();
     let value = serde_json::to_vec(&LoginTicket {
@@ -426,16 +460,20 @@ async fn cookie_check_page(
          <noscript><p><a href=\"{auth_html}\">Continue</a></p></noscript>\
          <div id=\"blocked\" hidden><p>Your browser blocks this tool inside the LMS page. Open it in a new window to continue.</p>\
          <p><a id=\"open\" href=\"{window_html}\" target=\"_blank\" rel=\"opener\" style=\"font-size:1.1rem\">Open in a new window</a></p></div>\
-         <script>(function(){{\
-         var auth={auth_js},check={check_js};\
+         <script>{STORAGE_JS}(function(){{\
+         var auth={auth_js},check={check_js},storage={storage_js};\
          function blocked(){{document.getElementById('wait').hidden=true;document.getElementById('blocked').hidden=false;}}\
+         function go(){{window.location.replace(auth);}}\
+         ltigateStorage(storage,'put_data',function(stored){{\
          fetch(check,{{credentials:'same-origin',cache:'no-store'}}).then(function(r){{\
-         if(r.status===204){{window.location.replace(auth);}}else{{blocked();}}}},blocked);\
+         if(r.status===204||stored){{go();}}else{{blocked();}}}},function(){{if(stored){{go();}}else{{blocked();}}}});\
+         }});\
          }})();</script>",
         auth_html = respond::html_escape(auth),
         window_html = respond::html_escape(&window),
         auth_js = respond::js_string(auth),
         check_js = respond::js_string(&check),
+        storage_js = storage_js(storage.map(|(b, binder)| (b, state_id, Some(binder)))),
     );
     let mut resp = respond::html(StatusCode::OK, respond::page("Connecting", &body));
     let h = resp.headers_mut();
@@ -448,6 +486,48 @@ async fn cookie_check_page(
         HeaderValue::from_static("cookie-check"),
     );
     Ok(resp)
+}
+
+/// The platform storage client of ltigate's pages (the LTI client-side
+/// postMessage API, DESIGN §13): `ltigateStorage(storage, op, done)` sends
+/// `lti.put_data` (op `put_data`, with the value) or `lti.get_data` (op
+/// `get_data`) — and the same under the older `org.imsglobal.lti.` subject
+/// — to the storage frame, at the platform's origin only, and calls
+/// `done` once: with `true` (put) or the value (get) when the platform
+/// answers without error, with `false`/`null` on an error, a timeout (1 s,
+/// 2 s for a get) or when no storage is offered (`storage` null).
+pub const STORAGE_JS: &str = "function ltigateStorage(s,op,done){\
+if(!s){done(op==='get_data'?null:false);return;}\
+var id='ltigate-'+Math.random().toString(36).slice(2),over=false;\
+function finish(v){if(over){return;}over=true;window.removeEventListener('message',on);done(v);}\
+function on(e){if(e.origin!==s.origin){return;}var d=e.data;if(!d||typeof d!=='object'||d.message_id!==id){return;}\
+if(d.subject!=='lti.'+op+'.response'&&d.subject!=='org.imsglobal.lti.'+op+'.response'){return;}\
+if(d.error){finish(op==='get_data'?null:false);return;}\
+finish(op==='get_data'?(typeof d.value==='string'?d.value:null):true);}\
+window.addEventListener('message',on);\
+var w=window.parent;try{if(s.target!=='_parent'&&w.frames[s.target]){w=w.frames[s.target];}}catch(e){}\
+var m={message_id:id,key:s.key};if(op==='put_data'){m.value=s.value;}\
+try{m.subject='lti.'+op;w.postMessage(m,s.origin);\
+var o={};for(var k in m){o[k]=m[k];}o.subject='org.imsglobal.lti.'+op;w.postMessage(o,s.origin);}catch(e){finish(op==='get_data'?null:false);return;}\
+setTimeout(function(){finish(op==='get_data'?null:false);},op==='get_data'?2000:1000);}";
+
+/// The `storage` object of [`STORAGE_JS`] as JavaScript: target, origin,
+/// key of the state, and the value to put (a put) — or `null`.
+pub fn storage_js(storage: Option<(&state::StorageBinding, &str, Option<&str>)>) -> String {
+    match storage {
+        None => "null".to_string(),
+        Some((binding, state_id, value)) => {
+            let mut object = serde_json::json!({
+                "target": binding.target,
+                "origin": binding.origin,
+                "key": state::storage_key(state_id),
+            });
+            if let (Some(v), Some(map)) = (value, object.as_object_mut()) {
+                map.insert("value".into(), v.into());
+            }
+            format!("JSON.parse({})", respond::js_string(&object.to_string()))
+        }
+    }
 }
 
 /// `GET /lti/1.3/cookie-check?s=…`: 204 when the state cookie named by `s`

@@ -38,6 +38,59 @@ pub struct LoginState {
     pub target: String,
     /// Unix seconds after which the state is refused.
     pub exp: u64,
+    /// Platform storage, when the login offered it and a binder was put
+    /// there: a launch without the state cookie may prove the browser with
+    /// the binder instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageBinding>,
+}
+
+/// A binder kept in the platform's storage (`lti.put_data`, DESIGN §13
+/// "Blocked cookies"): the state holds only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageBinding {
+    /// The `lti_storage_target` frame name.
+    pub target: String,
+    /// The platform's origin (of its `auth_login_url`): the only origin the
+    /// messages go to and are accepted from.
+    pub origin: String,
+    /// base64url SHA-256 of the binder.
+    pub binder_hash: String,
+}
+
+impl StorageBinding {
+    /// A new binding: the binding and the binder to put in storage.
+    pub fn new(target: &str, origin: &str) -> (Self, String) {
+        let binder = random_id();
+        (
+            StorageBinding {
+                target: target.to_string(),
+                origin: origin.to_string(),
+                binder_hash: hash(&binder),
+            },
+            binder,
+        )
+    }
+
+    /// Is `binder` the one put in storage? Constant-time.
+    pub fn matches(&self, binder: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        hash(binder)
+            .as_bytes()
+            .ct_eq(self.binder_hash.as_bytes())
+            .into()
+    }
+}
+
+/// base64url SHA-256.
+fn hash(value: &str) -> String {
+    use sha2::Digest as _;
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(value.as_bytes()))
+}
+
+/// The platform storage key of a state.
+pub fn storage_key(id: &str) -> String {
+    format!("lti_state_{id}")
 }
 
 /// 128 random bits as base64url.
@@ -58,6 +111,7 @@ impl LoginState {
             client_id: client_id.to_string(),
             target: target.to_string(),
             exp,
+            storage: None,
         }
     }
 
@@ -204,6 +258,21 @@ mod tests {
         assert!(!cookie_matches(&s, &a, &va[1..]));
         let other = sealer("0123456789abcdef0123456789abcdef-two");
         assert!(!cookie_matches(&other, &a, &va));
+    }
+
+    #[test]
+    fn a_binder_matches_only_itself() {
+        let (binding, binder) = StorageBinding::new("_parent", "https://lms.example");
+        assert!(binding.matches(&binder));
+        assert!(!binding.matches(""));
+        assert!(!binding.matches(&binder[1..]));
+        assert!(!binding.binder_hash.contains(&binder));
+        let s = sealer("0123456789abcdef0123456789abcdef-one");
+        let mut state = LoginState::new("i", "c", "t", 1000);
+        state.storage = Some(binding);
+        let opened = LoginState::open(&s, &state.seal(&s).unwrap(), 0).unwrap();
+        assert_eq!(opened, state);
+        assert_eq!(storage_key("abc"), "lti_state_abc");
     }
 
     #[test]

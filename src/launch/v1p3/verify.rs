@@ -64,6 +64,18 @@ where
     let json = respond::prefers_json(req.headers());
     let mut seen = Seen::default();
     let result = run(gate, lti13, req, path_course, &mut seen).await;
+    if seen.deferred {
+        // The platform-storage page: the launch comes again with its binder.
+        return result.unwrap_or_else(|f| {
+            respond::reject(
+                &crate::launch::error::RouteError::Launch {
+                    shown: f.shown,
+                    detail: f.detail,
+                },
+                json,
+            )
+        });
+    }
     if let (Err(f), Some(token)) = (&result, &seen.token) {
         tracing::warn!(
             iss = %token.iss,
@@ -97,6 +109,8 @@ struct Seen {
     state_cookie: Option<String>,
     /// The token's claims (logged on a refusal: never the token itself).
     token: Option<TokenSummary>,
+    /// The answer is the platform-storage page, not a launch's end.
+    deferred: bool,
 }
 
 impl Default for Seen {
@@ -105,6 +119,7 @@ impl Default for Seen {
             tenant_label: "unknown".to_string(),
             state_cookie: None,
             token: None,
+            deferred: false,
         }
     }
 }
@@ -120,6 +135,9 @@ struct TokenSummary {
 struct Form {
     id_token: String,
     state: String,
+    /// The platform-storage binder, on the second post of a launch whose
+    /// state cookie was blocked.
+    binder: Option<String>,
 }
 
 /// `id_token` and `state`, or the platform's OIDC `error`.
@@ -155,6 +173,7 @@ fn read_params(body: &[u8]) -> Result<Form, Failure> {
         (Some(t), Some(s)) => Ok(Form {
             id_token: t.to_string(),
             state: s.to_string(),
+            binder: get("binder").map(str::to_string),
         }),
         (None, _) => Err(Failure::new(
             Lti13Rejection::InvalidRequest,
@@ -195,7 +214,13 @@ where
         deployment_id: token.deployment_id.clone(),
     });
     let now = unix_now();
-    let login = open_state(gate, &parts.headers, &form.state, now, seen)?;
+    let login = match open_state(gate, &parts.headers, &form, now, seen)? {
+        Bound::Yes(login) => login,
+        Bound::ByStorage(binding, id) => {
+            seen.deferred = true;
+            return Ok(storage_page(gate, parts.uri.path(), &form, &binding, &id));
+        }
+    };
 
     let settings = &gate.settings;
     let platform = settings
@@ -225,14 +250,26 @@ where
         .map_err(|f| Failure { return_url, ..f })
 }
 
-/// The state: it opens, has not expired, and the browser holds its cookie.
+/// Whether the browser proved it holds the state.
+enum Bound {
+    /// By its cookie, or by the binder it read back from platform storage.
+    Yes(LoginState),
+    /// Not yet: the cookie is missing, and the binder is to be read from
+    /// platform storage (the state's binding, its id).
+    ByStorage(state::StorageBinding, String),
+}
+
+/// The state: it opens, has not expired, and the browser holds its cookie
+/// — or, where the cookie was blocked and the login put a binder in
+/// platform storage, the binder.
 fn open_state(
     gate: &Gate,
     headers: &HeaderMap,
-    sealed: &str,
+    form: &Form,
     now: u64,
     seen: &mut Seen,
-) -> Result<LoginState, Failure> {
+) -> Result<Bound, Failure> {
+    let sealed = form.state.as_str();
     let login = LoginState::open(&gate.sealer, sealed, now)
         .map_err(|why| Failure::new(Lti13Rejection::BadState, why))?;
     let name = login.cookie_name();
@@ -241,17 +278,74 @@ fn open_state(
         &name,
     );
     seen.state_cookie = Some(name);
-    match value {
-        Some(v) if state::cookie_matches(&gate.sealer, sealed, v) => Ok(login),
-        Some(_) => Err(Failure::new(
+    match (value, &login.storage, &form.binder) {
+        (Some(v), _, _) if state::cookie_matches(&gate.sealer, sealed, v) => Ok(Bound::Yes(login)),
+        (Some(_), _, _) => Err(Failure::new(
             Lti13Rejection::BadState,
             "the state cookie is not this state's (another login, or another browser)",
         )),
-        None => Err(Failure::new(
+        (None, Some(binding), Some(binder)) => {
+            if binding.matches(binder) {
+                Ok(Bound::Yes(login))
+            } else {
+                Err(Failure::new(
+                    Lti13Rejection::BadState,
+                    "the platform-storage binder is not this state's",
+                ))
+            }
+        }
+        (None, Some(binding), None) => Ok(Bound::ByStorage(binding.clone(), login.id.clone())),
+        (None, None, _) => Err(Failure::new(
             Lti13Rejection::BadState,
             "the browser did not send the state's cookie",
         )),
     }
+}
+
+/// The page that reads the binder back from platform storage
+/// (`lti.get_data`) and posts the launch again with it; without one, it
+/// says the launch cannot be confirmed.
+fn storage_page(
+    gate: &Gate,
+    path: &str,
+    form: &Form,
+    binding: &state::StorageBinding,
+    state_id: &str,
+) -> Response<Body> {
+    use crate::http::respond::html_escape;
+    let action = gate.public_path(path);
+    let body = format!(
+        "<form id=\"relaunch\" method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"id_token\" value=\"{token}\">\
+         <input type=\"hidden\" name=\"state\" value=\"{state}\">\
+         <input type=\"hidden\" id=\"binder\" name=\"binder\" value=\"\"></form>\
+         <p id=\"wait\">Confirming the launch with your LMS&hellip;</p>\
+         <p id=\"failed\" hidden>This launch could not be confirmed: your browser blocked the cookie it needs and the LMS did not answer. Open the course again from your LMS.</p>\
+         <script>{js}(function(){{\
+         ltigateStorage({storage},'get_data',function(v){{\
+         if(v){{document.getElementById('binder').value=v;document.getElementById('relaunch').submit();}}\
+         else{{document.getElementById('wait').hidden=true;document.getElementById('failed').hidden=false;}}}});\
+         }})();</script>",
+        action = html_escape(&action),
+        token = html_escape(&form.id_token),
+        state = html_escape(&form.state),
+        js = super::login::STORAGE_JS,
+        storage = super::login::storage_js(Some((binding, state_id, None))),
+    );
+    let mut resp = respond::html(
+        http::StatusCode::OK,
+        respond::page("Confirming the launch", &body),
+    );
+    let h = resp.headers_mut();
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "x-ltigate-fallback",
+        HeaderValue::from_static("platform-storage"),
+    );
+    resp
 }
 
 /// The token's checks after its registration is known, in order: message
