@@ -30,6 +30,7 @@ pub mod addr;
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod http;
 pub mod launch;
 pub mod lti;

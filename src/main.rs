@@ -29,8 +29,10 @@ enum Command {
     Serve(ConfigArg),
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig(ConfigArg),
-    /// Print what an LMS admin needs to connect a course: launch URLs, key,
-    /// cartridge URL and XML.
+    /// Print what an LMS admin needs: for LTI 1.1 (--consumer) a course's
+    /// launch URLs, key, cartridge URL and XML; for LTI 1.3 (--lti13,
+    /// --platform) the tool's URLs, each LMS's registration form and the
+    /// values to bring back into [[platforms]].
     Export(ExportArgs),
     /// Inspect and re-queue grade deliveries (through the running server's
     /// admin listener, which holds the store).
@@ -42,21 +44,59 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("what")
+        .required(true)
+        .multiple(true)
+        .args(["consumer", "lti13", "platform"])
+))]
 struct ExportArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// The consumer's `name`.
+    /// LTI 1.1: the consumer's `name` (needs --course).
+    #[arg(long, requires = "course", conflicts_with_all = ["lti13", "platform"])]
+    consumer: Option<String>,
+    /// LTI 1.3: what a platform admin registers; needs no [[platforms]] entry.
     #[arg(long)]
-    consumer: String,
-    /// The course's external ID.
+    lti13: bool,
+    /// LTI 1.3, adding the values of this [[platforms]] registration.
     #[arg(long)]
-    course: String,
+    platform: Option<String>,
+    /// LTI 1.3: the LMS whose registration form to fill in.
+    #[arg(long, value_enum, conflicts_with = "consumer")]
+    lms: Option<LmsArg>,
+    /// The course's external ID (LTI 1.3: optional; put in the target link URI).
+    #[arg(long)]
+    course: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Include the consumer's (newest) shared secret.
-    #[arg(long)]
+    #[arg(long, requires = "consumer")]
     show_secret: bool,
+}
+
+/// `--lms`.
+#[derive(Clone, Copy, ValueEnum)]
+enum LmsArg {
+    Canvas,
+    Moodle,
+    Brightspace,
+    Blackboard,
+    Sakai,
+}
+
+impl From<LmsArg> for ltigate::export::Lms {
+    fn from(l: LmsArg) -> Self {
+        use ltigate::export::Lms;
+        match l {
+            LmsArg::Canvas => Lms::Canvas,
+            LmsArg::Moodle => Lms::Moodle,
+            LmsArg::Brightspace => Lms::Brightspace,
+            LmsArg::Blackboard => Lms::Blackboard,
+            LmsArg::Sakai => Lms::Sakai,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -262,10 +302,13 @@ fn export(config: Option<&Path>, args: &ExportArgs) -> ExitCode {
         Ok((_, s)) => s,
         Err(code) => return code,
     };
+    let (Some(consumer), Some(course)) = (&args.consumer, &args.course) else {
+        return export_lti13(&settings, args);
+    };
     let link = match ltigate::launch::cartridge::CourseLink::new(
         &settings,
-        &args.consumer,
-        &args.course,
+        consumer,
+        course,
         args.show_secret,
     ) {
         Ok(l) => l,
@@ -277,6 +320,27 @@ fn export(config: Option<&Path>, args: &ExportArgs) -> ExitCode {
     match args.format {
         Format::Text => print!("{}", link.to_text()),
         Format::Json => println!("{}", link.to_json()),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `export --lti13` / `export --platform NAME`.
+fn export_lti13(settings: &ltigate::config::Settings, args: &ExportArgs) -> ExitCode {
+    let export = match ltigate::export::Lti13Export::new(
+        settings,
+        args.lms.map(Into::into),
+        args.course.as_deref(),
+        args.platform.as_deref(),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("export: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.format {
+        Format::Text => print!("{}", export.to_text()),
+        Format::Json => println!("{}", export.to_json()),
     }
     ExitCode::SUCCESS
 }

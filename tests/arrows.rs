@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! lib, main                                        wires the parts
-//! launch, session, proxy, outcomes, admin, demo    the parts
+//! launch, session, proxy, outcomes, admin, demo,   the parts
+//! export
 //! server, http, store, provision, metrics,         what the parts share
 //! outbound
 //! config, stall                                    settings, timers
@@ -32,7 +33,9 @@ const LAYERS: &[&[&str]] = &[
         "metrics",
         "outbound",
     ],
-    &["launch", "session", "proxy", "outcomes", "admin", "demo"],
+    &[
+        "launch", "session", "proxy", "outcomes", "admin", "demo", "export",
+    ],
     &["lib", "main"],
 ];
 
