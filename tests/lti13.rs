@@ -12,7 +12,7 @@ fn key_path(name: &str) -> String {
 
 fn kid_of(name: &str) -> String {
     let pem = std::fs::read_to_string(key_path(name)).unwrap();
-    SigningKey::from_pkcs8_pem(&pem).unwrap().kid().to_string()
+    SigningKey::from_pem(&pem).unwrap().kid().to_string()
 }
 
 /// The tool's key set: the current key and the next one, each with its

@@ -925,7 +925,7 @@ proptest! {
 fn platform_key() -> &'static ltigate::lti::jose::SigningKey {
     static KEY: std::sync::OnceLock<ltigate::lti::jose::SigningKey> = std::sync::OnceLock::new();
     KEY.get_or_init(|| {
-        ltigate::lti::jose::SigningKey::from_pkcs8_pem(include_str!("keys/platform-test-key.pem"))
+        ltigate::lti::jose::SigningKey::from_pem(include_str!("keys/platform-test-key.pem"))
             .expect("the platform test key")
     })
 }

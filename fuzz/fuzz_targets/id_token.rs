@@ -37,7 +37,7 @@ fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let platform =
-            SigningKey::from_pkcs8_pem(include_str!("../../tests/keys/platform-test-key.pem"))
+            SigningKey::from_pem(include_str!("../../tests/keys/platform-test-key.pem"))
                 .expect("the platform test key");
         Keys {
             set: JwkSet::from_keys(vec![platform.public_jwk().clone()]),

@@ -406,10 +406,11 @@ pub struct RawConsumer {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLti13 {
-    /// The tool's signing key inline: PKCS#8 PEM of an RSA key ≥ 2048 bits.
+    /// The tool's signing key inline: PEM (PKCS#8 or PKCS#1) of an RSA key
+    /// ≥ 2048 bits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<RawSecret>,
-    /// File holding the tool's signing key (PKCS#8 PEM).
+    /// File holding the tool's signing key (PKCS#8 or PKCS#1 PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
     /// Keys published in the tool's JWKS that never sign (rotation step 1).

@@ -406,7 +406,7 @@ fn lti13_defaults_and_no_platforms() {
 }
 
 #[test]
-fn the_tool_key_is_pkcs8_rsa_of_2048_bits_or_more() {
+fn the_tool_key_is_pem_rsa_of_2048_bits_or_more() {
     let good = vector("tool-key-rsa2048.pem");
     let s = with(&format!("[lti13]\nkey_file = \"{good}\"\n")).unwrap();
     let der = s.lti13.key.as_ref().unwrap();
@@ -419,17 +419,51 @@ fn the_tool_key_is_pkcs8_rsa_of_2048_bits_or_more() {
     let s = with(&format!("[lti13]\nkey = '''\n{pem}'''\n")).unwrap();
     assert_eq!(s.lti13.key.as_ref().unwrap().expose(), der.expose());
 
+    // The same key as PKCS#1 (BEGIN RSA PRIVATE KEY, as Helm's
+    // genPrivateKey writes it), from a file or inline: kept as the same
+    // PKCS#8 DER.
+    let pkcs1 = vector("tool-key-rsa2048-pkcs1.pem");
+    let s = with(&format!("[lti13]\nkey_file = \"{pkcs1}\"\n")).unwrap();
+    assert_eq!(s.lti13.key.as_ref().unwrap().expose(), der.expose());
+    let pem = std::fs::read_to_string(&pkcs1).unwrap();
+    assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let s = with(&format!("[lti13]\nkey = '''\n{pem}'''\n")).unwrap();
+    assert_eq!(s.lti13.key.as_ref().unwrap().expose(), der.expose());
+
     for (file, expected) in [
         ("tool-key-rsa1024.pem", "fewer than 2048 bits"),
-        ("tool-key-rsa2048-pkcs1.pem", "a PKCS#1 key"),
         ("tool-key-p256.pem", "not an RSA key"),
-        ("README.md", "not a PKCS#8 PEM key"),
+        (
+            "README.md",
+            "not a PEM RSA private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)",
+        ),
     ] {
         let line = refusal(&format!("[lti13]\nkey_file = \"{}\"\n", vector(file)));
         assert!(
             line.starts_with("lti13.key_file: ") && line.contains(expected),
             "{file}: {line}"
         );
+    }
+    let encrypted = "lti13.key: an encrypted key; give it unencrypted (openssl pkcs8 -topk8 -nocrypt) and protect the file instead";
+    for (pem, expected) in [
+        (
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----",
+            encrypted,
+        ),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----",
+            encrypted,
+        ),
+        (
+            "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----",
+            "lti13.key: a PEM EC PRIVATE KEY block, not an RSA key (LTI 1.3 signs with RS256); generate one with openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048",
+        ),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----",
+            "lti13.key: not a usable RSA private key (InvalidEncoding)",
+        ),
+    ] {
+        assert_eq!(refusal(&format!("[lti13]\nkey = '''\n{pem}'''\n")), expected);
     }
     assert!(refusal(
         "[lti13]\nkey = \"-----BEGIN PRIVATE KEY-----\\n!!!\\n-----END PRIVATE KEY-----\"\n"

@@ -718,7 +718,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn key() -> SigningKey {
-        SigningKey::from_pkcs8_pem(PLATFORM_PEM).unwrap()
+        SigningKey::from_pem(PLATFORM_PEM).unwrap()
     }
 
     fn keys(key: &SigningKey) -> JwkSet {
@@ -1034,7 +1034,7 @@ mod tests {
         // Signed by another key under the platform's kid.
         let t = token(&claims());
         let tool =
-            SigningKey::from_pkcs8_pem(include_str!("../../tests/keys/tool-test-key.pem")).unwrap();
+            SigningKey::from_pem(include_str!("../../tests/keys/tool-test-key.pem")).unwrap();
         let forged = format!(
             "{}.{}",
             t.rsplit_once('.').unwrap().0,

@@ -11,7 +11,7 @@
 //! ```
 //! use ltigate::lti::jose::{CompactJws, JwkSet, SigningKey};
 //! # let pem = include_str!("../../tests/keys/platform-test-key.pem");
-//! let key = SigningKey::from_pkcs8_pem(pem).unwrap();
+//! let key = SigningKey::from_pem(pem).unwrap();
 //! let token = key.sign(&serde_json::json!({"sub": "u1"})).unwrap();
 //! let keys = JwkSet::parse(key.public_jwk().to_jwks_json(&[]).to_string().as_bytes()).unwrap();
 //! let jws = CompactJws::parse(&token).unwrap();
@@ -216,9 +216,21 @@ fn strip_zeros(bytes: &[u8]) -> Vec<u8> {
 /// Why a key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    /// The PEM text is not one `PRIVATE KEY` block of base64.
-    #[error("the key is not a PEM \"PRIVATE KEY\" (PKCS#8) block{0}")]
-    NotPkcs8Pem(&'static str),
+    /// The text holds no PEM `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY`
+    /// (PKCS#1) block.
+    #[error("the key is not a PEM \"PRIVATE KEY\" (PKCS#8) or \"RSA PRIVATE KEY\" (PKCS#1) block")]
+    NotPem,
+    /// The PEM block is an encrypted key (`ENCRYPTED PRIVATE KEY`, or a
+    /// PKCS#1 block with `Proc-Type: 4,ENCRYPTED`).
+    #[error("the key is encrypted")]
+    Encrypted,
+    /// The PEM block is a private key of another kind (its label, such as
+    /// `EC PRIVATE KEY` or `OPENSSH PRIVATE KEY`).
+    #[error("the key is a PEM \"{0}\" block, not an RSA key")]
+    OtherKind(String),
+    /// The PEM block's body is not base64.
+    #[error("the key's PEM body is not base64")]
+    NotBase64,
     /// The DER is not an RSA PKCS#8 private key `ring` accepts (2048 to 8192
     /// bits, consistent components).
     #[error("the key is not a usable RSA PKCS#8 private key: {0}")]
@@ -401,28 +413,89 @@ impl JwkSet {
     }
 }
 
-/// Decodes a PEM `-----BEGIN PRIVATE KEY-----` block (PKCS#8) to DER.
-/// PKCS#1 (`RSA PRIVATE KEY`) and encrypted keys are refused with a hint.
-pub fn pkcs8_pem_to_der(pem: &str) -> Result<Vec<u8>, KeyError> {
-    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-    const END: &str = "-----END PRIVATE KEY-----";
-    if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
-        return Err(KeyError::NotPkcs8Pem(
-            " (this is PKCS#1: convert it with `openssl pkcs8 -topk8 -nocrypt`)",
-        ));
+/// Decodes the first PEM private key block of `pem` to PKCS#8 DER: a
+/// `PRIVATE KEY` block (PKCS#8) as it is, an `RSA PRIVATE KEY` block
+/// (PKCS#1, as `openssl rsa -traditional` and Helm's `genPrivateKey` write
+/// it) wrapped by [`pkcs1_to_pkcs8`]. Encrypted keys and blocks of other
+/// kinds are refused. The key itself is checked by whoever loads the DER.
+pub fn private_key_pem_to_der(pem: &str) -> Result<Vec<u8>, KeyError> {
+    const BEGIN: &str = "-----BEGIN ";
+    const DASHES: &str = "-----";
+    let mut labels = Vec::new();
+    let mut rest = pem;
+    while let Some(at) = rest.find(BEGIN) {
+        let after = &rest[at + BEGIN.len()..];
+        let Some(len) = after.find(DASHES) else {
+            break;
+        };
+        let label = &after[..len];
+        let body = &after[len + DASHES.len()..];
+        rest = body;
+        let pkcs1 = match label {
+            "PRIVATE KEY" => false,
+            "RSA PRIVATE KEY" => true,
+            _ => {
+                labels.push(label);
+                continue;
+            }
+        };
+        let end = format!("-----END {label}-----");
+        let body = &body[..body.find(&end).ok_or(KeyError::NotPem)?];
+        if body.contains("Proc-Type:") {
+            // PEM headers before the body: `Proc-Type: 4,ENCRYPTED` and
+            // `DEK-Info` (RFC 1421) of an encrypted PKCS#1 key.
+            return Err(KeyError::Encrypted);
+        }
+        let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| KeyError::NotBase64)?;
+        return Ok(if pkcs1 { pkcs1_to_pkcs8(&der) } else { der });
     }
-    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        return Err(KeyError::NotPkcs8Pem(" (it is encrypted)"));
+    if labels.contains(&"ENCRYPTED PRIVATE KEY") {
+        return Err(KeyError::Encrypted);
     }
-    let start = pem.find(BEGIN).ok_or(KeyError::NotPkcs8Pem(""))? + BEGIN.len();
-    let len = pem[start..].find(END).ok_or(KeyError::NotPkcs8Pem(""))?;
-    let body: String = pem[start..start + len]
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|_| KeyError::NotPkcs8Pem(" (its body is not base64)"))
+    match labels.iter().find(|l| l.ends_with("PRIVATE KEY")) {
+        Some(label) => Err(KeyError::OtherKind((*label).to_string())),
+        None => Err(KeyError::NotPem),
+    }
+}
+
+/// The DER object identifier of `rsaEncryption` (1.2.840.113549.1.1.1).
+const RSA_ENCRYPTION_OID: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+/// Wraps a PKCS#1 `RSAPrivateKey` (RFC 8017 A.1.2) into the PKCS#8
+/// `PrivateKeyInfo` (RFC 5208 §5) that carries it: version 0, the
+/// algorithm `rsaEncryption` with NULL parameters, and the PKCS#1 DER as
+/// the private key's OCTET STRING. The bytes are not parsed here: a
+/// malformed `RSAPrivateKey` is refused when the PKCS#8 key is loaded.
+pub fn pkcs1_to_pkcs8(rsa_private_key: &[u8]) -> Vec<u8> {
+    let mut algorithm = vec![0x06, RSA_ENCRYPTION_OID.len() as u8];
+    algorithm.extend_from_slice(&RSA_ENCRYPTION_OID);
+    algorithm.extend_from_slice(&[0x05, 0x00]);
+    let mut body = vec![0x02, 0x01, 0x00];
+    der_tlv(0x30, &algorithm, &mut body);
+    der_tlv(0x04, rsa_private_key, &mut body);
+    let mut out = Vec::with_capacity(body.len() + 6);
+    der_tlv(0x30, &body, &mut out);
+    out
+}
+
+/// Appends a DER tag, length and value to `out`: the length in one byte
+/// below 128, otherwise in long form (0x80 | number of length bytes, then
+/// the length big-endian without leading zeros).
+fn der_tlv(tag: u8, value: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    let len = value.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(value);
 }
 
 /// The tool's RSA private key: signs RS256 JWTs (client assertions) under
@@ -447,9 +520,10 @@ impl std::fmt::Debug for SigningKey {
 pub struct SignError;
 
 impl SigningKey {
-    /// A key from PKCS#8 PEM text (see [`pkcs8_pem_to_der`]).
-    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
-        Self::from_pkcs8_der(&pkcs8_pem_to_der(pem)?)
+    /// A key from PEM text, PKCS#8 or PKCS#1 (see
+    /// [`private_key_pem_to_der`]).
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        Self::from_pkcs8_der(&private_key_pem_to_der(pem)?)
     }
 
     /// A key from PKCS#8 DER: RSA, 2048 to 8192 bits.
@@ -530,7 +604,7 @@ mod tests {
     );
 
     fn platform() -> SigningKey {
-        SigningKey::from_pkcs8_pem(PLATFORM_PEM).unwrap()
+        SigningKey::from_pem(PLATFORM_PEM).unwrap()
     }
 
     fn set_of(key: &SigningKey) -> JwkSet {
@@ -600,7 +674,7 @@ mod tests {
                 .unwrap()
         );
         // Another key with the same kid does not verify it.
-        let other = SigningKey::from_pkcs8_pem(TOOL_PEM).unwrap();
+        let other = SigningKey::from_pem(TOOL_PEM).unwrap();
         let forged = JwkSet::from_keys(vec![RsaPublicJwk {
             kid: key.kid().to_string(),
             ..other.public_jwk().clone()
@@ -801,7 +875,7 @@ mod tests {
 
     #[test]
     fn published_jwk_and_kid() {
-        let key = SigningKey::from_pkcs8_pem(TOOL_PEM).unwrap();
+        let key = SigningKey::from_pem(TOOL_PEM).unwrap();
         assert_eq!(key.public_jwk().bits(), 2048);
         let jwk = key.public_jwk().to_json();
         assert_eq!(jwk["kty"], "RSA");
@@ -861,21 +935,101 @@ mod tests {
 
     #[test]
     fn pem_decoding() {
-        assert!(pkcs8_pem_to_der(TOOL_PEM).is_ok());
-        let pkcs1 = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
-        assert!(pkcs8_pem_to_der(pkcs1)
-            .unwrap_err()
-            .to_string()
-            .contains("pkcs8 -topk8"));
-        assert!(pkcs8_pem_to_der("").is_err());
-        assert!(
-            pkcs8_pem_to_der("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----").is_err()
+        assert_eq!(
+            private_key_pem_to_der(TOOL_PEM).unwrap(),
+            private_key_pem_to_der(&format!(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n{TOOL_PEM}"
+            ))
+            .unwrap(),
+            "the first private key block of a bundle"
         );
+        for (pem, expected) in [
+            ("", KeyError::NotPem),
+            ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", KeyError::NotPem),
+            ("-----BEGIN PRIVATE KEY-----\nAAAA\n", KeyError::NotPem),
+            ("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----", KeyError::NotBase64),
+            (
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                KeyError::Encrypted,
+            ),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+                KeyError::Encrypted,
+            ),
+            (
+                "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+                KeyError::OtherKind("EC PRIVATE KEY".into()),
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+                KeyError::OtherKind("OPENSSH PRIVATE KEY".into()),
+            ),
+        ] {
+            assert_eq!(private_key_pem_to_der(pem), Err(expected), "{pem}");
+        }
         assert!(matches!(
-            SigningKey::from_pkcs8_pem(
-                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
+            SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"),
+            Err(KeyError::Rejected(_))
+        ));
+        assert!(matches!(
+            SigningKey::from_pem(
+                "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----"
             ),
             Err(KeyError::Rejected(_))
         ));
+    }
+
+    /// `tool-key-rsa2048-pkcs1.pem` is `tool-key-rsa2048.pem` written by
+    /// `openssl rsa -traditional`: wrapped, its PKCS#1 DER is byte for byte
+    /// the PKCS#8 DER OpenSSL writes, and the key signs and verifies.
+    #[test]
+    fn a_pkcs1_key_is_wrapped_into_the_pkcs8_openssl_writes() {
+        let pkcs8_pem = include_str!("../../tests/vectors/tool-key-rsa2048.pem");
+        let pkcs1_pem = include_str!("../../tests/vectors/tool-key-rsa2048-pkcs1.pem");
+        assert!(pkcs1_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let pkcs8 = private_key_pem_to_der(pkcs8_pem).unwrap();
+        let wrapped = private_key_pem_to_der(pkcs1_pem).unwrap();
+        assert_eq!(wrapped, pkcs8);
+        // The outer SEQUENCE and the OCTET STRING take two length bytes.
+        assert_eq!(wrapped[..4], [0x30, 0x82, 0x04, 0xbd]);
+        assert_eq!(wrapped[22..26], [0x04, 0x82, 0x04, 0xa7]);
+        assert_eq!(wrapped.len(), 4 + 0x4bd);
+
+        let key = SigningKey::from_pem(pkcs1_pem).unwrap();
+        assert_eq!(key.kid(), SigningKey::from_pem(pkcs8_pem).unwrap().kid());
+        let signature = key.sign_bytes(b"payload").unwrap();
+        assert!(verify_rs256(b"payload", &signature, key.public_jwk()).is_ok());
+        assert!(verify_rs256(b"payloaD", &signature, key.public_jwk()).is_err());
+    }
+
+    #[test]
+    fn pkcs1_wrapping_and_der_lengths() {
+        let mut expected = vec![0x30, 0x16, 0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09];
+        expected.extend_from_slice(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]);
+        expected.extend_from_slice(&[0x05, 0x00, 0x04, 0x02, 0x30, 0x00]);
+        assert_eq!(pkcs1_to_pkcs8(&[0x30, 0x00]), expected);
+
+        for (len, header) in [
+            (0, vec![0x04, 0x00]),
+            (1, vec![0x04, 0x01]),
+            (127, vec![0x04, 0x7f]),
+            (128, vec![0x04, 0x81, 0x80]),
+            (255, vec![0x04, 0x81, 0xff]),
+            (256, vec![0x04, 0x82, 0x01, 0x00]),
+            (65_535, vec![0x04, 0x82, 0xff, 0xff]),
+            (65_536, vec![0x04, 0x83, 0x01, 0x00, 0x00]),
+        ] {
+            let value = vec![0xab; len];
+            let mut out = Vec::new();
+            der_tlv(0x04, &value, &mut out);
+            assert_eq!(out[..header.len()], header, "length {len}");
+            assert_eq!(out.len(), header.len() + len, "length {len}");
+        }
+        // A short key whose PrivateKeyInfo crosses the one-byte limit:
+        // the OCTET STRING keeps the short form, the SEQUENCE takes 0x81.
+        let wrapped = pkcs1_to_pkcs8(&[0; 110]);
+        assert_eq!(wrapped[..3], [0x30, 0x81, 130]);
+        assert_eq!(wrapped[21..23], [0x04, 110]);
+        assert_eq!(wrapped.len(), 3 + 130);
     }
 }

@@ -241,8 +241,7 @@ mod tests {
             claims[LTI1P1_CLAIM] = claim;
         }
         let key =
-            SigningKey::from_pkcs8_pem(include_str!("../../tests/keys/platform-test-key.pem"))
-                .unwrap();
+            SigningKey::from_pem(include_str!("../../tests/keys/platform-test-key.pem")).unwrap();
         parse(&key.sign(&claims).unwrap()).unwrap()
     }
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import hashlib
 import json
 import os
 import re
 import subprocess
+import threading
 import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import helm_python as helm
@@ -36,6 +39,7 @@ README = CHART / "README.md"
 REFERENCE = REPO / "config" / "ltigate.toml"
 RAW_CONFIG = REPO / "src" / "config" / "raw.rs"
 TOOL_KEY = REPO / "tests" / "vectors" / "tool-key-rsa2048.pem"
+TOOL_KEY_PKCS1 = REPO / "tests" / "vectors" / "tool-key-rsa2048-pkcs1.pem"
 RELEASE = "demo"
 NAMESPACE = "learning"
 
@@ -53,6 +57,7 @@ FEATURES = {
     "hpa",
     "networkpolicy",
     "ingress",
+    "lti13",
 }
 
 # Keys of ltigate.toml the chart sets itself (listeners, store file, and the
@@ -870,9 +875,18 @@ TEMPLATE_REJECTS = {
         "not both",
     ),
     "trial redis as a cluster": ({"redis": {"enabled": True}, "config": {"store": {"cluster": True}}}, "single Redis node"),
-    "platforms on Redis without the tool key": (
-        {"redis": {"enabled": True}, "replicaCount": 2, "config": {"platforms": [PLATFORM]}},
-        "config.platforms with Redis needs the tool key",
+    "platforms on Redis with an existing Secret without the tool key": (
+        {
+            "config": {"platforms": [PLATFORM], "store": {"url": "redis://redis.data.svc:6379"}},
+            "secrets": {
+                "existingSecret": "mine",
+                "sessionKey": None,
+                "webhookSecret": None,
+                "apiToken": None,
+                "consumers": None,
+            },
+        },
+        "the chart generates one only in the Secret it creates",
     ),
     "existing secret plus tool key value": (
         {
@@ -906,6 +920,246 @@ def test_a_chart_created_tool_key_reaches_ltigate(tmp_path):
     result = check_config(path, env, tmp_path)
     assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
     assert "BEGIN PRIVATE KEY" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The LTI 1.3 tool key: given, or generated and kept across upgrades
+# ---------------------------------------------------------------------------
+
+
+def with_platforms(*overrides: dict) -> dict:
+    """redis-enabled-values.yaml with a platform and no tool key, then `overrides`."""
+    values = merged(load_values(CI_DIR / "redis-enabled-values.yaml"), {"config": {"platforms": [PLATFORM]}})
+    for override in overrides:
+        values = merged(values, override)
+    return values
+
+
+def secret_data(docs: list[dict]) -> dict[str, str]:
+    """The chart-created Secret's values, decoded."""
+    return {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret")["data"].items()}
+
+
+def checksum(docs: list[dict]) -> str:
+    return gateway(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+
+
+def manifests(text: str) -> list[dict]:
+    """The documents of a rendered manifest stream."""
+    return [doc for part in re.split(r"(?m)^---[ \t]*$", text) if (doc := yaml.safe_load(part))]
+
+
+class FakeKubernetes:
+    """The Kubernetes API as far as `helm install --dry-run=server` asks it,
+    served on 127.0.0.1: discovery of the kinds the chart renders, an empty
+    OpenAPI document (nothing to validate against), and GET of the Secrets it
+    holds (404 for every other object). Helm renders with `lookup` answered
+    here, and writes nothing: a server-side dry run only reads. An upgrade
+    renders with `lookup` the same way, so what an install renders against a
+    namespace holding the release's Secret is what an upgrade renders."""
+
+    KINDS = {
+        "v1": {
+            "Secret": "secrets",
+            "ConfigMap": "configmaps",
+            "Service": "services",
+            "ServiceAccount": "serviceaccounts",
+            "PersistentVolumeClaim": "persistentvolumeclaims",
+        },
+        "apps/v1": {"Deployment": "deployments"},
+        "policy/v1": {"PodDisruptionBudget": "poddisruptionbudgets"},
+        "networking.k8s.io/v1": {"Ingress": "ingresses", "NetworkPolicy": "networkpolicies"},
+        "autoscaling/v2": {"HorizontalPodAutoscaler": "horizontalpodautoscalers"},
+        "monitoring.coreos.com/v1": {"ServiceMonitor": "servicemonitors"},
+    }
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, dict] = {}  # API path → Secret
+        self.gets: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def reply(self, status: int, body: object, content_type: str = "application/json") -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                fake.gets.append(path)
+                status, body = fake.answer(path)
+                # The OpenAPI v2 document is protobuf: empty bytes are an empty one.
+                self.reply(status, body, "application/octet-stream" if body == b"" else "application/json")
+
+            def refuse(self) -> None:
+                self.reply(405, {"kind": "Status", "status": "Failure", "code": 405})
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = refuse
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str) -> tuple[int, object]:
+        if path == "/version":
+            return 200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
+        if path == "/openapi/v2":
+            return 200, b""
+        if path == "/openapi/v3":
+            return 200, {"paths": {}}
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        if path == "/apis":
+            groups = []
+            for gv in self.KINDS:
+                if "/" in gv:
+                    group, version = gv.split("/")
+                    entry = {"groupVersion": gv, "version": version}
+                    groups.append({"name": group, "versions": [entry], "preferredVersion": entry})
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        for gv, kinds in self.KINDS.items():
+            if path == ("/api/" if gv == "v1" else "/apis/") + gv:
+                resources = [
+                    {
+                        "name": plural,
+                        "singularName": kind.lower(),
+                        "namespaced": True,
+                        "kind": kind,
+                        "verbs": ["get", "list", "create", "update", "patch", "delete"],
+                    }
+                    for kind, plural in kinds.items()
+                ]
+                return 200, {"kind": "APIResourceList", "groupVersion": gv, "resources": resources}
+        if path in self.secrets:
+            return 200, self.secrets[path]
+        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+
+    def secret_path(self, name: str) -> str:
+        return f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}"
+
+    def store(self, secret: dict) -> None:
+        """Puts a rendered Secret in the namespace as an install leaves it,
+        owned by the release."""
+        secret = copy.deepcopy(secret)
+        secret["metadata"].setdefault("annotations", {}).update(
+            {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE}
+        )
+        self.secrets[self.secret_path(secret["metadata"]["name"])] = secret
+
+    def install(self, values: dict) -> list[dict]:
+        """The manifests `helm install --dry-run=server` renders against this API."""
+        kubeconfig = yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
+                "users": [{"name": "fake", "user": {"token": "fake"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": NAMESPACE}}],
+                "current-context": "fake",
+            }
+        )
+        with helm.Config(kubeconfig_content=kubeconfig, namespace=NAMESPACE, storage_driver="memory") as cfg:
+            release = cfg.install(chart(), RELEASE, values, namespace=NAMESPACE, dry_run="server")
+        return manifests(release["manifest"])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def kube():
+    fake = FakeKubernetes()
+    yield fake
+    fake.close()
+
+
+def test_without_a_tool_key_the_chart_generates_one(tmp_path):
+    """config.platforms and no secrets.toolKey: the chart-created Secret holds
+    an RSA key of Helm's genPrivateKey (PKCS#1 PEM), named by lti13.key_file
+    and accepted by ltigate; the pods' checksum is that of this very Secret.
+    Offline, as with `helm template`, there is no Secret to look up: every
+    render makes a new key."""
+    values = with_platforms()
+    out = chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    (secret_text,) = [text for template, text in out.items() if template.endswith("/secret.yaml")]
+    docs = [doc for template, text in sorted(out.items()) if not template.endswith("NOTES.txt") for doc in manifests(text)]
+    key = secret_data(docs)["tool-key"]
+    assert key.startswith("-----BEGIN RSA PRIVATE KEY-----\n")
+    assert key.rstrip().endswith("-----END RSA PRIVATE KEY-----")
+    assert checksum(docs) == hashlib.sha256(secret_text.encode()).hexdigest()
+    assert tomllib.loads(config_toml(docs))["lti13"]["key_file"] == f"{SECRET_DIR}/tool-key"
+    path, env, _ = materialise(docs, values, tmp_path)
+    result = check_config(path, env, tmp_path)
+    assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+    again = render(values)
+    assert secret_data(again)["tool-key"] != key
+    assert checksum(again) != checksum(docs)
+
+
+def test_where_the_chart_generates_a_tool_key():
+    """A key is generated for platforms on either store, into the Secret the
+    chart creates only; without platforms there is nothing to sign."""
+    embedded = merged(load_values(CI_DIR / "standalone-values.yaml"), {"config": {"platforms": [PLATFORM]}})
+    docs = render(embedded)
+    assert secret_data(docs)["tool-key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+    assert tomllib.loads(config_toml(docs))["lti13"]["key_file"] == f"{SECRET_DIR}/tool-key"
+
+    docs = render(load_values(CI_DIR / "redis-enabled-values.yaml"))
+    assert "tool-key" not in secret_data(docs)
+    assert "lti13" not in tomllib.loads(config_toml(docs))
+
+    # An existing Secret on the embedded store without a tool key: nothing
+    # generated, no key_file (ltigate runs without a configured key); on
+    # Redis rendering fails instead (TEMPLATE_REJECTS).
+    existing = load_values(CI_DIR / "existing-secret-values.yaml")
+    docs = render(merged(existing, {"replicaCount": 1, "secrets": {"keys": {"storeUrl": "", "toolKey": ""}}}))
+    assert not of_kind(docs, "Secret")
+    assert "key_file" not in tomllib.loads(config_toml(docs)).get("lti13", {})
+
+
+def test_a_generated_tool_key_is_kept_across_upgrades(kube):
+    """Helm's `lookup`, answered by a Kubernetes API of the test's own: the
+    install finds no Secret and generates a key; with that Secret in the
+    namespace, the next render keeps its key, so the pods do not roll
+    either, and a change elsewhere in the Secret keeps it too."""
+    values = with_platforms()
+    first = kube.install(values)
+    secret = one(first, "Secret")
+    assert kube.secret_path(secret["metadata"]["name"]) in kube.gets, "lookup did not ask the API"
+    key = secret_data(first)["tool-key"]
+    assert key.startswith("-----BEGIN RSA PRIVATE KEY-----")
+
+    kube.store(secret)
+    upgrade = kube.install(values)
+    assert secret_data(upgrade)["tool-key"] == key
+    assert checksum(upgrade) == checksum(first)
+    changed = kube.install(merged(values, {"secrets": {"webhookSecret": "another-webhook-secret-0123"}}))
+    assert secret_data(changed)["tool-key"] == key
+    assert checksum(changed) != checksum(first)
+
+
+def test_a_given_tool_key_is_used_as_given(kube, tmp_path):
+    """secrets.toolKey is mounted as written, even when the release's Secret
+    holds a generated key; PKCS#1 (as `openssl rsa -traditional` and
+    genPrivateKey write it) passes the schema and ltigate."""
+    values = with_platforms()
+    kube.store(one(kube.install(values), "Secret"))
+    given = TOOL_KEY_PKCS1.read_text()
+    given_values = merged(values, {"secrets": {"toolKey": given}})
+    docs = kube.install(given_values)
+    assert secret_data(docs)["tool-key"] == given
+    path, env, _ = materialise(docs, given_values, tmp_path)
+    result = check_config(path, env, tmp_path)
+    assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("override,message", TEMPLATE_REJECTS.values(), ids=TEMPLATE_REJECTS.keys())

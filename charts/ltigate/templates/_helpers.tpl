@@ -141,7 +141,7 @@ embedded
                   "previousSessions" (list "previousSessionKeys" "previous-session-keys" (join "\n" ($s.previousSessionKeys | default list)))
                   "webhook" (list "webhookSecret" "webhook-secret" ($s.webhookSecret | default ""))
                   "apiToken" (list "apiToken" "api-token" ($s.apiToken | default ""))
-                  "toolKey" (list "toolKey" "tool-key" ($s.toolKey | default "")) }}
+                  "toolKey" (list "toolKey" "tool-key" (include "ltigate.toolKey" .)) }}
 {{- range $name, $spec := $want }}
 {{- if $existing }}
 {{- $key := index $s.keys (index $spec 0) }}
@@ -168,6 +168,42 @@ embedded
 {{- end }}
 {{- $_ := set $out "consumers" $consumers }}
 {{- $out | toJson }}
+{{- end }}
+
+{{/* The tool key ------------------------------------------------------------
+     ltigate.toolKey: the PEM of the LTI 1.3 tool key of the chart-created
+     Secret: secrets.toolKey as given; otherwise, when config.platforms is set
+     and the chart creates the Secret, the key already in the release's Secret
+     (lookup: upgrades keep it), or else a new RSA key (genPrivateKey: PKCS#1
+     PEM, 4096 bits). `helm template` and client-side dry runs cannot look
+     up, so they make a new key each time. The key is chosen once per render
+     and kept in .Values.secrets, so that the Secret and the checksum
+     annotation of the pods, rendered apart, hold the same key. */}}
+{{- define "ltigate.toolKey" -}}
+{{- $s := .Values.secrets }}
+{{- if $s.toolKey }}
+{{- $s.toolKey }}
+{{- else if and (not $s.existingSecret) .Values.config.platforms }}
+{{- if not (hasKey $s "ltigateChosenToolKey") }}
+{{- $key := include "ltigate.toolKeyInRelease" . }}
+{{- if not $key }}
+{{- $key = genPrivateKey "rsa" }}
+{{- end }}
+{{- $_ := set $s "ltigateChosenToolKey" $key }}
+{{- end }}
+{{- $s.ltigateChosenToolKey }}
+{{- end }}
+{{- end }}
+
+{{/* ltigate.toolKeyInRelease: the tool key in the Secret this chart created
+     for the release, if there is one (empty without a cluster to ask). */}}
+{{- define "ltigate.toolKeyInRelease" -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "ltigate.fullname" .) }}
+{{- with ($secret.data | default dict) }}
+{{- with (index . "tool-key") }}
+{{- b64dec . }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Durations --------------------------------------------------------------

@@ -108,11 +108,10 @@
 {{- end }}
 
 {{- /* LTI 1.3 */}}
-{{- if and $cfg.platforms (ne $kind "embedded") }}
-{{- $files := include "ltigate.secretFiles" . | fromJson }}
-{{- if not $files.toolKey }}
-{{- fail "config.platforms with Redis needs the tool key every replica signs with: set secrets.toolKey (PKCS#8 PEM of an RSA key of at least 2048 bits), or name its key in the existing Secret with secrets.keys.toolKey" }}
-{{- end }}
+{{- /* Without secrets.toolKey the chart-created Secret holds a generated
+     key (ltigate.toolKey); an existing Secret is not the chart's to fill. */}}
+{{- if and $cfg.platforms (ne $kind "embedded") $s.existingSecret (not $s.keys.toolKey) }}
+{{- fail "config.platforms with Redis needs the tool key every replica signs with, and the chart generates one only in the Secret it creates: put the key (PEM of an RSA key of at least 2048 bits, e.g. from openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048) in the existing Secret and name its key with secrets.keys.toolKey" }}
 {{- end }}
 
 {{- /* Ingress */}}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::super::raw::{redact_url, RawLti13, RawPlatform};
 use super::super::settings::*;
 use super::{resolve_secret, Check};
+use crate::lti::jose::{self, KeyError};
 use crate::secret::Secret;
 
 /// Every tenant once, in configuration order: the consumers', then those
@@ -22,40 +23,30 @@ pub(super) fn tenants(consumers: &[Consumer], platforms: &[Platform]) -> Vec<Arc
     tenants
 }
 
-/// Decodes the PKCS#8 PEM of the tool's RSA key (at least 2048 bits) into
-/// its DER bytes.
+/// Decodes the PEM of the tool's RSA key (at least 2048 bits) into PKCS#8
+/// DER: a `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1) block, by
+/// [`jose::private_key_pem_to_der`], each refusal worded for the operator.
 pub fn tool_key_der(pem: &[u8]) -> Result<Secret, String> {
-    use base64::Engine as _;
-    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-    const END: &str = "-----END PRIVATE KEY-----";
+    const EXPECTED: &str = "-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----";
     let text = std::str::from_utf8(pem)
-        .map_err(|_| format!("not PEM text; expected a PKCS#8 RSA key ({BEGIN} … {END})"))?;
-    if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
-        return Err(format!(
-            "a PKCS#1 key (BEGIN RSA PRIVATE KEY); convert it to PKCS#8 ({BEGIN}): openssl pkcs8 -topk8 -nocrypt -in old.pem -out key.pem"
-        ));
-    }
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        return Err(
+        .map_err(|_| format!("not PEM text; expected an RSA private key ({EXPECTED})"))?;
+    let der = jose::private_key_pem_to_der(text).map_err(|e| match e {
+        KeyError::Encrypted => {
             "an encrypted key; give it unencrypted (openssl pkcs8 -topk8 -nocrypt) and protect the file instead"
-                .into(),
-        );
-    }
-    let body = text
-        .split_once(BEGIN)
-        .and_then(|(_, rest)| rest.split_once(END))
-        .map(|(body, _)| body)
-        .ok_or_else(|| format!("not a PKCS#8 PEM key ({BEGIN} … {END})"))?;
-    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| "the PEM body is not valid base64".to_string())?;
+                .to_string()
+        }
+        KeyError::OtherKind(label) => format!(
+            "a PEM {label} block, not an RSA key (LTI 1.3 signs with RS256); generate one with openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048"
+        ),
+        KeyError::NotBase64 => "the PEM body is not valid base64".to_string(),
+        _ => format!("not a PEM RSA private key ({EXPECTED})"),
+    })?;
     let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| {
         match e.to_string().as_str() {
             "TooSmall" => "an RSA key of fewer than 2048 bits; generate one of 2048 bits or more (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048)".to_string(),
             "TooLarge" => "an RSA key larger than 4096 bits, more than ltigate signs with".to_string(),
             "WrongAlgorithm" => "not an RSA key (LTI 1.3 signs with RS256)".to_string(),
-            other => format!("not a usable PKCS#8 RSA private key ({other})"),
+            other => format!("not a usable RSA private key ({other})"),
         }
     })?;
     let bits = pair.public().modulus_len() * 8;
