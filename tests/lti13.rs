@@ -110,7 +110,7 @@ async fn the_embedded_store_generates_a_tool_key_once() {
     assert_eq!(first.len(), 1);
     let path = gate.dir.path().join("tool-key.pem");
     let pem = std::fs::read_to_string(&path).unwrap();
-    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let key = SigningKey::from_pem(&pem).unwrap();
     assert_eq!(key.kid(), first[0]);
     assert_eq!(key.public_jwk().bits(), 2048);
     {

@@ -254,10 +254,12 @@ impl Lti13Export {
                 message,
             })?;
         }
+        let generated = crate::launch::tool_key::existing_generated_key(settings);
         let tool_key = settings
             .lti13
             .key
             .as_ref()
+            .or(generated.as_ref())
             .map(|der| {
                 SigningKey::from_pkcs8_der(der.expose())
                     .map(|k| ToolKey {
@@ -330,7 +332,7 @@ impl Lti13Export {
             None => line(
                 &mut out,
                 "Tool key:",
-                "none configured ([lti13] key_file): the JWKS is empty and grades cannot be sent",
+                "none configured ([lti13] key_file; on the embedded store ltigate generates one at its first start with [[platforms]])",
             ),
         }
         out.push('\n');
@@ -376,8 +378,9 @@ impl Lti13Export {
             None => {
                 let _ = writeln!(
                     out,
-                    "\nNo tool key is configured ([lti13] key_file), so there is no public key to\n\
-                     paste and the JWKS URL publishes none yet."
+                    "\nNo tool key is configured ([lti13] key_file; on the embedded store ltigate\n\
+                     generates one at its first start with [[platforms]]), so there is no public\n\
+                     key to paste and the JWKS URL publishes none yet."
                 );
             }
         }

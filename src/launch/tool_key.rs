@@ -40,6 +40,27 @@ pub const GENERATED_KEY_FILE: &str = "tool-key.pem";
 /// The size of a generated key.
 pub const GENERATED_KEY_BITS: usize = 2048;
 
+/// The file a generated key is kept in, for the embedded store at `path`.
+fn generated_key_path(path: &Path) -> std::path::PathBuf {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(GENERATED_KEY_FILE)
+}
+
+/// The key generated before (none is configured, the embedded store keeps
+/// one beside its database), read without generating one: what `ltigate
+/// export` shows.
+pub fn existing_generated_key(settings: &Settings) -> Option<Secret> {
+    let StoreSettings::Embedded { path } = &settings.store else {
+        return None;
+    };
+    let pem = std::fs::read_to_string(generated_key_path(path)).ok()?;
+    crate::lti::jose::private_key_pem_to_der(&pem)
+        .ok()
+        .map(Secret::new)
+}
+
 /// The signing key when none is configured: on the embedded store with
 /// `[[platforms]]`, generated once and kept beside the database (readable
 /// by ltigate's user alone), as the session key is. `None` otherwise (with
@@ -51,13 +72,10 @@ pub fn generated_key(settings: &Settings) -> anyhow::Result<Option<Secret>> {
     let StoreSettings::Embedded { path } = &settings.store else {
         return Ok(None);
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let key_path = dir.join(GENERATED_KEY_FILE);
+    let key_path = generated_key_path(path);
+    let dir = key_path.parent().unwrap_or(Path::new("."));
     if let Ok(pem) = std::fs::read_to_string(&key_path) {
-        let der = crate::lti::jose::pkcs8_pem_to_der(&pem).map_err(|e| {
+        let der = crate::lti::jose::private_key_pem_to_der(&pem).map_err(|e| {
             anyhow::anyhow!(
                 "{}: {e}; delete it to generate a new one",
                 key_path.display()

@@ -233,7 +233,7 @@ mod tests {
         // The PEM form reads back to the same key.
         let pem = pkcs8_pem(&der);
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
-        let again = SigningKey::from_pkcs8_pem(&pem).unwrap();
+        let again = SigningKey::from_pem(&pem).unwrap();
         assert_eq!(again.kid(), key.kid());
         // Another stream, another key.
         let other = generate_pkcs8(2048, &mut counter_fill(8)).unwrap();
