@@ -301,7 +301,10 @@ fn lti13_needs_no_registration() {
         assert!(out.contains(&format!("\n  {key} ")), "{key} not in:\n{out}");
     }
     // No key configured: said so, and no JWK printed.
-    assert!(out.contains("none configured ([lti13] key_file)"), "{out}");
+    assert!(
+        out.contains("none configured ([lti13] key_file; on the embedded store"),
+        "{out}"
+    );
     assert!(!out.contains("\"kty\""), "{out}");
     // No course: the target link names none, and the text says how links
     // name theirs.

@@ -535,7 +535,9 @@ consumer = "Acme"
         );
         assert_eq!(e.tool.custom_parameter.as_deref(), Some("course=C 1/ä"));
         assert!(e.tool_key.is_none());
-        assert!(e.to_text().contains("none configured ([lti13] key_file)"));
+        assert!(e
+            .to_text()
+            .contains("none configured ([lti13] key_file; on the embedded store"));
     }
 
     #[test]
