@@ -123,6 +123,8 @@ conformance! {
         unknown_kind_is_released_for_later,
         concurrent_leases_are_disjoint,
         stats_count_depth_dead_and_age,
+        score_timestamps_strictly_increase,
+        score_timestamps_are_atomic,
     ],
 }
 
@@ -520,6 +522,50 @@ mod cases {
         got
     }
 
+    /// The next AGS score timestamp of a key: now, or one past the last
+    /// when the clock is behind it; keys are independent.
+    pub async fn score_timestamps_strictly_increase(store: SharedStore) {
+        let s = &*store;
+        let key = "https://lms.example/lineitems/1|learner-1";
+        let next = |k: &'static str, at: u64| async move {
+            s.next_score_timestamp(k, at)
+                .await
+                .expect("next_score_timestamp")
+        };
+        assert_eq!(next(key, 1_765_000_000_000).await, 1_765_000_000_000);
+        assert_eq!(next(key, 1_765_000_000_000).await, 1_765_000_000_001);
+        // A replica whose clock is behind still sends a later one.
+        assert_eq!(next(key, 1_764_000_000_000).await, 1_765_000_000_002);
+        assert_eq!(next(key, 1_766_000_000_000).await, 1_766_000_000_000);
+        assert_eq!(
+            next("https://lms.example/lineitems/1|learner-2", 5).await,
+            5,
+            "another learner's key is its own"
+        );
+    }
+
+    /// Concurrent calls for one key get distinct, consecutive timestamps.
+    pub async fn score_timestamps_are_atomic(store: SharedStore) {
+        let n = 32;
+        let barrier = Arc::new(Barrier::new(n));
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.next_score_timestamp("race", 1_000).await
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.expect("task").expect("next_score_timestamp"));
+        }
+        got.sort_unstable();
+        let expected: Vec<u64> = (1_000..1_000 + n as u64).collect();
+        assert_eq!(got, expected);
+    }
+
     pub async fn odd_inputs_do_not_collide(store: SharedStore) {
         let s = &*store;
         let long = "x".repeat(4096);
@@ -682,6 +728,18 @@ fn open_embedded(path: &Path) -> SharedStore {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_score_timestamps_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ltigate.db");
+    {
+        let store = open_embedded(&path);
+        assert_eq!(store.next_score_timestamp("k", 10).await.unwrap(), 10);
+    }
+    let store = reopen_embedded(&path).await;
+    assert_eq!(store.next_score_timestamp("k", 10).await.unwrap(), 11);
+}
+
+#[tokio::test]
 async fn embedded_nonces_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data").join("store.db");

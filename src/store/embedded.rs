@@ -85,6 +85,8 @@ const DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("outbox_due")
 const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
 const EVENT_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("event_expiry");
 const HEALTH: TableDefinition<&str, u64> = TableDefinition::new("health");
+/// AGS score key → the last score timestamp sent (unix ms).
+const SCORE_TIMES: TableDefinition<&str, u64> = TableDefinition::new("score_times");
 
 /// Rows removed per sweep transaction, so that a sweep never holds the
 /// writer for long; a sweep runs as many as it needs.
@@ -271,6 +273,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
         txn.open_table(EVENTS)?;
         txn.open_table(EVENT_EXPIRY)?;
         txn.open_table(HEALTH)?;
+        txn.open_table(SCORE_TIMES)?;
     }
     let legacy = txn
         .list_tables()?
@@ -885,6 +888,25 @@ impl Store for EmbeddedStore {
             check_event(&mut t.events, &mut t.event_expiry, &event_key, now, ttl)
         })
         .await
+    }
+
+    async fn next_score_timestamp(&self, key: &str, candidate: u64) -> Result<u64, StoreError> {
+        // One read-modify-write in one write transaction (redb runs them one
+        // at a time). Kept without expiry: one small row per line item and
+        // learner.
+        let key = key.to_string();
+        self.writer
+            .submit(move |txn, _now| {
+                let mut times = txn.open_table(SCORE_TIMES).map_err(db_err)?;
+                let last = times.get(key.as_str()).map_err(db_err)?.map(|v| v.value());
+                let next = match last {
+                    Some(l) if l >= candidate => l.saturating_add(1),
+                    _ => candidate,
+                };
+                times.insert(key.as_str(), next).map_err(db_err)?;
+                Ok(next)
+            })
+            .await
     }
 
     async fn lease_due(&self, lease: Duration, max: usize) -> Result<Vec<Lease>, StoreError> {

@@ -192,6 +192,10 @@ pub struct OutboxStats {
     pub oldest_created_ms: Option<u64>,
 }
 
+/// How long the last AGS score timestamp of a (line item, learner) is kept
+/// after it was used: longer than any course.
+pub const SCORE_TIMESTAMP_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
+
 /// The store operations ltigate needs. Implementations are cheap to share
 /// (`Arc<dyn Store>`).
 #[async_trait]
@@ -308,6 +312,14 @@ pub trait Store: Send + Sync + 'static {
     /// Re-queues one dead job (by [`Enrolment::id`]) or all of them; returns
     /// how many.
     async fn retry_dead(&self, id: Option<&str>) -> Result<usize, StoreError>;
+
+    /// The timestamp (unix ms) of the next AGS score sent under `key` (a
+    /// line item and a learner): `candidate` (now), or one past the last
+    /// one sent when that is not earlier — so the timestamps of one key
+    /// strictly increase across replicas, restarts and clock differences
+    /// (DESIGN §13). Atomic: concurrent calls get distinct values. Kept
+    /// [`SCORE_TIMESTAMP_TTL`] after the last use.
+    async fn next_score_timestamp(&self, key: &str, candidate: u64) -> Result<u64, StoreError>;
 
     /// Counters, from [`Store::outbox_jobs`].
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

@@ -26,6 +26,20 @@ use super::{
 
 const KEY_PREFIX: &str = "ltigate";
 
+/// The next AGS score timestamp: KEYS[1] = the key's last timestamp,
+/// ARGV[1] = the candidate (now, unix ms), ARGV[2] = how long to keep it
+/// (seconds). Returns the candidate, or one past the last when that is not
+/// earlier, and keeps it as the last. (Lua numbers are doubles: exact for
+/// unix milliseconds.)
+const SCORE_TIME_SCRIPT: &str = r"
+local candidate = tonumber(ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local nextval = candidate
+if last >= candidate then nextval = last + 1 end
+redis.call('SET', KEYS[1], string.format('%.0f', nextval), 'EX', ARGV[2])
+return nextval
+";
+
 /// Claims a licence: KEYS[1] = the consumer's subscription set, ARGV[1] = the
 /// member, ARGV[2] = the cap (`-1`: none). Returns -1 when the cap is
 /// reached, 0 for an existing member, else the count after adding.
@@ -270,6 +284,7 @@ pub struct RedisStore {
     target: Target,
     timeout: Duration,
     claim: Script,
+    score_time: Script,
     enqueue: Script,
     enrol: Script,
     lease: Script,
@@ -329,6 +344,7 @@ impl RedisStore {
             target,
             timeout,
             claim: Script::new(CLAIM_SCRIPT),
+            score_time: Script::new(SCORE_TIME_SCRIPT),
             enqueue: Script::new(ENQUEUE_SCRIPT),
             enrol: Script::new(ENROL_SCRIPT),
             lease: Script::new(LEASE_SCRIPT),
@@ -535,6 +551,20 @@ impl Store for RedisStore {
             })
             .await?;
         Ok(())
+    }
+
+    async fn next_score_timestamp(&self, key: &str, candidate: u64) -> Result<u64, StoreError> {
+        let key = tagged("score_time", key, "");
+        let ttl = crate::store::SCORE_TIMESTAMP_TTL.as_secs();
+        self.run(async |mut c| {
+            self.score_time
+                .key(&key)
+                .arg(candidate)
+                .arg(ttl)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
     }
 
     async fn licences_used(&self, consumer: &str) -> Result<u64, StoreError> {
