@@ -9,6 +9,7 @@ pub mod launch;
 pub mod migration;
 pub mod oauth1;
 pub mod outcomes;
+pub mod ags;
 pub mod roles;
 pub mod rsa_keygen;
 
