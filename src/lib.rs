@@ -217,14 +217,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         lifetime,
         opened: session::OpenedCache::new(),
     });
+    let tool_keys = Arc::new(launch::tool_key::ToolKeys::load(&settings)?);
     let worker = Arc::new(outcomes::worker::Worker::new(
         app.clone(),
         app.outbox_notify.clone(),
+        tool_keys.signing().cloned(),
     )?);
-    let lti13 = Arc::new(launch::v1p3::Lti13::new(
-        &settings,
-        Arc::new(launch::tool_key::ToolKeys::load(&settings)?),
-    )?);
+    let lti13 = Arc::new(launch::v1p3::Lti13::new(&settings, tool_keys)?);
     let public = Arc::new(PublicLayers {
         shed: ShedLayer::new(settings.server.max_connections),
         request_id: RequestIdLayer::new(settings.server.trust_forwarded_headers),

@@ -42,8 +42,9 @@ pub struct Metrics {
     pub outbox_oldest_age: Gauge,
     /// `ltigate_licences_used{consumer}`
     pub licences_used: IntGaugeVec,
-    /// `ltigate_outcome_targets_refused_total{consumer}`: launches whose
-    /// outcome URL was refused, so their grades cannot go back.
+    /// `ltigate_outcome_targets_refused_total{consumer,reason}`: accepted
+    /// launches whose outcome target was not stored, so their grades cannot
+    /// go back.
     pub outcome_targets_refused: IntCounterVec,
     /// `ltigate_lti13_logins_total{result}`
     pub lti13_logins: IntCounterVec,
@@ -51,6 +52,8 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// `ltigate_jwks_last_success_timestamp_seconds{platform}`
     pub jwks_last_success: IntGaugeVec,
+    /// `ltigate_ags_tokens_total{platform,result}`
+    pub ags_tokens: IntCounterVec,
     /// `ltigate_store_up`
     pub store_up: IntGauge,
     /// `ltigate_store_errors_total{op}`
@@ -61,6 +64,8 @@ pub struct Metrics {
 pub const STORE_OPS: [&str; 7] = [
     "ping", "nonce", "licence", "ticket", "outbox", "target", "state",
 ];
+/// Reasons of `ltigate_outcome_targets_refused_total`.
+pub const OUTCOME_TARGET_REFUSALS: [&str; 3] = ["unsafe_url", "no_lineitem", "no_score_scope"];
 /// Results of `ltigate_lti13_logins_total`.
 pub const LTI13_LOGIN_RESULTS: [&str; 5] = [
     "redirected",
@@ -221,14 +226,20 @@ impl Metrics {
         let outcome_targets_refused = counter_vec(
             &r,
             "ltigate_outcome_targets_refused_total",
-            "Launches whose outcome URL was refused (grades cannot go back), by consumer",
-            &["consumer"],
+            "Accepted launches whose outcome target was not stored (grades cannot go back), by consumer and reason",
+            &["consumer", "reason"],
         );
         let lti13_logins = counter_vec(
             &r,
             "ltigate_lti13_logins_total",
             "LTI 1.3 login initiations by result",
             &["result"],
+        );
+        let ags_tokens = counter_vec(
+            &r,
+            "ltigate_ags_tokens_total",
+            "Access token requests for AGS scores by platform and result",
+            &["platform", "result"],
         );
         let jwks_fetches = counter_vec(
             &r,
@@ -272,7 +283,9 @@ impl Metrics {
         }
         for c in consumers {
             licences_used.with_label_values(&[c.as_str()]);
-            outcome_targets_refused.with_label_values(&[c.as_str()]);
+            for r in OUTCOME_TARGET_REFUSALS {
+                outcome_targets_refused.with_label_values(&[c.as_str(), r]);
+            }
         }
         for s in SESSION_REJECTIONS {
             session_rejections.with_label_values(&[s]);
@@ -321,6 +334,7 @@ impl Metrics {
             lti13_logins,
             jwks_fetches,
             jwks_last_success,
+            ags_tokens,
             store_up,
             store_errors,
         }
@@ -336,6 +350,13 @@ impl Metrics {
             }
             for result in ["ok", "error"] {
                 self.jwks_fetches.with_label_values(&[platform, result]);
+            }
+            for result in ["issued", "error"] {
+                self.ags_tokens.with_label_values(&[platform, result]);
+            }
+            for reason in OUTCOME_TARGET_REFUSALS {
+                self.outcome_targets_refused
+                    .with_label_values(&[tenant, reason]);
             }
         }
         for t in tenants {

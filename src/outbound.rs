@@ -160,6 +160,59 @@ impl Outbound {
     }
 }
 
+/// An answer of [`Outbound::post`]: any status (non-2xx is the caller's
+/// to classify).
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// The headers.
+    pub headers: http::HeaderMap,
+    /// The body, read up to the limit.
+    pub body: Bytes,
+}
+
+impl Outbound {
+    /// `POST url` with `headers` and `body`; the answer's body read up to
+    /// `limit` bytes (a longer one is cut there, not refused: it is only
+    /// read for the platform's words).
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: http::HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Answer, OutboundError> {
+        let url = self.check(url)?;
+        let mut resp = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| OutboundError::Failed(error_text(&e)))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut body = BytesMut::new();
+        while body.len() < limit {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = limit - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(OutboundError::Failed(error_text(&e))),
+            }
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body: body.freeze(),
+        })
+    }
+}
+
 /// The body of `resp`, refused past `limit` bytes.
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, OutboundError> {
     let mut body = BytesMut::new();

@@ -593,13 +593,17 @@ async fn a_loopback_outcome_url_is_refused_without_allow_insecure_targets() {
     assert!(lms.received().is_empty());
     // Counted, for an alert: this LMS's grades cannot go back.
     assert_eq!(
-        gate.metric("ltigate_outcome_targets_refused_total{consumer=\"Acme\"}")
-            .await,
+        gate.metric(
+            "ltigate_outcome_targets_refused_total{consumer=\"Acme\",reason=\"unsafe_url\"}"
+        )
+        .await,
         1.0
     );
     assert_eq!(
-        gate.metric("ltigate_outcome_targets_refused_total{consumer=\"Beta\"}")
-            .await,
+        gate.metric(
+            "ltigate_outcome_targets_refused_total{consumer=\"Beta\",reason=\"unsafe_url\"}"
+        )
+        .await,
         0.0
     );
 }
@@ -761,7 +765,8 @@ async fn grade_passback_on_redis() {
 }
 
 /// During a rolling upgrade a newer replica may store a target of a kind this
-/// release cannot deliver (LTI 1.3 AGS). The worker delivers the Basic
+/// release cannot deliver (as LTI 1.3 AGS targets were to releases before
+/// it). The worker delivers the Basic
 /// Outcomes job queued beside it and hands the other back, for a replica
 /// that knows its kind: still pending, not an attempt, no dead letter, not
 /// due again for a while (no busy loop), listed with its kind.
@@ -769,7 +774,7 @@ async fn grade_passback_on_redis() {
 async fn a_target_kind_not_known_here_is_left_for_another_replica() {
     let (_up, gate, lms) = setup().await;
     let newer = ltigate::store::Enrolment::new("Acme", "C-1", "acme:g-new");
-    let ags = br#"{"kind":"ags","lineitem":"https://lms.example.org/api/lti/courses/1/line_items/7","user_id":"5f3c","platform":"canvas"}"#;
+    let ags = br#"{"kind":"future_kind","lineitem":"https://lms.example.org/api/lti/courses/1/line_items/7","user_id":"5f3c","platform":"canvas"}"#;
     gate.app()
         .store
         .put_enrolment(&newer, Some(ags))
@@ -805,7 +810,7 @@ async fn a_target_kind_not_known_here_is_left_for_another_replica() {
     let job = &list[0];
     assert_eq!(job["learner"], "acme:g-new");
     assert_eq!(job["state"], "pending");
-    assert_eq!(job["kind"], "ags");
+    assert_eq!(job["kind"], "future_kind");
     assert_eq!(job["attempts"], 0);
     assert_eq!(job["last_error"], serde_json::Value::Null);
     assert_eq!(job["leased"], false);
@@ -845,7 +850,7 @@ async fn a_target_kind_not_known_here_is_left_for_another_replica() {
     );
     let row = table.lines().nth(1).unwrap();
     assert!(
-        row.starts_with("pending") && row.contains(" ags "),
+        row.starts_with("pending") && row.contains(" future_kind "),
         "{table}"
     );
 }

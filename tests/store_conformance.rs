@@ -1852,7 +1852,7 @@ mod outbox_cases {
         use ltigate::outcomes::StoredTarget;
         const DELAY: Duration = Duration::from_millis(400);
         let e = who("u");
-        let newer = br#"{"kind":"ags","lineitem":"https://lms.example.org/li/1","user_id":"u-1","platform":"canvas"}"#;
+        let newer = br#"{"kind":"future_kind","lineitem":"https://lms.example.org/li/1","user_id":"u-1","platform":"canvas"}"#;
         store.put_enrolment(&e, Some(newer)).await.unwrap();
         assert_eq!(
             store.enqueue(&e, "e-1", 0.7, TTL).await.unwrap(),
@@ -1862,7 +1862,9 @@ mod outbox_cases {
         let stored = store.get_enrolment(&e).await.unwrap().flatten().unwrap();
         assert_eq!(
             StoredTarget::decode(&stored),
-            Some(StoredTarget::Unknown { kind: "ags".into() })
+            Some(StoredTarget::Unknown {
+                kind: "future_kind".into()
+            })
         );
         let before = ltigate::store::now_millis();
         assert!(store.release_after(&l, DELAY).await.unwrap());

@@ -44,15 +44,17 @@ pub async fn list(base: &str, json: bool) -> anyhow::Result<String> {
     if jobs.is_empty() {
         return Ok("the outbox is empty\n".into());
     }
-    let mut out =
-        String::from("STATE    ATTEMPTS  SCORE  KIND            COURSE  LEARNER  EVENT  ID\n");
+    let mut out = String::from(
+        "STATE    ATTEMPTS  SCORE  KIND            PLATFORM  COURSE  LEARNER  EVENT  ID\n",
+    );
     for j in &jobs {
         out.push_str(&format!(
-            "{:<8} {:>8}  {:<5}  {:<14}  {}  {}  {}  {}\n",
+            "{:<8} {:>8}  {:<5}  {:<14}  {}  {}  {}  {}  {}\n",
             j["state"].as_str().unwrap_or("?"),
             j["attempts"],
             j["score"],
             j["kind"].as_str().unwrap_or("-"),
+            j["platform"].as_str().unwrap_or("-"),
             j["course"].as_str().unwrap_or(""),
             j["learner"].as_str().unwrap_or(""),
             j["event_id"].as_str().unwrap_or(""),

@@ -21,16 +21,25 @@ fn store_unavailable(admin: &Admin, e: StoreError) -> AdminError {
 }
 
 /// The kind of an enrolment's outcome target, as stored (`basic_outcomes`,
-/// or a kind this release does not know); `None` without a readable target.
-async fn target_kind(admin: &Admin, enrolment: &Enrolment) -> Result<Option<String>, StoreError> {
-    Ok(admin
+/// `ags`, or a kind this release does not know; `None` without a readable
+/// target), and the LTI 1.3 registration an AGS target goes to.
+async fn target_kind(
+    admin: &Admin,
+    enrolment: &Enrolment,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    use crate::outcomes::{OutcomeTarget, StoredTarget};
+    let stored = admin
         .app
         .store
         .get_enrolment(enrolment)
         .await?
         .flatten()
-        .and_then(|bytes| crate::outcomes::StoredTarget::decode(&bytes))
-        .map(|t| t.kind_name().to_string()))
+        .and_then(|bytes| StoredTarget::decode(&bytes));
+    let platform = match &stored {
+        Some(StoredTarget::Known(OutcomeTarget::Ags { platform, .. })) => Some(platform.clone()),
+        _ => None,
+    };
+    Ok((stored.map(|t| t.kind_name().to_string()), platform))
 }
 
 /// `GET /outbox`: every job, dead letters first, oldest first.
@@ -42,7 +51,7 @@ pub(super) async fn list(admin: &Admin) -> Result<Response<Body>, AdminError> {
         .await
         .map_err(|e| store_unavailable(admin, e))?;
     jobs.sort_by_key(|j| (j.state != JobState::Dead, j.created_ms));
-    let mut kinds: Vec<Option<String>> = Vec::with_capacity(jobs.len());
+    let mut kinds: Vec<(Option<String>, Option<String>)> = Vec::with_capacity(jobs.len());
     for chunk in jobs.chunks(TARGET_READS) {
         let reads = chunk.iter().map(|j| target_kind(admin, &j.enrolment));
         let read = futures_util::future::try_join_all(reads).await;
@@ -51,11 +60,12 @@ pub(super) async fn list(admin: &Admin) -> Result<Response<Body>, AdminError> {
     let list: Vec<serde_json::Value> = jobs
         .iter()
         .zip(kinds)
-        .map(|(j, kind)| {
+        .map(|(j, (kind, platform))| {
             serde_json::json!({
                 "id": j.enrolment.id(),
                 "state": j.state,
                 "kind": kind,
+                "platform": platform,
                 "consumer": j.enrolment.tenant,
                 "course": j.enrolment.course,
                 "learner": j.enrolment.learner,

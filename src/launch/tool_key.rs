@@ -23,14 +23,14 @@ pub const JWKS_MAX_AGE: &str = "public, max-age=300";
 
 /// The tool's keys, built once at start-up.
 pub struct ToolKeys {
-    signing: Option<SigningKey>,
+    signing: Option<std::sync::Arc<SigningKey>>,
     jwks: Bytes,
 }
 
 impl std::fmt::Debug for ToolKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ToolKeys")
-            .field("kid", &self.signing.as_ref().map(SigningKey::kid))
+            .field("kid", &self.signing.as_ref().map(|k| k.kid()))
             .finish_non_exhaustive()
     }
 }
@@ -143,11 +143,14 @@ impl ToolKeys {
         }
         let keys: Vec<serde_json::Value> = published.iter().map(|k| k.to_json()).collect();
         let jwks = serde_json::json!({ "keys": keys }).to_string().into();
-        Ok(ToolKeys { signing, jwks })
+        Ok(ToolKeys {
+            signing: signing.map(std::sync::Arc::new),
+            jwks,
+        })
     }
 
     /// The key that signs, if one is configured.
-    pub fn signing(&self) -> Option<&SigningKey> {
+    pub fn signing(&self) -> Option<&std::sync::Arc<SigningKey>> {
         self.signing.as_ref()
     }
 

@@ -355,7 +355,7 @@ fn outcome_target(
         state
             .metrics
             .outcome_targets_refused
-            .with_label_values(&[tenant.name.as_str()])
+            .with_label_values(&[tenant.name.as_str(), "unsafe_url"])
             .inc();
         return None;
     }

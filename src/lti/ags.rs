@@ -205,7 +205,11 @@ pub enum ScoreAnswer {
 }
 
 /// Classifies a scores endpoint's answer (DESIGN §13).
-pub fn classify_score_answer(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ScoreAnswer {
+pub fn classify_score_answer(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ScoreAnswer {
     match status {
         200..=299 => ScoreAnswer::Delivered,
         401 => ScoreAnswer::Unauthorized,
@@ -267,7 +271,10 @@ mod tests {
     fn timestamps_are_rfc3339_with_milliseconds() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_001), "2000-02-29T00:00:00.001Z");
-        assert_eq!(rfc3339_millis(1_765_156_789_123), "2025-12-08T01:19:49.123Z");
+        assert_eq!(
+            rfc3339_millis(1_765_156_789_123),
+            "2025-12-08T01:19:49.123Z"
+        );
         // Agrees with humantime over a range of instants.
         for ms in (0..4_000_000_000_000u64).step_by(97_654_321_017) {
             let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
@@ -295,7 +302,10 @@ mod tests {
         let c = client_assertion_claims("cid", "https://auth.example/token", 1000, "j1");
         assert_eq!(c["iss"], "cid");
         assert_eq!(c["sub"], "cid");
-        assert_eq!(c["aud"], "https://auth.example/token", "a string, not an array");
+        assert_eq!(
+            c["aud"], "https://auth.example/token",
+            "a string, not an array"
+        );
         assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 300);
         let form = token_request_form("a.b.c");
         assert_eq!(form[0], ("grant_type", "client_credentials".to_string()));
@@ -305,7 +315,10 @@ mod tests {
     #[test]
     fn token_answers() {
         assert_eq!(
-            parse_token_answer(200, br#"{"access_token":"t","token_type":"Bearer","expires_in":600}"#),
+            parse_token_answer(
+                200,
+                br#"{"access_token":"t","token_type":"Bearer","expires_in":600}"#
+            ),
             TokenAnswer::Token(AccessToken {
                 token: "t".into(),
                 expires_in: 600
@@ -327,7 +340,11 @@ mod tests {
         for (status, body, words) in [
             (200, &b"{}"[..], "no access_token"),
             (200, b"not json", "without JSON"),
-            (200, br#"{"access_token":"t","token_type":"mac"}"#, "not a bearer"),
+            (
+                200,
+                br#"{"access_token":"t","token_type":"mac"}"#,
+                "not a bearer",
+            ),
             (
                 401,
                 br#"{"error":"invalid_client","error_description":"unknown kid"}"#,

@@ -1,6 +1,7 @@
 //! Pure LTI protocol code: values in, values out, no I/O, no clock, no
 //! randomness. Tested with published vectors and fuzzable.
 
+pub mod ags;
 pub mod cartridge;
 pub mod encode;
 pub mod id_token;
@@ -9,7 +10,6 @@ pub mod launch;
 pub mod migration;
 pub mod oauth1;
 pub mod outcomes;
-pub mod ags;
 pub mod roles;
 pub mod rsa_keygen;
 

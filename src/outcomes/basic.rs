@@ -72,7 +72,13 @@ impl BasicOutcomes {
             sourced_id,
             method,
             secret,
-        } = target;
+        } = target
+        else {
+            return Err(Verdict::Dead(format!(
+                "a {} target was given to the Basic Outcomes deliverer",
+                target.kind().name()
+            )));
+        };
         // Grades go back signed as the tenant's LTI 1.1 consumer.
         let consumer = settings.consumer_of(&tenant.name).ok_or_else(|| {
             Verdict::Dead(format!(
@@ -235,7 +241,7 @@ enum Resolve {
 
 /// Whether a request started at `now_ms` ends, timeout included, before the
 /// lease does.
-fn fits_in_lease(lease_until_ms: u64, now_ms: u64, timeout: Duration) -> bool {
+pub(super) fn fits_in_lease(lease_until_ms: u64, now_ms: u64, timeout: Duration) -> bool {
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     now_ms.saturating_add(timeout_ms) <= lease_until_ms
 }

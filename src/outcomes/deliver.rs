@@ -13,9 +13,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::ags::AgsScores;
 use super::basic::BasicOutcomes;
 use super::{OutcomeTarget, TargetKind, Verdict};
-use crate::config::{OutcomeSettings, Settings, Tenant};
+use crate::config::{Settings, Tenant};
+use crate::http::AppState;
+use crate::lti::jose::SigningKey;
 use crate::store::Job;
 
 /// Delivers one grade to targets of one kind.
@@ -51,13 +54,15 @@ impl Deliverers {
         Self::default()
     }
 
-    /// The deliverers this build offers: LTI 1.1 Basic Outcomes.
-    pub fn standard(settings: &OutcomeSettings) -> anyhow::Result<Self> {
+    /// The deliverers this build offers: LTI 1.1 Basic Outcomes, and LTI
+    /// 1.3 AGS scores signed with the tool's `key`.
+    pub fn standard(app: &Arc<AppState>, key: Option<Arc<SigningKey>>) -> anyhow::Result<Self> {
         let mut d = Self::new();
         d.register(
             TargetKind::BasicOutcomes,
-            Arc::new(BasicOutcomes::new(settings)?),
+            Arc::new(BasicOutcomes::new(&app.settings.outcomes)?),
         );
+        d.register(TargetKind::Ags, Arc::new(AgsScores::new(app.clone(), key)?));
         Ok(d)
     }
 

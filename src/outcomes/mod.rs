@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::lti::outcomes::{parse_response, CodeMajor};
 use crate::secret::Secret;
 
+pub mod ags;
 pub mod basic;
 pub mod deliver;
 pub mod webhook;
@@ -23,8 +24,7 @@ pub mod worker;
 
 pub use deliver::{Deliver, Deliverers};
 
-/// Where and how a grade goes back: one variant per protocol (LTI 1.3 AGS
-/// line items will join Basic Outcomes).
+/// Where and how a grade goes back: one variant per protocol.
 ///
 /// Stored as JSON with the kind in a `kind` field
 /// (`{"kind":"basic_outcomes","url":…}`); a kind's name never changes once
@@ -43,6 +43,16 @@ pub enum OutcomeTarget {
         method: String,
         /// Fingerprint of the consumer secret that verified the launch.
         secret: String,
+    },
+    /// LTI 1.3 Assignment and Grade Services: a score posted to a line
+    /// item.
+    Ags {
+        /// The line item URL (`…/claim/endpoint` `lineitem`).
+        lineitem: String,
+        /// The learner at the platform (the id_token's `sub`).
+        user_id: String,
+        /// The registration's `name`: its token endpoint and client id.
+        platform: String,
     },
 }
 
@@ -64,6 +74,7 @@ impl OutcomeTarget {
     pub fn kind(&self) -> TargetKind {
         match self {
             OutcomeTarget::BasicOutcomes { .. } => TargetKind::BasicOutcomes,
+            OutcomeTarget::Ags { .. } => TargetKind::Ags,
         }
     }
 }
@@ -73,16 +84,19 @@ impl OutcomeTarget {
 pub enum TargetKind {
     /// LTI 1.1 Basic Outcomes.
     BasicOutcomes,
+    /// LTI 1.3 AGS scores.
+    Ags,
 }
 
 impl TargetKind {
     /// Every kind this binary knows.
-    pub const ALL: [TargetKind; 1] = [TargetKind::BasicOutcomes];
+    pub const ALL: [TargetKind; 2] = [TargetKind::BasicOutcomes, TargetKind::Ags];
 
     /// The name in a stored target's `kind` field.
     pub fn name(self) -> &'static str {
         match self {
             TargetKind::BasicOutcomes => "basic_outcomes",
+            TargetKind::Ags => "ags",
         }
     }
 
@@ -90,6 +104,7 @@ impl TargetKind {
     pub fn metric_label(self) -> &'static str {
         match self {
             TargetKind::BasicOutcomes => "basic",
+            TargetKind::Ags => "ags",
         }
     }
 
@@ -413,13 +428,31 @@ mod tests {
     }
 
     #[test]
+    fn ags_targets_round_trip() {
+        let stored = br#"{"kind":"ags","lineitem":"https://lms.example.org/li/1","user_id":"u","platform":"canvas"}"#;
+        let want = OutcomeTarget::Ags {
+            lineitem: "https://lms.example.org/li/1".into(),
+            user_id: "u".into(),
+            platform: "canvas".into(),
+        };
+        assert_eq!(OutcomeTarget::from_bytes(stored), Some(want.clone()));
+        assert_eq!(want.to_bytes(), stored);
+        assert_eq!(want.kind().metric_label(), "ags");
+    }
+
+    #[test]
     fn targets_of_a_kind_not_known_here_decode_as_unknown() {
-        let ags = br#"{"kind":"ags","lineitem":"https://lms.example.org/li/1","user_id":"u","platform":"canvas"}"#;
+        let ags = br#"{"kind":"future_kind","lineitem":"https://lms.example.org/li/1","user_id":"u","platform":"canvas"}"#;
         let got = StoredTarget::decode(ags);
-        assert_eq!(got, Some(StoredTarget::Unknown { kind: "ags".into() }));
+        assert_eq!(
+            got,
+            Some(StoredTarget::Unknown {
+                kind: "future_kind".into()
+            })
+        );
         assert_eq!(
             got.map(|t| t.kind_name().to_string()).as_deref(),
-            Some("ags")
+            Some("future_kind")
         );
         assert_eq!(OutcomeTarget::from_bytes(ags), None);
         assert_eq!(

@@ -75,8 +75,12 @@ enum Attempt {
 impl Worker {
     /// Builds the worker with the standard deliverers
     /// ([`Deliverers::standard`]).
-    pub fn new(app: Arc<AppState>, notify: Arc<Notify>) -> anyhow::Result<Self> {
-        let deliverers = Deliverers::standard(&app.settings.outcomes)?;
+    pub fn new(
+        app: Arc<AppState>,
+        notify: Arc<Notify>,
+        tool_key: Option<Arc<crate::lti::jose::SigningKey>>,
+    ) -> anyhow::Result<Self> {
+        let deliverers = Deliverers::standard(&app, tool_key)?;
         Ok(Self::with_deliverers(app, notify, deliverers))
     }
 

@@ -6,6 +6,7 @@
 pub mod fake_lms;
 pub mod gate;
 pub mod lms;
+pub mod lti13;
 pub mod platform;
 pub mod redis;
 pub mod upstream;

@@ -21,6 +21,7 @@ use crate::lti::encode::parse_form;
 use crate::lti::id_token::{self, Expected, IdToken, Lti13Error, Lti13Rejection};
 use crate::lti::migration::{self, MigrationLink};
 use crate::lti::LtiVersion;
+use crate::outcomes::{check_target_url, OutcomeTarget};
 use crate::session::{Gate, Session};
 use crate::store::NonceCheck;
 
@@ -417,6 +418,7 @@ async fn check_token(
     token.check_times(now as i64, settings.lti13.leeway.as_secs() as i64)?;
     token.check_nonce(&login.nonce)?;
     let migrated = migrated_user(settings, token, platform)?;
+    let outcome_target = ags_target(gate, platform, &link);
 
     let launch = VerifiedLaunch {
         tenant: platform.tenant.clone(),
@@ -429,9 +431,54 @@ async fn check_token(
         },
         course: link.course,
         roles: link.roles,
-        outcome_target: None,
+        outcome_target,
     };
     Ok((launch, link.return_url))
+}
+
+/// The AGS outcome target of a launch (DESIGN §13): the endpoint claim's
+/// `lineitem` when its scope holds the score scope and the URL may be
+/// called (the SSRF rules of §6, the tenant's `outcome_hosts`). A claim
+/// without a usable line item is counted in
+/// `ltigate_outcome_targets_refused_total` with its reason; a launch
+/// without the claim offers no grades and is not counted.
+fn ags_target(
+    gate: &Gate,
+    platform: &Platform,
+    link: &id_token::ResourceLinkLaunch,
+) -> Option<OutcomeTarget> {
+    let endpoint = link.ags.as_ref()?;
+    let tenant = &platform.tenant;
+    let refuse = |reason: &'static str, why: &str| {
+        tracing::warn!(consumer = %tenant.name, platform = %platform.name, reason, detail = why, "no AGS outcome target for this launch; its grades cannot go back");
+        gate.metrics
+            .outcome_targets_refused
+            .with_label_values(&[tenant.name.as_str(), reason])
+            .inc();
+        None
+    };
+    let Some(lineitem) = endpoint.lineitem.as_deref() else {
+        return refuse(
+            "no_lineitem",
+            "the endpoint claim has no lineitem (only lineitems)",
+        );
+    };
+    if endpoint.score_lineitem().is_none() {
+        return refuse(
+            "no_score_scope",
+            "the endpoint claim's scope has no score scope",
+        );
+    }
+    let settings = &gate.settings;
+    let insecure = platform.allow_private_endpoints || settings.outcomes.allow_insecure_targets;
+    if let Err(why) = check_target_url(lineitem, insecure, &tenant.outcome_hosts) {
+        return refuse("unsafe_url", &why);
+    }
+    Some(OutcomeTarget::Ags {
+        lineitem: lineitem.to_string(),
+        user_id: link.user_id.clone(),
+        platform: platform.name.clone(),
+    })
 }
 
 /// The learner's LTI 1.1 `user_id` from the `lti1p1` claim, for a
