@@ -216,6 +216,22 @@ impl Lms {
                 self.lti13.authorize(&crate::http::query_pairs(&req))
             }
             (Method::GET | Method::HEAD, ["lti13", "jwks.json"]) => self.lti13.jwks(),
+            (Method::POST, ["lti13", "token"]) => match web::read_body(req, MAX_OUTCOME_BODY).await
+            {
+                Ok(body) => {
+                    self.lti13
+                        .token(&parse_form(&body).unwrap_or_default())
+                        .await
+                }
+                Err(status) => error_page(Site::Lms, status, "The token request is too large."),
+            },
+            (Method::POST, ["lti13", "lineitems", course, "lineitem", "scores"]) => {
+                let course = course.to_string();
+                if !known_course(&course) {
+                    return not_found();
+                }
+                self.ags_score(&course, req).await
+            }
             (Method::GET | Method::HEAD, ["launch", course]) => {
                 match (known_course(course), chosen) {
                     (true, Some(l)) => self.launch_form(l),
@@ -229,6 +245,35 @@ impl Lms {
                 "The outcome service takes POST requests from tools.",
             ),
             _ => not_found(),
+        }
+    }
+
+    /// An AGS score into the gradebook.
+    async fn ags_score<B>(&self, course: &str, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let headers = req.headers().clone();
+        let body = match web::read_body(req, MAX_OUTCOME_BODY).await {
+            Ok(b) => b,
+            Err(status) => return error_page(Site::Lms, status, "The score is too large."),
+        };
+        match self.lti13.score(course, &headers, &body) {
+            Ok(score) => {
+                tracing::info!(course = %score.course, user = %score.user, score = score.score, "demo LMS: AGS score received");
+                self.state().grades.insert(
+                    (score.course.clone(), score.user.clone()),
+                    Grade {
+                        course: score.course,
+                        user: score.user,
+                        score: score.score,
+                        updated: unix_now(),
+                    },
+                );
+                respond::json(StatusCode::OK, &serde_json::json!({}))
+            }
+            Err((status, why)) => respond::json(status, &serde_json::json!({ "error": why })),
         }
     }
 
@@ -333,7 +378,8 @@ impl Lms {
              By LTI 1.3 it is the platform <span class=\"mono\">{issuer}</span> (client id \
              <span class=\"mono\">{client_id}</span>, deployment <span class=\"mono\">{deployment}</span>): \
              the login starts at ltigate's <span class=\"mono\">/lti/1.3/login</span> and the id_token is \
-             signed with this LMS's key, published at <span class=\"mono\">/lti13/jwks.json</span>.</div>",
+             signed with this LMS's key, published at <span class=\"mono\">/lti13/jwks.json</span>; \
+             grades of LTI 1.3 launches come back as AGS scores on the course's line item.</div>",
             gradebook = self.gradebook_html(false),
             outcomes = html_escape(&self.outcome_url()),
             launch = html_escape(&self.launch_url),

@@ -13,6 +13,13 @@
 //!   redirect URI.
 //! - `GET /lti13/jwks.json`: the platform's public key (RS256, its RFC 7638
 //!   thumbprint as `kid`).
+//! - `POST /lti13/token`: the OAuth 2 token endpoint of AGS. The tool's
+//!   client assertion is verified against the tool's published key set
+//!   (fetched from ltigate's `/lti/1.3/jwks.json`): `iss` = `sub` = the
+//!   client id, `aud` this URL, a fresh `jti`, not expired.
+//! - `POST /lti13/lineitems/{course}/lineitem/scores`: a line item's scores
+//!   endpoint: the bearer token, the score media type and body are
+//!   checked, and the score goes into the gradebook.
 //!
 //! The platform's RSA key is generated when the demo starts.
 
@@ -35,6 +42,21 @@ pub const CLIENT_ID: &str = "demo-client";
 pub const DEPLOYMENT_ID: &str = "demo-deployment";
 /// How long a message hint may wait for its authorization.
 const HINT_TTL: u64 = 300;
+/// How long an access token is good for.
+const TOKEN_TTL: u64 = 3600;
+/// The AGS score scope.
+const SCORE_SCOPE: &str = "https://purl.imsglobal.org/spec/lti-ags/scope/score";
+
+/// A score the LMS accepted: for the gradebook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// The course of the line item.
+    pub course: String,
+    /// The learner (`userId`).
+    pub user: String,
+    /// `scoreGiven` / `scoreMaximum`.
+    pub score: f64,
+}
 
 /// What a message hint stands for.
 #[derive(Debug, Clone)]
@@ -51,6 +73,10 @@ pub struct Platform13 {
     launch_url: String,
     key: SigningKey,
     hints: Mutex<HashMap<String, Hint>>,
+    /// Access tokens issued, with when they expire; and `jti`s seen.
+    tokens: Mutex<(HashMap<String, u64>, std::collections::HashSet<String>)>,
+    tool_jwks_url: String,
+    client: reqwest::Client,
 }
 
 impl Platform13 {
@@ -69,6 +95,11 @@ impl Platform13 {
             launch_url: format!("{tool_base}/lti/1.3/launch"),
             key,
             hints: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(Default::default()),
+            tool_jwks_url: format!("{tool_base}/lti/1.3/jwks.json"),
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?,
         })
     }
 
@@ -228,8 +259,171 @@ impl Platform13 {
             ] {
                 map.insert(format!("{LTI}{name}"), value);
             }
+            map.insert(
+                "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint".into(),
+                serde_json::json!({
+                    "scope": [SCORE_SCOPE],
+                    "lineitem": self.lineitem_url(course),
+                    "lineitems": format!("{}/lti13/lineitems/{course}", self.issuer),
+                }),
+            );
         }
         claims
+    }
+
+    /// The line item of a course's grade.
+    pub fn lineitem_url(&self, course: &str) -> String {
+        format!("{}/lti13/lineitems/{course}/lineitem", self.issuer)
+    }
+
+    /// The token endpoint (and the audience a client assertion names).
+    fn token_url(&self) -> String {
+        format!("{}/lti13/token", self.issuer)
+    }
+
+    /// `POST /lti13/token`: a bearer token for a valid client assertion.
+    pub async fn token(&self, form: &[(String, String)]) -> Response<Body> {
+        match self.issue_token(form).await {
+            Ok(token) => respond::json(
+                StatusCode::OK,
+                &serde_json::json!({"access_token": token, "token_type": "Bearer",
+                    "expires_in": TOKEN_TTL, "scope": SCORE_SCOPE}),
+            ),
+            Err((status, error, why)) => {
+                tracing::warn!(error, why = %why, "demo LMS: token request refused");
+                respond::json(
+                    status,
+                    &serde_json::json!({"error": error, "error_description": why}),
+                )
+            }
+        }
+    }
+
+    async fn issue_token(
+        &self,
+        form: &[(String, String)],
+    ) -> Result<String, (StatusCode, &'static str, String)> {
+        let get = |name: &str| {
+            form.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let bad = |why: String| (StatusCode::BAD_REQUEST, "invalid_request", why);
+        for (name, want) in [
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+        ] {
+            if get(name) != Some(want) {
+                return Err(bad(format!("{name} is not {want}")));
+            }
+        }
+        if !get("scope").is_some_and(|s| s.split(' ').any(|s| s == SCORE_SCOPE)) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "the score scope is required".into(),
+            ));
+        }
+        let unauthorized = |why: String| (StatusCode::UNAUTHORIZED, "invalid_client", why);
+        let jws = crate::lti::jose::CompactJws::parse(get("client_assertion").unwrap_or(""))
+            .map_err(|e| unauthorized(e.to_string()))?;
+        let document = self
+            .client
+            .get(&self.tool_jwks_url)
+            .send()
+            .await
+            .map_err(|e| unauthorized(format!("cannot fetch the tool's keys: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| unauthorized(format!("cannot read the tool's keys: {e}")))?;
+        let keys = crate::lti::jose::JwkSet::parse(&document)
+            .map_err(|e| unauthorized(format!("the tool's keys: {e}")))?;
+        jws.verify(&keys).map_err(|e| unauthorized(e.to_string()))?;
+        let claims = jws.claims();
+        let now = unix_now();
+        let str_claim = |n: &str| claims.get(n).and_then(|v| v.as_str());
+        if str_claim("iss") != Some(CLIENT_ID) || str_claim("sub") != Some(CLIENT_ID) {
+            return Err(unauthorized("iss and sub must be the client id".into()));
+        }
+        if str_claim("aud") != Some(self.token_url().as_str()) {
+            return Err(unauthorized("aud is not this token endpoint".into()));
+        }
+        if claims
+            .get("exp")
+            .and_then(|v| v.as_u64())
+            .is_none_or(|exp| exp <= now)
+        {
+            return Err(unauthorized("the assertion expired".into()));
+        }
+        let jti = str_claim("jti").ok_or_else(|| unauthorized("no jti".into()))?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if !tokens.1.insert(jti.to_string()) {
+            return Err(unauthorized("the jti was used before".into()));
+        }
+        let token = random_token();
+        tokens.0.retain(|_, exp| *exp > now);
+        tokens.0.insert(token.clone(), now + TOKEN_TTL);
+        Ok(token)
+    }
+
+    /// `POST /lti13/lineitems/{course}/lineitem/scores`: the score, when
+    /// the request is one a platform accepts; else the status and why.
+    pub fn score(
+        &self,
+        course: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Score, (StatusCode, &'static str)> {
+        let refuse = |status: StatusCode, why: &'static str| (status, why);
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let now = unix_now();
+        let valid = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(bearer)
+            .is_some_and(|exp| *exp > now);
+        if !valid {
+            return Err(refuse(StatusCode::UNAUTHORIZED, "invalid or expired token"));
+        }
+        let media = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if media != "application/vnd.ims.lis.v1.score+json" {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a score is application/vnd.ims.lis.v1.score+json",
+            ));
+        }
+        let score: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "the score is not JSON"))?;
+        let user = score["userId"]
+            .as_str()
+            .filter(|u| super::learner(u).is_some());
+        let given = score["scoreGiven"].as_f64();
+        let maximum = score["scoreMaximum"].as_f64().filter(|m| *m > 0.0);
+        match (user, given, maximum) {
+            (Some(user), Some(given), Some(maximum)) if given >= 0.0 && given <= maximum => {
+                Ok(Score {
+                    course: course.to_string(),
+                    user: user.to_string(),
+                    score: given / maximum,
+                })
+            }
+            _ => Err(refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "userId, scoreGiven and scoreMaximum are required (an enrolled learner, 0 to the maximum)",
+            )),
+        }
     }
 }
 

@@ -244,16 +244,23 @@ impl AgsScores {
             .check(&url)
             .map_err(|e| Verdict::Dead(format!("line item URL refused: {e}")))?;
         let timeout = settings.outcomes.timeout;
-        // Two calls at most (a token, then the score), and a second score
-        // after a 401: never start what could outlive the lease.
-        if !fits_in_lease(job.lease_until_ms, now_millis(), timeout * 2) {
-            return Err(retry(
-                "too little of the lease was left for a delivery".into(),
-            ));
-        }
+        // Never start a call that could outlive the lease: once it runs out
+        // another process may lease the job and send a newer score, which
+        // this older one must not land after.
+        let lease_left = || {
+            if fits_in_lease(job.lease_until_ms, now_millis(), timeout) {
+                Ok(())
+            } else {
+                Err(retry(
+                    "too little of the lease was left for a delivery".into(),
+                ))
+            }
+        };
         let score_key = crate::store::compound(&[lineitem, user_id]);
         for first in [true, false] {
+            lease_left()?;
             let token = self.token(settings, platform).await.map_err(retry)?;
+            lease_left()?;
             let at = self
                 .app
                 .store
@@ -265,7 +272,7 @@ impl AgsScores {
                 ScoreAnswer::Delivered => return Ok(Verdict::Delivered),
                 ScoreAnswer::Unauthorized => {
                     self.drop_token(&platform.name, &token);
-                    if first && fits_in_lease(job.lease_until_ms, now_millis(), timeout * 2) {
+                    if first {
                         continue;
                     }
                     return Ok(retry("the scores endpoint answered 401".into()));
