@@ -230,6 +230,52 @@ struct LoginTicket {
     params: LoginParams,
 }
 
+/// Why a login's parameters could not be had.
+enum Refusal {
+    /// A login refusal (counted).
+    Login(LoginRejection, String),
+    /// A ticket that cannot be redeemed, or the store.
+    Route(RouteError),
+}
+
+/// The login's parameters — from the query and, for a POST, the form; or,
+/// for the new window's re-run, from its ticket — and whether they came
+/// from a ticket.
+async fn read_params<B>(
+    gate: &Gate,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<(LoginParams, bool), Refusal>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<crate::http::BoxError>,
+{
+    let mut pairs = parts
+        .uri
+        .query()
+        .and_then(|q| parse_form(q.as_bytes()).ok())
+        .unwrap_or_default();
+    if parts.method == Method::POST {
+        let form = super::verify::read_form(gate, &parts.headers, body)
+            .await
+            .map_err(|detail| Refusal::Login(LoginRejection::InvalidRequest, detail))?;
+        let mut form = parse_form(&form)
+            .map_err(|e| Refusal::Login(LoginRejection::InvalidRequest, format!("body: {e}")))?;
+        form.append(&mut pairs);
+        pairs = form;
+    }
+    let ticket = pairs.iter().find(|(n, _)| n == "ticket").map(|(_, v)| v);
+    match ticket {
+        Some(t) if parts.method == Method::GET => redeem(gate, t)
+            .await
+            .map(|p| (p, true))
+            .map_err(Refusal::Route),
+        _ => LoginParams::from_pairs(&pairs)
+            .map(|p| (p, false))
+            .map_err(|detail| Refusal::Login(LoginRejection::InvalidRequest, detail.into_owned())),
+    }
+}
+
 /// Handles `GET|POST /lti/1.3/login`.
 pub async fn handle<B>(gate: &Gate, req: Request<B>) -> Response<Body>
 where
@@ -238,42 +284,11 @@ where
 {
     let json = respond::prefers_json(req.headers());
     let framed = in_frame(req.headers());
-    let mut pairs = query_pairs(&req);
     let (parts, body) = req.into_parts();
-    if parts.method == Method::POST {
-        match super::verify::read_form(gate, &parts.headers, body).await {
-            Ok(form) => match parse_form(&form) {
-                Ok(mut form) => {
-                    form.append(&mut pairs);
-                    pairs = form;
-                }
-                Err(e) => {
-                    return refuse(
-                        gate,
-                        LoginRejection::InvalidRequest,
-                        format!("body: {e}"),
-                        json,
-                    )
-                }
-            },
-            Err(detail) => return refuse(gate, LoginRejection::InvalidRequest, detail, json),
-        }
-    }
-
-    // The new window's re-run: the parameters come from the ticket.
-    let ticket = pairs
-        .iter()
-        .find(|(n, _)| n == "ticket")
-        .map(|(_, v)| v.clone());
-    let (params, from_ticket) = match ticket {
-        Some(t) if parts.method == Method::GET => match redeem(gate, &t).await {
-            Ok(p) => (p, true),
-            Err(e) => return respond::reject(&e, json),
-        },
-        _ => match LoginParams::from_pairs(&pairs) {
-            Ok(p) => (p, false),
-            Err(detail) => return refuse(gate, LoginRejection::InvalidRequest, detail, json),
-        },
+    let (params, from_ticket) = match read_params(gate, &parts, body).await {
+        Ok(p) => p,
+        Err(Refusal::Login(reason, detail)) => return refuse(gate, reason, detail, json),
+        Err(Refusal::Route(e)) => return respond::reject(&e, json),
     };
 
     let settings = &gate.settings;
@@ -348,23 +363,24 @@ where
         "LTI 1.3 login"
     );
 
-    let present = state::state_cookies(
-        parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .map(|v| v.as_bytes()),
-    );
+    set_state_cookie(&mut resp, &parts.headers, &cookie);
+    resp
+}
+
+/// Adds the new state cookie to `resp`, deleting the oldest ones the
+/// request carries beyond [`state::MAX_STATE_COOKIES`].
+fn set_state_cookie(resp: &mut Response<Body>, request: &HeaderMap, cookie: &str) {
+    let present =
+        state::state_cookies(request.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
     let headers = resp.headers_mut();
     for old in state::to_evict(&present) {
         if let Ok(v) = HeaderValue::from_str(&state::delete_cookie(old)) {
             headers.append(header::SET_COOKIE, v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
         headers.append(header::SET_COOKIE, v);
     }
-    resp
 }
 
 /// The origin (`scheme://host[:port]`) of the platform's auth URL: where
