@@ -1,10 +1,15 @@
 //! LTI 1.3 against an independent platform: `lti1p3platform` (PyPI), run
 //! by `tests/lms/lti13_platform.py`, plays the LMS — its own RSA key and
 //! JWKS server on loopback, its own login initiation, its own id_token for
-//! the authentication request ltigate sends it — and ltigate is the tool.
-//! What lti1p3platform does not check of a tool (the authentication
-//! request's fixed parameters, `lti_message_hint` byte for byte, the state
-//! cookie's attributes) the test checks itself.
+//! the authentication request ltigate sends it, with its AGS endpoint
+//! claim, its token endpoint verifying ltigate's client assertion against
+//! ltigate's published JWKS, its scores handler taking the grade — and
+//! ltigate is the tool. What lti1p3platform does not check of a tool (the
+//! authentication request's fixed parameters, `lti_message_hint` byte for
+//! byte, the state cookie's attributes, the score's fields) the test
+//! checks itself; what it does not check of a token request or a score
+//! call (the assertion's `iss`, `sub`, `aud` and `jti`, the score scope,
+//! the content type) the script checks.
 //!
 //! Needs `python3` with lti1p3platform (tests/requirements.txt, installed
 //! into `.venv` by scripts/test): skipped without it, except on CI, where
@@ -14,12 +19,13 @@ mod support;
 
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use ltigate::secret::Secret;
 use serde_json::{json, Value};
-use support::gate::{client, Gate, PUBLIC_URL};
+use support::gate::{client, Gate, PUBLIC_URL, WEBHOOK_SECRET};
 use support::upstream::Upstream;
 
 const ISSUER: &str = "https://lms.interop.example";
@@ -32,6 +38,10 @@ const LEARNER_ROLE: &str = "http://purl.imsglobal.org/vocab/lis/v2/membership#Le
 /// A message hint that survives only byte-for-byte copying: spaces, `+`,
 /// `&`, `=`, `%`, `/`, `?` and a non-ASCII letter.
 const HINT: &str = "rl 42+a&b=c%2F/é?";
+const ENDPOINT: &str = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint";
+const SCORE_SCOPE: &str = "https://purl.imsglobal.org/spec/lti-ags/scope/score";
+/// The line item lti1p3platform's launch names: Moodle-style, with a query.
+const LINEITEM: &str = "/lineitems/1/lineitem?type_id=2";
 
 /// The Python platform: a child process serving on loopback until its
 /// standard input closes or it is killed (when this is dropped).
@@ -125,6 +135,49 @@ impl PyPlatform {
         format!("{}{path}", self.base)
     }
 
+    /// Registers the tool's JWKS URL with the platform, as an LMS admin
+    /// does when adding the tool.
+    async fn register_tool(&self, jwks_url: &str) {
+        let r = client()
+            .post(self.url("/admin/tool"))
+            .json(&json!({ "jwks_url": jwks_url }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    }
+
+    /// What the platform's AGS side saw: its scores, its issued tokens and
+    /// the requests it refused.
+    async fn ags(&self) -> Value {
+        client()
+            .get(self.url("/admin/ags"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (at most `within`) for the platform to have recorded `n`
+    /// scores; what it saw then.
+    async fn wait_scores(&self, n: usize, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let ags = self.ags().await;
+            let recorded = ags["scores"].as_array().map_or(0, Vec::len);
+            if recorded >= n {
+                return ags;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{recorded} of {n} scores recorded: {ags}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The `[[platforms]]` registration of this platform.
     fn registration(&self) -> String {
         format!(
@@ -166,6 +219,9 @@ async fn setup() -> Option<Setup> {
         platform.registration()
     );
     let gate = Gate::start(&up.url(), &config).await;
+    platform
+        .register_tool(&gate.url("/lti/1.3/jwks.json"))
+        .await;
     Some(Setup { up, gate, platform })
 }
 
@@ -359,6 +415,8 @@ struct Form {
     launch_url: String,
     id_token: String,
     state: String,
+    /// The id_token's claims.
+    claims: Value,
 }
 
 /// The browser follows ltigate's redirect to the platform, which answers
@@ -368,10 +426,11 @@ async fn authorize(s: &Setup, login: &Login) -> Form {
     let status = r.status();
     let form: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "the platform refused: {form}");
-    let form = Form {
+    let mut form = Form {
         launch_url: form["launch_url"].as_str().unwrap().to_string(),
         id_token: form["id_token"].as_str().unwrap().to_string(),
         state: form["state"].as_str().unwrap().to_string(),
+        claims: Value::Null,
     };
     assert_eq!(form.launch_url, launch_url());
     assert_eq!(form.state, login.state);
@@ -393,6 +452,7 @@ async fn authorize(s: &Setup, login: &Login) -> Form {
     assert_eq!(header["kid"], jwks["keys"][0]["kid"], "{jwks}");
     assert_eq!(claims["nonce"], login.nonce.as_str());
     assert_eq!(claims["aud"], CLIENT_ID);
+    form.claims = claims;
     form
 }
 
@@ -514,4 +574,137 @@ async fn an_lti1p3platform_launch_without_its_state_cookie_is_refused() {
     let r = post_form(&s, &form, Some(&login.cookie)).await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
     assert_eq!(s.up.api_calls().len(), 2);
+}
+
+/// Sends a signed completion webhook for the learner in [`COURSE`]; its
+/// status and JSON.
+async fn complete(gate: &Gate, event_id: &str, score: f64) -> (u16, Value) {
+    let body = json!({"event_id": event_id, "user": "py:py-learner-1", "course": COURSE,
+        "activity": "final-assessment", "score": score})
+    .to_string();
+    let signature = ltigate::outcomes::sign_webhook(
+        body.as_bytes(),
+        &Secret::new(WEBHOOK_SECRET),
+        support::lms::now(),
+    );
+    let r = client()
+        .post(gate.admin_url("/webhooks/completion"))
+        .header("content-type", "application/json")
+        .header("x-ltigate-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Whether `ts` is RFC 3339 UTC with milliseconds, `2026-12-08T01:19:49.123Z`
+/// (DESIGN §13), and names a time within a minute of now.
+fn is_millis_timestamp_of_now(ts: &str) -> bool {
+    let shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+    let shaped = ts.len() == shape.len()
+        && ts.bytes().zip(shape.bytes()).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            _ => c == s,
+        });
+    let near = humantime::parse_rfc3339(ts).is_ok_and(|t| {
+        let now = std::time::SystemTime::now();
+        let gap = now.duration_since(t).or_else(|e| Ok::<_, ()>(e.duration()));
+        gap.is_ok_and(|g| g < Duration::from_secs(60))
+    });
+    shaped && near
+}
+
+/// The whole path from lti1p3platform's launch to a score its AGS handler
+/// records: the launch carries its endpoint claim; each completion webhook
+/// becomes a score posted with a token from its token endpoint (one token
+/// for both grades), to the line item's scores URL with the query kept,
+/// with the fields and timestamps of DESIGN §13.
+#[tokio::test]
+async fn a_grade_reaches_lti1p3platform_as_an_ags_score() {
+    let Some(s) = setup().await else { return };
+    let login = login(&s, Via::Get).await;
+    let form = authorize(&s, &login).await;
+    let endpoint = &form.claims[ENDPOINT];
+    assert_eq!(endpoint["lineitem"], s.platform.url(LINEITEM), "{endpoint}");
+    assert!(
+        endpoint["scope"]
+            .as_array()
+            .is_some_and(|scopes| scopes.contains(&json!(SCORE_SCOPE))),
+        "{endpoint}"
+    );
+    let r = post_form(&s, &form, Some(&login.cookie)).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+
+    let (status, body) = complete(&s.gate, "py-e-1", 0.8).await;
+    assert_eq!((status, &body["status"]), (202, &json!("queued")), "{body}");
+    s.platform.wait_scores(1, Duration::from_secs(15)).await;
+    let (status, body) = complete(&s.gate, "py-e-2", 0.95).await;
+    assert_eq!((status, &body["status"]), (202, &json!("queued")), "{body}");
+    let ags = s.platform.wait_scores(2, Duration::from_secs(15)).await;
+
+    assert_eq!(ags["refused"], json!([]), "{ags}");
+    assert_eq!(
+        ags["tokens"],
+        json!([{"iss": CLIENT_ID, "sub": CLIENT_ID, "aud": s.platform.url("/token"),
+            "scope": SCORE_SCOPE}]),
+        "one token, for both grades: {ags}"
+    );
+    let scores = ags["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 2, "{ags}");
+    for (recorded, given) in scores.iter().zip([0.8, 0.95]) {
+        assert_eq!(recorded["path"], "/lineitems/1/lineitem/scores", "{ags}");
+        assert_eq!(recorded["query"], json!({"type_id": "2"}), "{ags}");
+        assert_eq!(recorded["line_item"], "1");
+        assert_eq!(recorded["bearer_scopes"], SCORE_SCOPE, "{ags}");
+        let score = &recorded["score"];
+        let mut fields: Vec<&str> = score
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "activityProgress",
+                "gradingProgress",
+                "scoreGiven",
+                "scoreMaximum",
+                "timestamp",
+                "userId"
+            ],
+            "{score}"
+        );
+        assert_eq!(score["userId"], LEARNER);
+        assert_eq!(score["scoreGiven"], given);
+        assert_eq!(score["scoreMaximum"], 1);
+        assert_eq!(score["activityProgress"], "Completed");
+        assert_eq!(score["gradingProgress"], "FullyGraded");
+        let ts = score["timestamp"].as_str().unwrap();
+        assert!(is_millis_timestamp_of_now(ts), "timestamp {ts:?}");
+    }
+    assert!(
+        scores[0]["score"]["timestamp"].as_str() < scores[1]["score"]["timestamp"].as_str(),
+        "{ags}"
+    );
+    for (series, want) in [
+        (
+            "ltigate_outcomes_total{kind=\"ags\",result=\"delivered\"}",
+            2.0,
+        ),
+        (
+            "ltigate_ags_tokens_total{platform=\"python\",result=\"issued\"}",
+            1.0,
+        ),
+        (
+            "ltigate_ags_tokens_total{platform=\"python\",result=\"error\"}",
+            0.0,
+        ),
+    ] {
+        assert_eq!(s.gate.metric(series).await, want, "{series}");
+    }
+    assert_eq!(s.gate.status().await["outbox"]["dead"], 0);
 }
