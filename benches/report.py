@@ -176,7 +176,10 @@ def main(raw):
 
     lruns = {}
     for line in (raw / "launch.tsv").read_text().splitlines():
-        store, version, c, rep, ticks, rest = line.split("\t", 5)
+        fields = line.split("\t", 5)
+        if len(fields) == 5:  # raw results from before the LTI 1.3 runs
+            fields.insert(1, "1.1")
+        store, version, c, rep, ticks, rest = fields
         lruns.setdefault((store, int(c), version), []).append((int(ticks), kv(rest)))
     lstats = {}
     w("### Launches per second\n")
