@@ -20,7 +20,7 @@ setup() {
   local name=$1 b
   shift
   (($# >= 1)) || { echo "usage: benches/$name LTIGATE_BINARY..." >&2; exit 2; }
-  REL=$PWD/target/release
+  REL=${CARGO_TARGET_DIR:-$PWD/target}/release
   for b in "$REL/examples/bench_upstream" "$REL/examples/launch_load" "$@"; do
     [[ -x $b ]] || { echo "$name: $b is missing (cargo build --release --bin ltigate && cargo build --release --examples)" >&2; exit 2; }
   done
@@ -35,9 +35,9 @@ cleanup() {
   rm -rf "$T"
 }
 
-# ltigate_conf LISTEN_PORT ADMIN_PORT UPSTREAM_PORT STORE_LINE prints
+# ltigate_conf LISTEN_PORT ADMIN_PORT UPSTREAM_PORT STORE_LINE [EXTRA] prints
 # ltigate's configuration (STORE_LINE: the [store] section's one line, e.g.
-# path = "/tmp/x/ltigate.db").
+# path = "/tmp/x/ltigate.db"; EXTRA: more TOML, appended).
 ltigate_conf() {
   cat <<EOF
 [server]
@@ -61,6 +61,7 @@ name = "Bench"
 key = "$KEY"
 secret = "$SECRET"
 lms_id = "bench"
+${5:-}
 EOF
 }
 

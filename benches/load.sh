@@ -8,8 +8,10 @@
 #    ltigate, …);
 # 2. memory: ltigate idle and under MEMORY_CONNECTIONS keep-alive connections
 #    (nginx beside it for reference);
-# 3. launches per second (fresh nonce each, upstream API stub) with the
-#    embedded store and with Redis.
+# 3. launches per second with the embedded store and with Redis, LTI 1.1
+#    (fresh nonce each) and LTI 1.3 (a login each, the id_tokens signed
+#    before the timed part, the platform's JWKS cached) alternating, upstream
+#    API stub; and LTI 1.3 logins per second.
 #
 # Prints Markdown: machine facts, what was pinned, the nginx and ltigate
 # configurations, the tables and the targets met or missed. Everything it
@@ -18,9 +20,11 @@
 #
 # Environment knobs (defaults in brackets): DURATION [5] seconds per point,
 # REPS [3], CONCURRENCY ["1 16 64 256"], LAUNCH_CONCURRENCY ["16 64"],
-# LAUNCH_SECONDS [5], LEARNERS [1000], MEMORY_CONNECTIONS [1000],
-# BUILD [1] (0: use the binaries already in target/release), MAX_SECONDS [900],
-# RAW_DIR [none] (keep the raw results there).
+# LAUNCH_SECONDS [5], LEARNERS [1000], LTI13_RATE_BOUND [10000] (LTI 1.3
+# launches prepared per second of a run), MEMORY_CONNECTIONS [1000],
+# BUILD [1] (0: use the binaries already built), MAX_SECONDS [1500],
+# RAW_DIR [none] (keep the raw results there). The binaries are taken from
+# $CARGO_TARGET_DIR/release when it is set, else target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,9 +37,15 @@ CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
 LAUNCH_CONCURRENCY=${LAUNCH_CONCURRENCY:-"16 64"}
 LAUNCH_SECONDS=${LAUNCH_SECONDS:-5}
 LEARNERS=${LEARNERS:-1000}
+# Each LTI 1.3 run prepares LTI13_RATE_BOUND × LAUNCH_SECONDS launches (a
+# login and a signed id_token each, ~1 ms of RSA signing per token on the
+# load generator) before its timed part: set it above any rate expected
+# (the fastest LTI 1.1 launches measured here: ~8,200/s). A run that uses
+# them all up ends early and says so (examples/launch_load/lti13.rs).
+LTI13_RATE_BOUND=${LTI13_RATE_BOUND:-10000}
 MEMORY_CONNECTIONS=${MEMORY_CONNECTIONS:-1000}
 BUILD=${BUILD:-1}
-MAX_SECONDS=${MAX_SECONDS:-900}
+MAX_SECONDS=${MAX_SECONDS:-1500}
 RAW_DIR=${RAW_DIR:-}
 
 for tool in nginx wrk redis-server redis-cli taskset python3 curl; do
@@ -57,7 +67,7 @@ if [[ -z ${LOAD_SH_BOUNDED:-} ]]; then
   # cleanup below, KILL 30 s later if that hangs.
   LOAD_SH_BOUNDED=1 exec timeout -s TERM -k 30 "$MAX_SECONDS" "$0" "$@"
 fi
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 for b in "$BIN/ltigate" "$BIN/examples/bench_upstream" "$BIN/examples/launch_load"; do
   [[ -x $b ]] || { echo "load.sh: $b is missing (cargo build --release --bin ltigate && cargo build --release --examples)" >&2; exit 2; }
 done
@@ -143,6 +153,33 @@ ADMIN_PORT=$(free_port)
 GATE2_PORT=$(free_port)
 ADMIN2_PORT=$(free_port)
 REDIS_PORT=$(free_port)
+# The LTI 1.3 platform's JWKS, served by each `launch_load load13` run.
+JWKS_PORT=$(free_port)
+
+# lti13_conf: what ltigate's configuration gains for the LTI 1.3 launches:
+# the tool key and the platform that launch_load load13 plays (the same
+# issuer, client id and deployment as examples/launch_load/lti13.rs).
+lti13_conf() {
+  cat <<EOF
+
+[outcomes]
+# The platform's JWKS is served on plain http on loopback.
+allow_insecure_targets = true
+
+[lti13]
+key_file = "$ROOT/tests/vectors/tool-key-rsa2048.pem"
+
+[[platforms]]
+name = "Bench13"
+issuer = "https://platform.bench.test"
+client_id = "bench-client"
+deployment_ids = ["bench-deployment"]
+auth_login_url = "https://platform.bench.test/auth"
+auth_token_url = "https://platform.bench.test/token"
+jwks_url = "http://127.0.0.1:$JWKS_PORT/jwks"
+lms_id = "bench13"
+EOF
+}
 
 # --- upstream --------------------------------------------------------------
 "${SERVER_PIN[@]}" "$BIN/examples/bench_upstream" "127.0.0.1:$UP_PORT" >"$TMP/upstream.log" 2>&1 &
@@ -160,7 +197,7 @@ wait_http "http://127.0.0.1:$NGINX_PORT/"
 
 # --- ltigate ---------------------------------------------------------------
 mkdir -p "$TMP/embedded"
-ltigate_conf "$GATE_PORT" "$ADMIN_PORT" "$UP_PORT" "path = \"$TMP/embedded/ltigate.db\"" >"$TMP/ltigate.toml"
+ltigate_conf "$GATE_PORT" "$ADMIN_PORT" "$UP_PORT" "path = \"$TMP/embedded/ltigate.db\"" "$(lti13_conf)" >"$TMP/ltigate.toml"
 "${SERVER_PIN[@]}" "$BIN/ltigate" -c "$TMP/ltigate.toml" serve >"$TMP/ltigate.log" 2>&1 &
 GATE_PID=$!
 PIDS+=("$GATE_PID")
@@ -238,18 +275,35 @@ GATE_AFTER_KB=$(status_kb VmRSS "$GATE_PID")
 } >"$TMP/memory.tsv"
 
 # --- 3. launches -----------------------------------------------------------
-echo "== launches: ${LAUNCH_SECONDS}s per point, $REPS runs" >&2
+echo "== launches: ${LAUNCH_SECONDS}s per point, $REPS runs of LTI 1.1 and 1.3 alternating" >&2
 : >"$TMP/launch.tsv"
+: >"$TMP/login.tsv"
+server_ticks_of() { # result line → its server_ticks (0 when absent)
+  local t
+  t=$(sed -n 's/.*server_ticks=\([0-9]*\).*/\1/p' <<<"$1")
+  echo "${t:-0}"
+}
 launch_runs() { # store gate-port gate-pid
-  local c rep line before after
+  local c rep line before after out login
   for c in $LAUNCH_CONCURRENCY; do
     for rep in $(seq "$REPS"); do
       before=$(cpu_ticks "$3")
       line=$("${LOAD_PIN[@]}" "$BIN/examples/launch_load" load "127.0.0.1:$2" "$PUBLIC_URL" "$KEY" "$SECRET" \
         "$c" "$LAUNCH_SECONDS" "$LEARNERS" 2>>"$TMP/launch_load.log" || echo "failed=1")
       after=$(cpu_ticks "$3")
-      echo -e "$1\t$c\t$rep\t$((after - before))\t$line" >>"$TMP/launch.tsv"
-      echo "   $1 c=$c run $rep: $line" >&2
+      echo -e "$1\t1.1\t$c\t$rep\t$((after - before))\t$line" >>"$TMP/launch.tsv"
+      echo "   $1 LTI 1.1 c=$c run $rep: $line" >&2
+      # LTI 1.3: logins, signing, then the timed launches, in one process
+      # that counts ltigate's CPU for each timed step itself.
+      out=$("${LOAD_PIN[@]}" "$BIN/examples/launch_load" load13 "127.0.0.1:$2" "$PUBLIC_URL" \
+        "127.0.0.1:$JWKS_PORT" "$c" "$LAUNCH_SECONDS" "$LEARNERS" "$LTI13_RATE_BOUND" "$3" \
+        2>>"$TMP/launch_load.log" || echo "failed=1")
+      line=$(sed '/^logins /d' <<<"$out")
+      login=$(sed -n 's/^logins //p' <<<"$out")
+      echo -e "$1\t1.3\t$c\t$rep\t$(server_ticks_of "$line")\t$line" >>"$TMP/launch.tsv"
+      echo -e "$1\t$c\t$rep\t$(server_ticks_of "$login")\t${login:-failed=1}" >>"$TMP/login.tsv"
+      echo "   $1 LTI 1.3 c=$c run $rep: $line" >&2
+      echo "   $1 LTI 1.3 logins c=$c run $rep: ${login:-failed}" >&2
     done
   done
 }
@@ -262,7 +316,7 @@ mkdir -p "$TMP/redis"
   --appendonly yes --appendfsync everysec --maxmemory-policy noeviction --daemonize no >"$TMP/redis.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-ltigate_conf "$GATE2_PORT" "$ADMIN2_PORT" "$UP_PORT" "url = \"redis://127.0.0.1:$REDIS_PORT\"" >"$TMP/ltigate-redis.toml"
+ltigate_conf "$GATE2_PORT" "$ADMIN2_PORT" "$UP_PORT" "url = \"redis://127.0.0.1:$REDIS_PORT\"" "$(lti13_conf)" >"$TMP/ltigate-redis.toml"
 "${SERVER_PIN[@]}" "$BIN/ltigate" -c "$TMP/ltigate-redis.toml" serve >"$TMP/ltigate-redis.log" 2>&1 &
 GATE2_PID=$!
 PIDS+=("$GATE2_PID")
@@ -283,10 +337,11 @@ LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
   echo "reps=$REPS"
   echo "launch_seconds=$LAUNCH_SECONDS"
   echo "learners=$LEARNERS"
+  echo "lti13_rate_bound=$LTI13_RATE_BOUND"
   echo "memory_connections=$MEMORY_CONNECTIONS"
   echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*version: //')"
   echo "wrk_version=$(wrk --version 2>&1 | head -1 | awk '{ print $2 }')"
   echo "redis_version=$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
   echo "ltigate_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 } >"$TMP/facts.txt"
-python3 "$ROOT/benches/report.py" "$TMP" | sed "s#$TMP#\$TMP#g"
+python3 "$ROOT/benches/report.py" "$TMP" | sed -e "s#$TMP#\$TMP#g" -e "s#$ROOT/##g"

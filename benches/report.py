@@ -94,10 +94,16 @@ def main(raw):
       f"upstream, which shares the server CPU, parses them); every figure is the median of the runs, each "
       f"statistic on its own. CPU seconds per 10k requests from /proc (10 ms ticks; nginx: master "
       f"+ workers).")
-    w(f"- Launches: `examples/launch_load`, signed 25-parameter launches, fresh nonce each, "
-      f"{facts['learners']} learners cycling (a class relaunching), {facts['launch_seconds']} s per run, "
-      f"{facts['reps']} runs per point; accepted = 303 with a session cookie. Upstream API calls go "
-      f"to the same stub upstream. Redis: `appendonly yes`, `appendfsync everysec`.\n")
+    w(f"- Launches: `examples/launch_load`, {facts['learners']} learners cycling (a class "
+      f"relaunching), {facts['launch_seconds']} s per run, {facts['reps']} runs per point, LTI 1.1 "
+      f"and 1.3 alternating; accepted = 303 with a session cookie. LTI 1.1 (`load`): signed "
+      f"25-parameter launches, fresh nonce each, signed in the timed loop. LTI 1.3 (`load13`): the "
+      f"load generator plays the platform (RSA-2048 key, its JWKS on loopback, fetched once by "
+      f"ltigate and cached); before the timed part it logs in once per launch "
+      f"({facts.get('lti13_rate_bound', '?')} × {facts['launch_seconds']} s + concurrency logins, "
+      f"timed on their own: logins/s) and signs an id_token for each on every core; only the "
+      f"launch POSTs (id_token, state, state cookie) are timed. Upstream API calls go to the same "
+      f"stub upstream. Redis: `appendonly yes`, `appendfsync everysec`.\n")
 
     w("### Proxied requests with a session\n")
     w("| concurrency | target | req/s (median) | runs (req/s) | p50 ms | p99 ms | p99.9 ms | proxy CPU s / 10k req | upstream CPU s / 10k req | errors |")
@@ -144,26 +150,69 @@ def main(raw):
       f"sampled every 0.2 s.\n")
 
     # --- launches -----------------------------------------------------------
+    def rate_row(rs):
+        """Medians of a point's runs: rate, runs text, latencies, ltigate CPU
+        ms per accepted request, load generator busy, refused + failed."""
+        ok = [(t, r) for t, r in rs if "rate" in r]
+        cpu = med([t / TICKS / r["accepted"] * 1000 for t, r in ok if r["accepted"] > 0])
+        return {
+            "rate": med([r["rate"] for _, r in ok]),
+            "runs": ", ".join(f"{r['rate']:,.0f}" for _, r in ok),
+            "p50": med([r["p50_us"] for _, r in ok]),
+            "p99": med([r["p99_us"] for _, r in ok]),
+            "p999": med([r["p999_us"] for _, r in ok]),
+            "cpu": cpu,
+            "busy": med([r["loadgen_cpu"] for _, r in ok]),
+            "bad": sum(int(r.get("refused", 0) + r.get("failed", 0)) for _, r in rs),
+            "exhausted": sum(1 for _, r in ok if r.get("exhausted") == 1),
+        }
+
+    def cells(s):
+        rate = "–" if s["rate"] is None else f"{s['rate']:,.0f}"
+        cpu = "–" if s["cpu"] is None else f"{s['cpu']:.3f}"
+        busy = "–" if s["busy"] is None else f"{s['busy'] * 100:.0f} %"
+        return (f"{rate} | {s['runs']} | {ms(s['p50'])} | {ms(s['p99'])} | {ms(s['p999'])} | "
+                f"{cpu} | {busy} | {s['bad']} |")
+
     lruns = {}
     for line in (raw / "launch.tsv").read_text().splitlines():
-        store, c, rep, ticks, rest = line.split("\t", 4)
-        lruns.setdefault((store, int(c)), []).append((int(ticks), kv(rest)))
+        fields = line.split("\t", 5)
+        if len(fields) == 5:  # raw results from before the LTI 1.3 runs
+            fields.insert(1, "1.1")
+        store, version, c, rep, ticks, rest = fields
+        lruns.setdefault((store, int(c), version), []).append((int(ticks), kv(rest)))
     lstats = {}
     w("### Launches per second\n")
-    w("| store | concurrency | launches/s (median) | runs | p50 ms | p99 ms | p99.9 ms | ltigate CPU ms / launch | load generator CPU busy | refused / failed |")
-    w("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for (store, c), rs in sorted(lruns.items()):
-        ok = [(t, r) for t, r in rs if "rate" in r]
-        rate = med([r["rate"] for _, r in ok])
-        cpu = med([t / TICKS / r["accepted"] * 1000 for t, r in ok if r["accepted"] > 0])
-        busy = med([r["loadgen_cpu"] for _, r in ok])
-        bad = sum(int(r.get("refused", 0) + r.get("failed", 0)) for _, r in rs)
-        lstats[(store, c)] = (rate, busy)
-        runs_txt = ", ".join(f"{r['rate']:,.0f}" for _, r in ok)
-        w(f"| {store} | {c} | {rate:,.0f} | {runs_txt} | "
-          f"{ms(med([r['p50_us'] for _, r in ok]))} | {ms(med([r['p99_us'] for _, r in ok]))} | "
-          f"{ms(med([r['p999_us'] for _, r in ok]))} | {cpu:.3f} | {busy * 100:.0f} % | {bad} |")
+    w("| store | concurrency | LTI version | launches/s (median) | runs | p50 ms | p99 ms | p99.9 ms | ltigate CPU ms / launch | load generator CPU busy | refused / failed |")
+    w("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    exhausted = 0
+    for (store, c, version), rs in sorted(lruns.items()):
+        s = rate_row(rs)
+        lstats[(store, c, version)] = (s["rate"], s["busy"])
+        exhausted += s["exhausted"]
+        w(f"| {store} | {c} | {version} | {cells(s)}")
     w("")
+    w("LTI 1.3: only the launch POSTs are timed (the logins and the id_tokens' signing come "
+      "first), and ltigate's CPU is counted over the timed launches alone.")
+    if exhausted:
+        w(f"In {exhausted} LTI 1.3 run(s) the prepared launches ran out before the run's end "
+          "(raise `LTI13_RATE_BOUND`): the rate is over the shorter time.")
+    w("")
+
+    login_path = raw / "login.tsv"
+    if login_path.exists() and login_path.read_text().strip():
+        gruns = {}
+        for line in login_path.read_text().splitlines():
+            store, c, rep, ticks, rest = line.split("\t", 4)
+            gruns.setdefault((store, int(c)), []).append((int(ticks), kv(rest)))
+        w("### LTI 1.3 logins per second\n")
+        w("The logins each LTI 1.3 run makes before its launches (`GET /lti/1.3/login` → 302 "
+          "with the state and its cookie; nothing stored), timed on their own.\n")
+        w("| store | concurrency | logins/s (median) | runs | p50 ms | p99 ms | p99.9 ms | ltigate CPU ms / login | load generator CPU busy | refused / failed |")
+        w("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        for (store, c), rs in sorted(gruns.items()):
+            w(f"| {store} | {c} | {cells(rate_row(rs))}")
+        w("")
 
     # --- targets ------------------------------------------------------------
     w("### Targets\n")
@@ -192,12 +241,15 @@ def main(raw):
         added = g1["p50"] - d1["p50"]
         w(f"- Added latency over direct at concurrency 1 ≤ 100 µs (median): {added:.0f} µs "
           f"({d1['p50']:.0f} → {g1['p50']:.0f} µs) — {verdict(added <= 100)}")
-    for store, goal in (("embedded", 5000), ("redis", 3000)):
-        best = max(((r, b, c) for (s, c), (r, b) in lstats.items() if s == store and r), default=None)
+    for version, store, goal in (("1.1", "embedded", 5000), ("1.1", "redis", 3000), ("1.3", "redis", 3000)):
+        best = max(
+            ((r, b, c) for (s, c, v), (r, b) in lstats.items() if s == store and v == version and r),
+            default=None,
+        )
         if best:
             rate, busy, c = best
             limit = " (load generator near its limit)" if busy > 0.9 else f" (load generator {busy * 100:.0f} % busy: not the limit)"
-            w(f"- Launches ≥ {goal:,}/s with {store}: {rate:,.0f}/s at concurrency {c}{limit} — "
+            w(f"- LTI {version} launches ≥ {goal:,}/s with {store}: {rate:,.0f}/s at concurrency {c}{limit} — "
               f"{verdict(rate >= goal)}" + ("" if rate >= goal else f", {(1 - rate / goal) * 100:.0f} % short"))
     idle, conn = kbv("ltigate", "idle_kb"), kbv("ltigate", "conn_kb")
     if idle:
@@ -208,7 +260,8 @@ def main(raw):
 
     w("### Configurations\n")
     w("nginx:\n\n```nginx\n" + (raw / "nginx.conf").read_text().rstrip() + "\n```\n")
-    w("ltigate (the Redis run differs only in `[store] url = \"redis://127.0.0.1:…\"`):\n\n```toml\n"
+    w("ltigate (the Redis run differs only in `[store] url = \"redis://127.0.0.1:…\"`; the "
+      "`[outcomes]`, `[lti13]` and `[[platforms]]` parts are for the LTI 1.3 launches):\n\n```toml\n"
       + (raw / "ltigate.toml").read_text().rstrip() + "\n```")
     print("\n".join(out))
 
