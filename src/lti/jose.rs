@@ -1,6 +1,8 @@
 //! JOSE for LTI 1.3: compact JWS with RS256 only (RFC 7515, RFC 7518 §3.3),
 //! RSA public keys as JWKs and key sets (RFC 7517), and the RFC 7638 key
-//! thumbprint that names the tool's keys.
+//! thumbprint that names the tool's keys. And ES256 signing (RFC 7518
+//! §3.4, P-256) for the signed identity assertion ([`EcSigningKey`]), with
+//! its EC public JWK; ltigate never verifies an ES256 token itself.
 //!
 //! Hostile input is cheap: a token is refused by length before it is
 //! decoded, each part is bounded, and the signature check is one RSA
@@ -33,6 +35,9 @@ pub const MIN_RSA_BITS: usize = 2048;
 pub const MAX_RSA_BITS: usize = 8192;
 /// The one signature algorithm of LTI 1.3.
 pub const RS256: &str = "RS256";
+/// The signature algorithm of the identity assertion: ECDSA on P-256 with
+/// SHA-256.
+pub const ES256: &str = "ES256";
 
 /// Why a compact JWS was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -216,24 +221,26 @@ fn strip_zeros(bytes: &[u8]) -> Vec<u8> {
 /// Why a key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    /// The text holds no PEM `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY`
-    /// (PKCS#1) block.
-    #[error("the key is not a PEM \"PRIVATE KEY\" (PKCS#8) or \"RSA PRIVATE KEY\" (PKCS#1) block")]
+    /// The text holds no PEM private key block of an accepted kind
+    /// (`PRIVATE KEY` for PKCS#8, `RSA PRIVATE KEY` for PKCS#1 RSA, `EC
+    /// PRIVATE KEY` for SEC1 EC keys, each where its loader accepts it).
+    #[error("the text holds no PEM private key block of an accepted kind")]
     NotPem,
     /// The PEM block is an encrypted key (`ENCRYPTED PRIVATE KEY`, or a
-    /// PKCS#1 block with `Proc-Type: 4,ENCRYPTED`).
+    /// PKCS#1 or SEC1 block with `Proc-Type: 4,ENCRYPTED`).
     #[error("the key is encrypted")]
     Encrypted,
     /// The PEM block is a private key of another kind (its label, such as
-    /// `EC PRIVATE KEY` or `OPENSSH PRIVATE KEY`).
-    #[error("the key is a PEM \"{0}\" block, not an RSA key")]
+    /// `EC PRIVATE KEY` for an RSA loader or `OPENSSH PRIVATE KEY`).
+    #[error("the key is a PEM \"{0}\" block, a kind of key not accepted here")]
     OtherKind(String),
     /// The PEM block's body is not base64.
     #[error("the key's PEM body is not base64")]
     NotBase64,
-    /// The DER is not an RSA PKCS#8 private key `ring` accepts (2048 to 8192
-    /// bits, consistent components).
-    #[error("the key is not a usable RSA PKCS#8 private key: {0}")]
+    /// The DER is not a PKCS#8 private key of the expected kind that `ring`
+    /// accepts (RSA of 2048 to 8192 bits, or EC on P-256, with consistent
+    /// components).
+    #[error("the key is not a usable PKCS#8 private key of the expected kind: {0}")]
     Rejected(String),
     /// A JWK or key set is not what is expected.
     #[error("the key set is malformed: {0}")]
@@ -419,6 +426,41 @@ impl JwkSet {
 /// it) wrapped by [`pkcs1_to_pkcs8`]. Encrypted keys and blocks of other
 /// kinds are refused. The key itself is checked by whoever loads the DER.
 pub fn private_key_pem_to_der(pem: &str) -> Result<Vec<u8>, KeyError> {
+    pem_private_key(
+        pem,
+        &[
+            ("PRIVATE KEY", Wrap::Pkcs8),
+            ("RSA PRIVATE KEY", Wrap::Pkcs1),
+        ],
+    )
+}
+
+/// Decodes the first PEM EC private key block of `pem` to PKCS#8 DER: a
+/// `PRIVATE KEY` block (PKCS#8) as it is, an `EC PRIVATE KEY` block (SEC1,
+/// RFC 5915, as `openssl ec` and Helm's `genPrivateKey "ecdsa"` write it)
+/// wrapped by [`sec1_p256_to_pkcs8`]. Encrypted keys and blocks of other
+/// kinds are refused. The key itself is checked by whoever loads the DER.
+pub fn ec_private_key_pem_to_der(pem: &str) -> Result<Vec<u8>, KeyError> {
+    pem_private_key(
+        pem,
+        &[("PRIVATE KEY", Wrap::Pkcs8), ("EC PRIVATE KEY", Wrap::Sec1)],
+    )
+}
+
+/// How the DER of an accepted PEM block becomes PKCS#8.
+#[derive(Clone, Copy)]
+enum Wrap {
+    /// Already PKCS#8.
+    Pkcs8,
+    /// PKCS#1 `RSAPrivateKey`: [`pkcs1_to_pkcs8`].
+    Pkcs1,
+    /// SEC1 `ECPrivateKey`: [`sec1_p256_to_pkcs8`].
+    Sec1,
+}
+
+/// The first PEM block of `pem` whose label is one of `accepted`, decoded
+/// and wrapped into PKCS#8 DER.
+fn pem_private_key(pem: &str, accepted: &[(&str, Wrap)]) -> Result<Vec<u8>, KeyError> {
     const BEGIN: &str = "-----BEGIN ";
     const DASHES: &str = "-----";
     let mut labels = Vec::new();
@@ -431,26 +473,26 @@ pub fn private_key_pem_to_der(pem: &str) -> Result<Vec<u8>, KeyError> {
         let label = &after[..len];
         let body = &after[len + DASHES.len()..];
         rest = body;
-        let pkcs1 = match label {
-            "PRIVATE KEY" => false,
-            "RSA PRIVATE KEY" => true,
-            _ => {
-                labels.push(label);
-                continue;
-            }
+        let Some(&(_, wrap)) = accepted.iter().find(|(l, _)| *l == label) else {
+            labels.push(label);
+            continue;
         };
         let end = format!("-----END {label}-----");
         let body = &body[..body.find(&end).ok_or(KeyError::NotPem)?];
         if body.contains("Proc-Type:") {
             // PEM headers before the body: `Proc-Type: 4,ENCRYPTED` and
-            // `DEK-Info` (RFC 1421) of an encrypted PKCS#1 key.
+            // `DEK-Info` (RFC 1421) of an encrypted PKCS#1 or SEC1 key.
             return Err(KeyError::Encrypted);
         }
         let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|_| KeyError::NotBase64)?;
-        return Ok(if pkcs1 { pkcs1_to_pkcs8(&der) } else { der });
+        return Ok(match wrap {
+            Wrap::Pkcs8 => der,
+            Wrap::Pkcs1 => pkcs1_to_pkcs8(&der),
+            Wrap::Sec1 => sec1_p256_to_pkcs8(&der),
+        });
     }
     if labels.contains(&"ENCRYPTED PRIVATE KEY") {
         return Err(KeyError::Encrypted);
@@ -476,6 +518,32 @@ pub fn pkcs1_to_pkcs8(rsa_private_key: &[u8]) -> Vec<u8> {
     let mut body = vec![0x02, 0x01, 0x00];
     der_tlv(0x30, &algorithm, &mut body);
     der_tlv(0x04, rsa_private_key, &mut body);
+    let mut out = Vec::with_capacity(body.len() + 6);
+    der_tlv(0x30, &body, &mut out);
+    out
+}
+
+/// The DER object identifier of `id-ecPublicKey` (1.2.840.10045.2.1).
+const EC_PUBLIC_KEY_OID: [u8; 7] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+/// The DER object identifier of the curve P-256, `prime256v1`
+/// (1.2.840.10045.3.1.7).
+const P256_OID: [u8; 8] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// Wraps a SEC1 `ECPrivateKey` (RFC 5915) of a P-256 key into the PKCS#8
+/// `PrivateKeyInfo` (RFC 5208 §5) that carries it: version 0, the
+/// algorithm `id-ecPublicKey` with the named curve `prime256v1`, and the
+/// SEC1 DER as the private key's OCTET STRING. The bytes are not parsed
+/// here: when the key is loaded, `ring` refuses a malformed `ECPrivateKey`,
+/// one without its public key, and one whose own curve parameter names
+/// another curve.
+pub fn sec1_p256_to_pkcs8(ec_private_key: &[u8]) -> Vec<u8> {
+    let mut algorithm = vec![0x06, EC_PUBLIC_KEY_OID.len() as u8];
+    algorithm.extend_from_slice(&EC_PUBLIC_KEY_OID);
+    algorithm.extend_from_slice(&[0x06, P256_OID.len() as u8]);
+    algorithm.extend_from_slice(&P256_OID);
+    let mut body = vec![0x02, 0x01, 0x00];
+    der_tlv(0x30, &algorithm, &mut body);
+    der_tlv(0x04, ec_private_key, &mut body);
     let mut out = Vec::with_capacity(body.len() + 6);
     der_tlv(0x30, &body, &mut out);
     out
@@ -516,7 +584,7 @@ impl std::fmt::Debug for SigningKey {
 
 /// Why signing failed (in practice: never, for a key `ring` accepted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("RSA signing failed")]
+#[error("signing failed")]
 pub struct SignError;
 
 impl SigningKey {
@@ -579,6 +647,177 @@ impl SigningKey {
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(token)
+    }
+}
+
+/// An EC P-256 public key as a JWK: the coordinates of its point and its
+/// `kid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcPublicJwk {
+    kid: String,
+    x: [u8; 32],
+    y: [u8; 32],
+}
+
+impl EcPublicJwk {
+    /// The key of an uncompressed P-256 point (`0x04 || x || y`, 65 bytes,
+    /// as `ring` gives it), named by its RFC 7638 thumbprint.
+    pub fn from_uncompressed_point(point: &[u8]) -> Result<Self, KeyError> {
+        let [0x04, coordinates @ ..] = point else {
+            return Err(KeyError::BadJwks("not an uncompressed point"));
+        };
+        let (Ok(x), Ok(y)) = (
+            <[u8; 32]>::try_from(coordinates.get(..32).unwrap_or_default()),
+            <[u8; 32]>::try_from(coordinates.get(32..).unwrap_or_default()),
+        ) else {
+            return Err(KeyError::BadJwks("not a P-256 point"));
+        };
+        let mut key = EcPublicJwk {
+            kid: String::new(),
+            x,
+            y,
+        };
+        key.kid = key.thumbprint();
+        Ok(key)
+    }
+
+    /// The key's `kid`: its RFC 7638 thumbprint.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The uncompressed point, `0x04 || x || y`: what an ECDSA verifier
+    /// takes.
+    pub fn uncompressed_point(&self) -> Vec<u8> {
+        let mut point = Vec::with_capacity(65);
+        point.push(0x04);
+        point.extend_from_slice(&self.x);
+        point.extend_from_slice(&self.y);
+        point
+    }
+
+    /// The RFC 7638 thumbprint: base64url (no padding) of the SHA-256 of
+    /// `{"crv":"P-256","kty":"EC","x":…,"y":…}` with no whitespace.
+    pub fn thumbprint(&self) -> String {
+        let canonical = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            URL_SAFE_NO_PAD.encode(self.x),
+            URL_SAFE_NO_PAD.encode(self.y)
+        );
+        URL_SAFE_NO_PAD.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes(),
+        ))
+    }
+
+    /// The published JWK: `kty` `EC`, `crv` `P-256`, `x`, `y`, `alg`
+    /// `ES256`, `use` `sig` and `kid`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(self.x),
+            "y": URL_SAFE_NO_PAD.encode(self.y),
+            "alg": ES256,
+            "use": "sig",
+            "kid": self.kid,
+        })
+    }
+}
+
+/// An EC P-256 private key that signs ES256 JWTs under its RFC 7638
+/// thumbprint as `kid`: the key of the signed identity assertion.
+///
+/// ECDSA needs a fresh secret nonce per signature: `ring` draws it from the
+/// operating system's random source, hedged with the key and the message
+/// (the one randomness of this module). Two signatures of the same input
+/// therefore differ, and both verify.
+pub struct EcSigningKey {
+    pair: signature::EcdsaKeyPair,
+    public: EcPublicJwk,
+    /// `BASE64URL({"alg":"ES256","typ":"JWT","kid":…})`, made once.
+    header: String,
+}
+
+impl std::fmt::Debug for EcSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcSigningKey")
+            .field("kid", &self.public.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Length of an ES256 signature in a JWS: `r || s`, 32 bytes each (RFC
+/// 7518 §3.4), base64url without padding.
+pub const ES256_SIGNATURE_B64_LEN: usize = 86;
+
+/// The length of `n` bytes in base64url without padding.
+pub const fn base64url_len(n: usize) -> usize {
+    (n * 4).div_ceil(3)
+}
+
+impl EcSigningKey {
+    /// A key from PEM text, PKCS#8 or SEC1 (see
+    /// [`ec_private_key_pem_to_der`]).
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        Self::from_pkcs8_der(&ec_private_key_pem_to_der(pem)?)
+    }
+
+    /// A key from PKCS#8 DER: EC on P-256, with its public key.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        let pair = signature::EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der,
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let public =
+            EcPublicJwk::from_uncompressed_point(signature::KeyPair::public_key(&pair).as_ref())?;
+        let header = URL_SAFE_NO_PAD
+            .encode(serde_json::json!({"alg": ES256, "typ": "JWT", "kid": public.kid}).to_string());
+        Ok(Self {
+            pair,
+            public,
+            header,
+        })
+    }
+
+    /// The key's `kid`: its RFC 7638 thumbprint.
+    pub fn kid(&self) -> &str {
+        &self.public.kid
+    }
+
+    /// The public half, as published.
+    pub fn public_jwk(&self) -> &EcPublicJwk {
+        &self.public
+    }
+
+    /// The length of the compact JWS [`Self::sign_json`] makes of claims
+    /// whose JSON text is `claims_len` bytes long.
+    pub fn token_len(&self, claims_len: usize) -> usize {
+        self.header.len() + 1 + base64url_len(claims_len) + 1 + ES256_SIGNATURE_B64_LEN
+    }
+
+    /// A compact JWS of the claims' JSON text `claims_json` with the header
+    /// `{"alg":"ES256","typ":"JWT","kid":<kid>}`: the signature is `r || s`
+    /// (RFC 7518 §3.4).
+    pub fn sign_json(&self, claims_json: &[u8]) -> Result<String, SignError> {
+        let mut token = String::with_capacity(self.token_len(claims_json.len()));
+        token.push_str(&self.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims_json, &mut token);
+        let signature = self
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), token.as_bytes())
+            .map_err(|_| SignError)?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
+    }
+
+    /// [`Self::sign_json`] of a JSON value.
+    pub fn sign(&self, claims: &serde_json::Value) -> Result<String, SignError> {
+        self.sign_json(claims.to_string().as_bytes())
     }
 }
 
@@ -1031,5 +1270,187 @@ mod tests {
         assert_eq!(wrapped[..3], [0x30, 0x81, 130]);
         assert_eq!(wrapped[21..23], [0x04, 110]);
         assert_eq!(wrapped.len(), 3 + 130);
+    }
+
+    const ASSERTION_PEM: &str = include_str!("../../tests/vectors/assertion-key-p256.pem");
+    const ASSERTION_SEC1_PEM: &str =
+        include_str!("../../tests/vectors/assertion-key-p256-sec1.pem");
+
+    fn assertion_key() -> EcSigningKey {
+        EcSigningKey::from_pem(ASSERTION_PEM).unwrap()
+    }
+
+    /// Verifies an ES256 compact JWS with `ring`'s own ECDSA verifier (the
+    /// signing side above shares no code with it but the key).
+    fn verify_es256(token: &str, key: &EcPublicJwk) -> Result<(), ring::error::Unspecified> {
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| ring::error::Unspecified)?;
+        signature::UnparsedPublicKey::new(
+            &signature::ECDSA_P256_SHA256_FIXED,
+            key.uncompressed_point(),
+        )
+        .verify(input.as_bytes(), &sig)
+    }
+
+    #[test]
+    fn rfc7638_thumbprint_of_an_ec_key() {
+        // RFC 7517 Appendix A.1's EC key; its thumbprint as jwcrypto 1.6.2
+        // computes it (`JWK(...).thumbprint()`), and the test vector's as
+        // jwcrypto gives it for the PEM.
+        let x = URL_SAFE_NO_PAD
+            .decode("MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4")
+            .unwrap();
+        let y = URL_SAFE_NO_PAD
+            .decode("4Etl6SRW2YilurN5ZAvSlELSjRJB1PlTdpxLAnj9kgc")
+            .unwrap();
+        let point: Vec<u8> = [&[4u8][..], &x, &y].concat();
+        let key = EcPublicJwk::from_uncompressed_point(&point).unwrap();
+        assert_eq!(key.kid(), "lx31oeWk0OsilgEB5NOrG0T_0_zcD-jjSQnl_2eaBXM");
+        assert_eq!(key.uncompressed_point(), point);
+        assert_eq!(
+            assertion_key().kid(),
+            "Hd9RSljdLJr1DqSW1OVExvBEJdywMobsIHbo8Jzsn_E"
+        );
+        for bad in [&point[1..], &point[..64], &[0x02; 33][..], &[][..]] {
+            assert!(EcPublicJwk::from_uncompressed_point(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn es256_tokens_verify_with_rings_verifier() {
+        let key = assertion_key();
+        let claims = json!({"iss": "https://learn.example", "sub": "acme:1", "roles": ["Learner"]});
+        let token = key.sign(&claims).unwrap();
+        assert_eq!(token.len(), key.token_len(claims.to_string().len()));
+        assert!(verify_es256(&token, key.public_jwk()).is_ok());
+        let parts: Vec<&str> = token.split('.').collect();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            json!({"alg": "ES256", "typ": "JWT", "kid": key.kid()})
+        );
+        let read: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(read, claims);
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 64);
+        // ECDSA draws a nonce per signature: the same claims, another
+        // signature, and both verify.
+        let again = key.sign(&claims).unwrap();
+        assert_ne!(again, token);
+        assert!(verify_es256(&again, key.public_jwk()).is_ok());
+        // Changed claims, a flipped signature bit, another key: refused.
+        let forged = with_part(&token, 1, |_| b64json(&json!({"sub": "acme:2"})));
+        assert!(verify_es256(&forged, key.public_jwk()).is_err());
+        let flipped = with_part(&token, 2, |s| {
+            let mut bytes = URL_SAFE_NO_PAD.decode(s).unwrap();
+            bytes[40] ^= 1;
+            URL_SAFE_NO_PAD.encode(bytes)
+        });
+        assert!(verify_es256(&flipped, key.public_jwk()).is_err());
+        let other = EcSigningKey::from_pem(include_str!(
+            "../../tests/vectors/assertion-key-p256-next.pem"
+        ))
+        .unwrap();
+        assert_ne!(other.kid(), key.kid());
+        assert!(verify_es256(&token, other.public_jwk()).is_err());
+        // The token is not an RS256 one: the id_token verifier refuses it.
+        assert_eq!(
+            CompactJws::parse(&token).unwrap().key_id(),
+            Err(JwsError::UnsupportedAlgorithm)
+        );
+    }
+
+    #[test]
+    fn the_published_ec_jwk() {
+        let key = assertion_key();
+        let jwk = key.public_jwk().to_json();
+        assert_eq!(
+            jwk,
+            json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "x": "NEQrGSjOs4x_J_NqdH3EqzorK60yMMPE1BoMdSqbM7U",
+                "y": "4GTFCOSMdw-jJfT-4ZxT1ri4bcim1eYtVvk9lRGJek8",
+                "alg": "ES256",
+                "use": "sig",
+                "kid": "Hd9RSljdLJr1DqSW1OVExvBEJdywMobsIHbo8Jzsn_E",
+            })
+        );
+        // The platforms' key set reader skips it (not RSA).
+        let doc = json!({"keys": [jwk]}).to_string();
+        assert!(JwkSet::parse(doc.as_bytes()).unwrap().is_empty());
+        assert!(!format!("{key:?}").contains("pair"));
+    }
+
+    /// `assertion-key-p256-sec1.pem` is `assertion-key-p256.pem` written by
+    /// `openssl ec` (SEC1, as Helm's `genPrivateKey "ecdsa"` writes a key):
+    /// wrapped into PKCS#8 it is the same key.
+    #[test]
+    fn a_sec1_key_is_wrapped_into_pkcs8() {
+        assert!(ASSERTION_SEC1_PEM.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        let sec1 = EcSigningKey::from_pem(ASSERTION_SEC1_PEM).unwrap();
+        let pkcs8 = assertion_key();
+        assert_eq!(sec1.kid(), pkcs8.kid());
+        let token = sec1.sign(&json!({"sub": "a"})).unwrap();
+        assert!(verify_es256(&token, pkcs8.public_jwk()).is_ok());
+
+        let der = ec_private_key_pem_to_der(ASSERTION_SEC1_PEM).unwrap();
+        // SEQUENCE { INTEGER 0, SEQUENCE { id-ecPublicKey, prime256v1 },
+        // OCTET STRING { the 121 bytes of the SEC1 key } }.
+        assert_eq!(
+            der[..26],
+            [
+                0x30, 0x81, 0x93, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce,
+                0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01
+            ]
+        );
+        assert_eq!(der[26..29], [0x07, 0x04, 0x79]);
+        assert_eq!(der.len(), 3 + 0x93);
+        assert_eq!(sec1_p256_to_pkcs8(&der[29..]), der);
+    }
+
+    #[test]
+    fn ec_keys_of_other_kinds_are_refused() {
+        let p384 = include_str!("../../tests/vectors/assertion-key-p384.pem");
+        let p384_sec1 = include_str!("../../tests/vectors/assertion-key-p384-sec1.pem");
+        for pem in [p384, p384_sec1, TOOL_PEM] {
+            assert!(
+                matches!(EcSigningKey::from_pem(pem), Err(KeyError::Rejected(_))),
+                "{}",
+                &pem[..40]
+            );
+        }
+        for (pem, expected) in [
+            (
+                include_str!("../../tests/vectors/tool-key-rsa2048-pkcs1.pem"),
+                KeyError::OtherKind("RSA PRIVATE KEY".into()),
+            ),
+            (
+                "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END EC PRIVATE KEY-----\n",
+                KeyError::Encrypted,
+            ),
+            (
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                KeyError::Encrypted,
+            ),
+            ("-----BEGIN EC PRIVATE KEY-----\n!!\n-----END EC PRIVATE KEY-----", KeyError::NotBase64),
+            ("", KeyError::NotPem),
+        ] {
+            assert_eq!(ec_private_key_pem_to_der(pem), Err(expected));
+        }
+        assert!(matches!(
+            EcSigningKey::from_pem(
+                "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----"
+            ),
+            Err(KeyError::Rejected(_))
+        ));
+        // The RSA loader still refuses an EC block by its label.
+        assert_eq!(
+            private_key_pem_to_der(ASSERTION_SEC1_PEM),
+            Err(KeyError::OtherKind("EC PRIVATE KEY".into()))
+        );
     }
 }

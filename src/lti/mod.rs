@@ -1,5 +1,6 @@
 //! Pure LTI protocol code: values in, values out, no I/O, no clock, no
-//! randomness. Tested with published vectors and fuzzable.
+//! randomness (but the per-signature nonce of ES256, which `ring` draws:
+//! [`jose::EcSigningKey`]). Tested with published vectors and fuzzable.
 
 pub mod ags;
 pub mod cartridge;
