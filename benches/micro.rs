@@ -152,6 +152,8 @@ fn bench_headers(c: &mut Criterion) {
                     peer,
                     peer_text: &peer_text,
                     identity: Some(&identity),
+                    session: Some(&s),
+                    now: 1_700_000_000,
                     path_course: None,
                     request_id: Some(&request_id),
                 },

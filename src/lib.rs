@@ -211,11 +211,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         provisioner,
         outbox_notify: Arc::new(tokio::sync::Notify::new()),
     });
+    let assertion_keys = session::assertion::AssertionKeys::load(&settings)?.map(Arc::new);
+    let assertion = assertion_keys
+        .clone()
+        .map(|keys| session::assertion::Assertions::new(&settings, keys).map(Arc::new))
+        .transpose()?;
     let gate = Arc::new(Gate {
         app: app.clone(),
         sealer,
         lifetime,
         opened: session::OpenedCache::new(),
+        assertion,
     });
     let tool_keys = Arc::new(launch::tool_key::ToolKeys::load(&settings)?);
     let worker = Arc::new(outcomes::worker::Worker::new(
@@ -234,6 +240,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let admin = Arc::new(admin::Admin {
         app: app.clone(),
         platform_keys: lti13.jwks.clone(),
+        assertion_keys,
         ready: Default::default(),
     });
 

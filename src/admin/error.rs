@@ -15,6 +15,9 @@ use crate::store::StoreError;
 pub enum AdminError {
     /// No such route.
     NotFound,
+    /// `GET /.well-known/jwks.json` while the signed identity assertion is
+    /// off: no keys are published.
+    AssertionOff,
     /// The route exists, not with this method.
     MethodNotAllowed,
     /// `POST /outbox/retry`: the body could not be read (or is over 4 KiB).
@@ -30,7 +33,9 @@ pub enum AdminError {
 impl HttpError for AdminError {
     fn status(&self) -> StatusCode {
         match self {
-            AdminError::NotFound | AdminError::NoSuchDeadLetter => StatusCode::NOT_FOUND,
+            AdminError::NotFound | AdminError::AssertionOff | AdminError::NoSuchDeadLetter => {
+                StatusCode::NOT_FOUND
+            }
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::UnreadableBody => StatusCode::BAD_REQUEST,
             AdminError::NothingToRetry => StatusCode::UNPROCESSABLE_ENTITY,
@@ -40,7 +45,9 @@ impl HttpError for AdminError {
 
     fn label(&self) -> &'static str {
         match self {
-            AdminError::NotFound | AdminError::NoSuchDeadLetter => "not_found",
+            AdminError::NotFound | AdminError::AssertionOff | AdminError::NoSuchDeadLetter => {
+                "not_found"
+            }
             AdminError::MethodNotAllowed => "method_not_allowed",
             AdminError::UnreadableBody | AdminError::NothingToRetry => "invalid",
             AdminError::StoreUnavailable(_) => "store_unavailable",
@@ -50,6 +57,10 @@ impl HttpError for AdminError {
     fn message(&self) -> Cow<'static, str> {
         match self {
             AdminError::NotFound => "Not found.".into(),
+            AdminError::AssertionOff => {
+                "The signed identity assertion is off (session.assertion = false): no keys are published."
+                    .into()
+            }
             AdminError::MethodNotAllowed => "Method not allowed.".into(),
             AdminError::UnreadableBody => "unreadable body".into(),
             AdminError::NothingToRetry => "send {\"id\": \"…\"} or {\"all_dead\": true}".into(),
@@ -71,6 +82,7 @@ mod tests {
     fn every_refusal_answers_as_before() {
         let table = [
             (AdminError::NotFound, 404, "not_found"),
+            (AdminError::AssertionOff, 404, "not_found"),
             (AdminError::MethodNotAllowed, 405, "method_not_allowed"),
             (AdminError::UnreadableBody, 400, "invalid"),
             (AdminError::NothingToRetry, 422, "invalid"),
@@ -85,6 +97,7 @@ mod tests {
             // A new variant fails to compile here until the table has it.
             match err {
                 AdminError::NotFound
+                | AdminError::AssertionOff
                 | AdminError::MethodNotAllowed
                 | AdminError::UnreadableBody
                 | AdminError::NothingToRetry

@@ -1,6 +1,8 @@
 //! The admin listener: `/healthz`, `/readyz`, `/status`, `/metrics`, the
-//! completion webhook ([`crate::outcomes::webhook`]), the outbox routes and
-//! `POST /jwks/refresh` (drops the platforms' cached key sets).
+//! completion webhook ([`crate::outcomes::webhook`]), the outbox routes,
+//! `GET /.well-known/jwks.json` (the public keys of the signed identity
+//! assertion, for the upstream) and `POST /jwks/refresh` (drops the
+//! platforms' cached key sets).
 //!
 //! Readiness means "can proxy": it does not depend on the store, because
 //! sessions keep working through a store outage and taking pods out of the
@@ -15,6 +17,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::http::{respond, AppState, Body};
 use crate::launch::jwks::JwksCache;
 use crate::lti::jose::JwkSet;
+use crate::session::assertion::AssertionKeys;
 
 pub mod client;
 mod error;
@@ -28,6 +31,9 @@ pub struct Admin {
     pub app: Arc<AppState>,
     /// The platforms' cached key sets (`POST /jwks/refresh` drops them).
     pub platform_keys: Arc<JwksCache<JwkSet>>,
+    /// The signed identity assertion's keys (`GET /.well-known/jwks.json`),
+    /// when `session.assertion` is on.
+    pub assertion_keys: Option<Arc<AssertionKeys>>,
     /// True once both listeners are bound.
     pub ready: AtomicBool,
 }
@@ -67,6 +73,10 @@ where
         }
         (&Method::GET, "/status") => status(admin).await,
         (&Method::GET, "/metrics") => metrics(admin),
+        (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => match &admin.assertion_keys {
+            Some(keys) => keys.jwks_response(),
+            None => return Err(AdminError::AssertionOff),
+        },
         (&Method::POST, "/jwks/refresh") => {
             admin.platform_keys.clear();
             tracing::info!("the platforms' cached key sets were dropped");
@@ -81,6 +91,7 @@ where
             | "/webhooks/completion"
             | "/outbox"
             | "/outbox/retry"
+            | "/.well-known/jwks.json"
             | "/jwks/refresh",
         ) => return Err(AdminError::MethodNotAllowed),
         _ => return Err(AdminError::NotFound),

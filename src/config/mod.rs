@@ -30,7 +30,9 @@ mod tests;
 pub use load::{load_raw, load_raw_from, load_sources, Loaded, Origin, Origins};
 pub use raw::*;
 pub use settings::*;
-pub use validate::{parse_duration, parse_public_url, parse_size, tool_key_der, validate};
+pub use validate::{
+    assertion_key_der, parse_duration, parse_public_url, parse_size, tool_key_der, validate,
+};
 pub use warnings::EXAMPLE_SECRETS;
 
 /// Where the configuration file is looked for when `--config` is not given.

@@ -241,6 +241,25 @@ pub struct RawSession {
     pub rewrite_upstream_cookies: bool,
     /// RFC 3339 instant; sessions issued earlier are rejected.
     pub not_before: String,
+    /// Send the signed identity assertion (`{header_prefix}Assertion`).
+    pub assertion: bool,
+    /// `aud` of the assertion: names this deployment's upstream.
+    pub assertion_audience: String,
+    /// Lifetime of one assertion.
+    pub assertion_ttl: Quantity,
+    /// Put every launched course with its roles in the assertion.
+    pub assertion_course_roles: bool,
+    /// The assertion's signing key inline: PEM (PKCS#8 or SEC1) of an EC
+    /// P-256 key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion_key: Option<RawSecret>,
+    /// File holding the assertion's signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion_key_file: Option<String>,
+    /// Keys published that never sign (rotation step 1).
+    pub assertion_next_key_files: Vec<String>,
+    /// Keys still published after a switch.
+    pub assertion_previous_key_files: Vec<String>,
 }
 
 impl Default for RawSession {
@@ -259,6 +278,14 @@ impl Default for RawSession {
             csrf: true,
             rewrite_upstream_cookies: true,
             not_before: String::new(),
+            assertion: false,
+            assertion_audience: String::new(),
+            assertion_ttl: "5m".into(),
+            assertion_course_roles: false,
+            assertion_key: None,
+            assertion_key_file: None,
+            assertion_next_key_files: Vec::new(),
+            assertion_previous_key_files: Vec::new(),
         }
     }
 }

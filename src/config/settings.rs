@@ -134,6 +134,27 @@ pub struct SessionSettings {
     pub rewrite_upstream_cookies: bool,
     /// Unix seconds; older sessions are rejected.
     pub not_before: Option<u64>,
+    /// The signed identity assertion, when `session.assertion = true`.
+    pub assertion: Option<AssertionSettings>,
+}
+
+/// `session.assertion*`, validated: the signed identity assertion (DESIGN
+/// §4).
+#[derive(Clone, Debug)]
+pub struct AssertionSettings {
+    /// `aud`.
+    pub audience: String,
+    /// Lifetime of one assertion (never past the session's own expiry).
+    pub ttl: Duration,
+    /// Put `course_roles` in the claims.
+    pub course_roles: bool,
+    /// The signing key: PKCS#8 DER of an EC P-256 key (`None`: none
+    /// configured; the embedded store generates one, Redis refuses that).
+    pub key: Option<Secret>,
+    /// Keys published but never used to sign (PKCS#8 DER), in order.
+    pub next_keys: Vec<Secret>,
+    /// Keys still published after a switch (PKCS#8 DER), in order.
+    pub previous_keys: Vec<Secret>,
 }
 
 /// Which store backend.

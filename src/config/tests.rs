@@ -43,7 +43,7 @@ fn unknown_keys_are_rejected_with_their_path() {
     assert!(
         err.0
             .iter()
-            .any(|l| l.ends_with(": unknown key session.ttll (known: secret, secret_file, previous_secrets, previous_secrets_file, cookie_name, header_prefix, ttl, idle_ttl, max_courses, partitioned, csrf, rewrite_upstream_cookies, not_before)")),
+            .any(|l| l.ends_with(": unknown key session.ttll (known: secret, secret_file, previous_secrets, previous_secrets_file, cookie_name, header_prefix, ttl, idle_ttl, max_courses, partitioned, csrf, rewrite_upstream_cookies, not_before, assertion, assertion_audience, assertion_ttl, assertion_course_roles, assertion_key, assertion_key_file, assertion_next_key_files, assertion_previous_key_files)")),
         "{err}"
     );
     let err = raw_from(
@@ -894,4 +894,183 @@ fn lti13_keys_from_the_environment() {
         ),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// session.assertion*
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_assertion_is_off_by_default_and_needs_an_audience() {
+    let s = with("").unwrap();
+    assert!(s.session.assertion.is_none());
+    // Keys and a lifetime alone turn nothing on (they are still checked).
+    let s = with(&format!(
+        "[session]\nassertion_key_file = \"{}\"\nassertion_ttl = \"1m\"\n",
+        vector("assertion-key-p256.pem")
+    ))
+    .unwrap();
+    assert!(s.session.assertion.is_none());
+    assert!(refusal(&format!(
+        "[session]\nassertion_key_file = \"{}\"\n",
+        vector("tool-key-rsa2048.pem")
+    ))
+    .starts_with("session.assertion_key_file: "));
+
+    assert_eq!(
+        refusal("[session]\nassertion = true\n"),
+        "session.assertion_audience: required when session.assertion = true: a value naming this deployment's upstream (e.g. \"https://platform.internal/acme\"), so that deployments sharing a key cannot accept each other's assertions"
+    );
+    let s = with(
+        "[session]\nassertion = true\nassertion_audience = \"https://platform.internal/acme\"\n",
+    )
+    .unwrap();
+    let a = s.session.assertion.unwrap();
+    assert_eq!(a.audience, "https://platform.internal/acme");
+    assert_eq!(a.ttl, Duration::from_secs(300));
+    assert!(!a.course_roles);
+    // On the embedded store a key is generated at start-up.
+    assert!(a.key.is_none() && a.next_keys.is_empty() && a.previous_keys.is_empty());
+    assert_eq!(
+        refusal(&format!(
+            "[session]\nassertion = true\nassertion_audience = \"{}\"\n",
+            "a".repeat(257)
+        )),
+        "session.assertion_audience: at most 256 bytes, no control characters"
+    );
+}
+
+#[test]
+fn the_assertion_lifetime_is_between_two_seconds_and_an_hour() {
+    let on = "[session]\nassertion = true\nassertion_audience = \"up\"\n";
+    for (ttl, secs) in [("2s", 2), ("4s", 4), ("5m", 300), ("1h", 3600)] {
+        let s = with(&format!("{on}assertion_ttl = \"{ttl}\"\n")).unwrap();
+        assert_eq!(s.session.assertion.unwrap().ttl, Duration::from_secs(secs));
+    }
+    for ttl in ["1s", "1999ms", "0", "61m"] {
+        assert_eq!(
+            refusal(&format!("{on}assertion_ttl = \"{ttl}\"\n")),
+            "session.assertion_ttl: must be between 2s and 1h (an assertion is reused until half of it has passed, and is good until it expires)",
+            "{ttl}"
+        );
+    }
+    assert!(
+        refusal(&format!("{on}assertion_ttl = \"5 min\"\n")).starts_with("session.assertion_ttl: ")
+    );
+}
+
+#[test]
+fn the_assertion_key_is_pem_ec_p256_pkcs8_or_sec1() {
+    let on = "[session]\nassertion = true\nassertion_audience = \"up\"\n";
+    let pkcs8 = vector("assertion-key-p256.pem");
+    let s = with(&format!("{on}assertion_key_file = \"{pkcs8}\"\n")).unwrap();
+    let der = s.session.assertion.unwrap().key.unwrap();
+    let key = crate::lti::jose::EcSigningKey::from_pkcs8_der(der.expose()).unwrap();
+    assert_eq!(key.kid(), "Hd9RSljdLJr1DqSW1OVExvBEJdywMobsIHbo8Jzsn_E");
+    // SEC1 (as Helm's genPrivateKey "ecdsa" writes it), from a file or
+    // inline: the same key.
+    let sec1 = vector("assertion-key-p256-sec1.pem");
+    let pem = std::fs::read_to_string(&sec1).unwrap();
+    for extra in [
+        format!("assertion_key_file = \"{sec1}\"\n"),
+        format!("assertion_key = '''\n{pem}'''\n"),
+    ] {
+        let s = with(&format!("{on}{extra}")).unwrap();
+        let der = s.session.assertion.unwrap().key.unwrap();
+        let again = crate::lti::jose::EcSigningKey::from_pkcs8_der(der.expose()).unwrap();
+        assert_eq!(again.kid(), key.kid());
+    }
+    let wrong_kind = "not an EC P-256 key (the assertion is signed with ES256); generate one with openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256";
+    for (file, expected) in [
+        ("assertion-key-p384.pem", wrong_kind),
+        ("assertion-key-p384-sec1.pem", wrong_kind),
+        ("tool-key-rsa2048.pem", wrong_kind),
+        (
+            "tool-key-rsa2048-pkcs1.pem",
+            "a PEM RSA PRIVATE KEY block, not an EC P-256 key",
+        ),
+        (
+            "README.md",
+            "not a PEM EC private key (-----BEGIN PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----)",
+        ),
+    ] {
+        let line = refusal(&format!("{on}assertion_key_file = \"{}\"\n", vector(file)));
+        assert!(
+            line.starts_with("session.assertion_key_file: ") && line.contains(expected),
+            "{file}: {line}"
+        );
+    }
+    assert_eq!(
+        refusal(&format!(
+            "{on}assertion_key = '''\n-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END EC PRIVATE KEY-----\n'''\n"
+        )),
+        "session.assertion_key: an encrypted key; give it unencrypted (openssl pkcs8 -topk8 -nocrypt) and protect the file instead"
+    );
+    assert_eq!(
+        refusal(&format!(
+            "{on}assertion_key = \"x\"\nassertion_key_file = \"{pkcs8}\"\n"
+        )),
+        "session.assertion_key: set either session.assertion_key or session.assertion_key_file, not both"
+    );
+    // The next and previous keys, each checked and named by its place.
+    let next = vector("assertion-key-p256-next.pem");
+    let s = with(&format!(
+        "{on}assertion_key_file = \"{pkcs8}\"\nassertion_next_key_files = [\"{next}\"]\nassertion_previous_key_files = [\"{sec1}\"]\n"
+    ))
+    .unwrap();
+    let a = s.session.assertion.as_ref().unwrap();
+    assert_eq!((a.next_keys.len(), a.previous_keys.len()), (1, 1));
+    assert!(s
+        .warnings()
+        .iter()
+        .any(|w| w.starts_with("session.assertion_next_key_files: 1 key(s) published")));
+    let line = refusal(&format!(
+        "{on}assertion_previous_key_files = [\"{next}\", \"{}\"]\n",
+        vector("assertion-key-p384.pem")
+    ));
+    assert!(
+        line.starts_with("session.assertion_previous_key_files[1]: not an EC P-256 key"),
+        "{line}"
+    );
+    let line = refusal(&format!(
+        "{on}assertion_next_key_files = [\"/nonexistent/next.pem\"]\n"
+    ));
+    assert!(
+        line.starts_with(
+            "session.assertion_next_key_files[0]: cannot read `/nonexistent/next.pem`"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn redis_with_the_assertion_needs_a_shared_key() {
+    let redis = format!(
+        "[store]\nurl = \"redis://127.0.0.1:6379\"\n[session]\nsecret = \"{}\"\nassertion = true\nassertion_audience = \"up\"\n",
+        "s".repeat(32)
+    );
+    let line = refusal(&redis);
+    assert!(
+        line.starts_with("session.assertion_key: required with Redis when session.assertion = true (every replica must sign with, and publish, the same key)"),
+        "{line}"
+    );
+    with(&format!(
+        "{redis}assertion_key_file = \"{}\"\n",
+        vector("assertion-key-p256.pem")
+    ))
+    .unwrap();
+    // From the environment, as a deployment may give it.
+    let pem = std::fs::read_to_string(vector("assertion-key-p256-sec1.pem")).unwrap();
+    let raw = raw_from(
+        &format!("{MIN}{redis}"),
+        &[("LTIGATE_SESSION__ASSERTION_KEY", pem.as_str())],
+    )
+    .unwrap();
+    assert!(validate(&raw)
+        .unwrap()
+        .session
+        .assertion
+        .unwrap()
+        .key
+        .is_some());
 }

@@ -15,8 +15,10 @@ use super::warnings::example_secrets;
 use super::{ConfigError, MIN_SESSION_KEY};
 use crate::secret::Secret;
 
+mod assertion;
 mod lti13;
 
+pub use assertion::assertion_key_der;
 pub use lti13::tool_key_der;
 use lti13::{lti13, platforms, tenants};
 
@@ -308,8 +310,9 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, ConfigError> {
     let server = server(&mut c, &raw.server);
     let upstream = upstream(&mut c, &raw.upstream);
     let launch = launch(&mut c, &raw.launch);
-    let session = session(&mut c, &raw.session, server.as_ref().map(|s| &s.public_url));
+    let mut session = session(&mut c, &raw.session, server.as_ref().map(|s| &s.public_url));
     let store = store(&mut c, &raw.store, session.secret.is_some());
+    session.assertion = assertion::assertion(&mut c, &raw.session, &store);
     let webhook = webhook(&mut c, &raw.webhook);
     let outcomes = outcomes(&mut c, &raw.outcomes);
     let lti13 = lti13(&mut c, &raw.lti13);
@@ -543,6 +546,7 @@ fn session(c: &mut Check<'_>, s: &RawSession, public_url: Option<&PublicUrl>) ->
         csrf: s.csrf,
         rewrite_upstream_cookies: s.rewrite_upstream_cookies,
         not_before,
+        assertion: None,
     }
 }
 

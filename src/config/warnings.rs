@@ -94,6 +94,17 @@ impl Settings {
             }
         }
         out.extend(self.lti13_warnings());
+        if let Some(a) = self
+            .session
+            .assertion
+            .as_ref()
+            .filter(|a| !a.next_keys.is_empty())
+        {
+            out.push(format!(
+                "session.assertion_next_key_files: {} key(s) published at the admin listener's /.well-known/jwks.json that never sign; once every upstream has fetched them, make the next key session.assertion_key_file and move the current one to session.assertion_previous_key_files",
+                a.next_keys.len()
+            ));
+        }
         out
     }
 

@@ -64,6 +64,8 @@ pub struct ProxyRequest<B = Incoming> {
     /// The request's id, once the header policy has set it (for the log
     /// lines of a failure: the request itself is gone by then).
     pub request_id: Option<http::HeaderValue>,
+    /// Unix seconds when the session gate checked the session (0 before).
+    pub now: u64,
 }
 
 impl<B> Carrier for ProxyRequest<B> {
@@ -79,8 +81,9 @@ impl<B> Carrier for ProxyRequest<B> {
         ProxyRequest::json(self)
     }
 
-    fn set_session(&mut self, session: Arc<OpenedSession>) {
+    fn set_session(&mut self, session: Arc<OpenedSession>, now: u64) {
         self.session = Some(session);
+        self.now = now;
     }
 }
 
@@ -93,6 +96,7 @@ impl<B> ProxyRequest<B> {
             session: None,
             client,
             request_id: None,
+            now: 0,
         }
     }
 
@@ -166,7 +170,8 @@ impl Proxy {
             s.tenants
                 .iter()
                 .filter_map(|t| Some((t.name.as_str(), t.environment.as_deref()?))),
-        );
+        )
+        .with_assertion(app.assertion.clone());
         let forward = Forward::new(&app, &authority, upstream.path())?;
         let address = match authority.port_u16() {
             Some(port) => format!("{}:{port}", authority.host()),

@@ -253,8 +253,9 @@ pub trait Carrier {
     fn head(&self) -> (&http::Method, &str, &HeaderMap);
     /// The client prefers JSON error bodies.
     fn json(&self) -> bool;
-    /// Hands the request the session the gate opened.
-    fn set_session(&mut self, session: Arc<OpenedSession>);
+    /// Hands the request the session the gate opened, checked at `now`
+    /// (unix seconds).
+    fn set_session(&mut self, session: Arc<OpenedSession>, now: u64);
 }
 
 impl<S, R> tower::Service<R> for SessionGate<S>
@@ -289,7 +290,7 @@ where
                 if !public {
                     cookie = shared.refreshed(&s.session, now);
                 }
-                req.set_session(s);
+                req.set_session(s, now);
             }
             Err(reason) => {
                 if !is_public_path(&shared.app.settings.server.public_paths, path) {

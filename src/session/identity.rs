@@ -12,6 +12,9 @@ pub struct IdentityHeaders {
     pub(crate) fixed: Vec<(HeaderName, HeaderValue)>,
     /// `Course` and `Roles` of each course of the session, latest last.
     pub(crate) courses: Vec<CourseHeaders>,
+    /// The signed identity assertions the session has used, one per
+    /// course (empty when the assertion is off).
+    pub(crate) assertions: super::assertion::Slots,
 }
 
 /// `Course` and `Roles` header values of one course.

@@ -19,8 +19,9 @@
 //! The parts, one concern each: [`model`] (what the cookie carries),
 //! [`seal`] (sealing, opening, the lifetime policy), [`cookie`] (finding the
 //! cookie in a request), [`identity`] (the identity header values rendered
-//! once per session), [`gate`] and [`csrf`] (the two layers), [`key`] (the
-//! session key of the embedded store). [`Gate`] is the state the public
+//! once per session), [`assertion`] (the signed identity assertion, minted
+//! once per claim set), [`gate`] and [`csrf`] (the two layers), [`key`]
+//! (the session key of the embedded store). [`Gate`] is the state the public
 //! routes share, and [`Gate::open_session`] the one way any of them opens a
 //! session.
 
@@ -30,6 +31,7 @@ use http::HeaderMap;
 
 use crate::http::AppState;
 
+pub mod assertion;
 pub mod cookie;
 pub mod csrf;
 pub mod gate;
@@ -59,6 +61,8 @@ pub struct Gate {
     pub lifetime: Lifetime,
     /// Sessions opened from cookie values ([`Gate::open_session`]).
     pub opened: OpenedCache,
+    /// The signed identity assertion, when `session.assertion` is on.
+    pub assertion: Option<Arc<assertion::Assertions>>,
 }
 
 impl std::ops::Deref for Gate {

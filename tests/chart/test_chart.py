@@ -75,6 +75,9 @@ CHART_MANAGED = {
     "lti13.key",
     "lti13.next_key_files",
     "lti13.previous_key_files",
+    "session.assertion_key",
+    "session.assertion_next_key_files",
+    "session.assertion_previous_key_files",
 }
 SECRET_KEYS = {"api_token", "secret", "secrets", "previous_secrets"}
 

@@ -3,6 +3,7 @@
 //! launches, and a helper that starts ltigate on loopback.
 #![allow(dead_code)]
 
+pub mod assertion;
 pub mod fake_lms;
 pub mod gate;
 pub mod lms;

@@ -19,6 +19,12 @@
 //! - `/redirect?to=URL` → 302 to URL, `{upstream}` replaced by this
 //!   fake's own origin
 //! - `/html` → a small `text/html` page
+//!
+//! With a verifier ([`Upstream::verify_assertions`]) every recorded request
+//! that carries an identity (`X-LTI-User` or `X-LTI-Assertion`) has its
+//! `X-LTI-Assertion` checked by the README's Python recipe against the
+//! gate's key set: the verdict is in [`Recorded::assertion`] and in the
+//! echo's `assertion` field.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +39,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::assertion::Verifier;
+
 type Body = BoxBody<Bytes, Infallible>;
 
 /// One recorded request.
@@ -42,6 +50,9 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// With a verifier: the request's assertion, verified (its claims), or
+    /// why not (no assertion, or the recipe's refusal).
+    pub assertion: Option<Result<serde_json::Value, String>>,
 }
 
 impl Recorded {
@@ -68,6 +79,7 @@ pub struct Upstream {
     /// Bytes `/upload` has received so far (of the latest upload).
     pub upload_received: watch::Receiver<u64>,
     download_gate: Arc<Notify>,
+    verifier: Arc<Mutex<Option<Arc<Verifier>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -79,6 +91,7 @@ struct State {
     upload_received: Arc<watch::Sender<u64>>,
     download_gate: Arc<Notify>,
     origin: String,
+    verifier: Arc<Mutex<Option<Arc<Verifier>>>>,
 }
 
 impl Drop for Upstream {
@@ -96,6 +109,7 @@ impl Upstream {
         let mode = Arc::new(Mutex::new(Mode::Normal));
         let (upload_tx, upload_received) = watch::channel(0);
         let download_gate = Arc::new(Notify::new());
+        let verifier = Arc::new(Mutex::new(None));
         let state = State {
             records: records.clone(),
             mode: mode.clone(),
@@ -103,6 +117,7 @@ impl Upstream {
             upload_received: Arc::new(upload_tx),
             download_gate: download_gate.clone(),
             origin: format!("http://{addr}"),
+            verifier: verifier.clone(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -128,8 +143,15 @@ impl Upstream {
             token: token.map(str::to_string),
             upload_received,
             download_gate,
+            verifier,
             task,
         }
+    }
+
+    /// From now on, verifies the assertion of every request with an
+    /// identity with `verifier`.
+    pub fn verify_assertions(&self, verifier: Arc<Verifier>) {
+        *self.verifier.lock().unwrap() = Some(verifier);
     }
 
     /// Lets a paused `/download` go on.
@@ -180,13 +202,30 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-fn record(state: &State, parts: &http::request::Parts, body: Bytes) -> usize {
+/// The verdict on a request's assertion, when there is a verifier and the
+/// request carries an identity.
+async fn verdict(state: &State, headers: &HeaderMap) -> Option<Result<serde_json::Value, String>> {
+    let verifier = state.verifier.lock().unwrap().clone()?;
+    let token = headers.get("x-lti-assertion");
+    if token.is_none() && !headers.contains_key("x-lti-user") {
+        return None;
+    }
+    Some(match token.map(|t| t.to_str()) {
+        Some(Ok(t)) => verifier.verify(t).await,
+        Some(Err(_)) => Err("an assertion that is not text".into()),
+        None => Err("no assertion".into()),
+    })
+}
+
+async fn record(state: &State, parts: &http::request::Parts, body: Bytes) -> usize {
+    let assertion = verdict(state, &parts.headers).await;
     let mut r = state.records.lock().unwrap();
     r.push(Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         headers: parts.headers.clone(),
         body,
+        assertion,
     });
     r.len()
 }
@@ -218,7 +257,7 @@ async fn special(
     match path.as_str() {
         "/upload" => {
             let (parts, mut body) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             let (mut received, mut chunks) = (0u64, 0u64);
             state.upload_received.send_replace(0);
             while let Some(frame) = body.frame().await {
@@ -236,7 +275,7 @@ async fn special(
         }
         "/download" => {
             let (parts, _) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             let total: u64 = query_param(query.as_deref(), "bytes")
                 .and_then(|b| b.parse().ok())
                 .unwrap_or(0);
@@ -268,7 +307,7 @@ async fn special(
         }
         "/ws" => {
             let (parts, _) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             let mut req = Request::from_parts(parts, ());
             let key = req
                 .headers()
@@ -290,13 +329,13 @@ async fn special(
         }
         "/hang" => {
             let (parts, _) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             std::future::pending::<()>().await;
             unreachable!()
         }
         "/set-cookie" => {
             let (parts, _) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             Ok(Response::builder()
                 .header("content-type", "text/plain")
                 .header("set-cookie", "sid=abc; Path=/; SameSite=Lax; HttpOnly")
@@ -310,7 +349,7 @@ async fn special(
         }
         "/redirect" => {
             let (parts, _) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             let to = query_param(query.as_deref(), "to")
                 .unwrap_or_default()
                 .replace("{upstream}", &state.origin);
@@ -322,7 +361,7 @@ async fn special(
         }
         "/html" => {
             let (parts, _) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             Ok(Response::builder()
                 .header("content-type", "text/html; charset=utf-8")
                 .body(full("<!doctype html><p>course page</p>"))
@@ -330,7 +369,7 @@ async fn special(
         }
         "/slow" => {
             let (parts, _) = req.into_parts();
-            record(state, &parts, Bytes::new());
+            record(state, &parts, Bytes::new()).await;
             let ms: u64 = query_param(query.as_deref(), "ms")
                 .and_then(|b| b.parse().ok())
                 .unwrap_or(0);
@@ -358,7 +397,7 @@ async fn handle(req: Request<Incoming>, state: State) -> Response<Body> {
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
-    let n = record(&state, &parts, body.clone());
+    let n = record(&state, &parts, body.clone()).await;
 
     if let Some(api) = path.strip_prefix("/api/") {
         if let Some(t) = &token {
@@ -435,6 +474,10 @@ async fn handle(req: Request<Incoming>, state: State) -> Response<Body> {
             "query": parts.uri.query(),
             "headers": headers,
             "body_len": body.len(),
+            "assertion": state.records.lock().unwrap().get(n - 1).and_then(|r| r.assertion.clone()).map(|v| match v {
+                Ok(claims) => serde_json::json!({"ok": true, "claims": claims}),
+                Err(e) => serde_json::json!({"ok": false, "error": e}),
+            }),
         }),
     )
 }

@@ -15,6 +15,7 @@ use super::{has_prefix, is_hop_by_hop, named_by_connection, same_name};
 use crate::http::is_websocket_upgrade;
 use crate::http::request_id::{self, RequestId, X_REQUEST_ID};
 use crate::proxy::ProxyRequest;
+use crate::session::assertion::{Assertions, CurrentCourse, Slots};
 use crate::session::cookie::STATE_COOKIE_PREFIX;
 use crate::session::identity::CourseHeaders;
 use crate::session::{IdentityHeaders, Session};
@@ -149,6 +150,10 @@ pub struct RequestContext<'a> {
     /// The identity header values of the request's session, when it
     /// carries a valid one ([`HeaderPolicy::identity`]).
     pub identity: Option<&'a IdentityHeaders>,
+    /// The session itself (the claims of its signed identity assertion).
+    pub session: Option<&'a Session>,
+    /// Unix seconds, as the session gate read the clock.
+    pub now: u64,
     /// The course the request path names (`upstream.course_path`); without
     /// one the session's latest course is the current course.
     pub path_course: Option<&'a str>,
@@ -172,6 +177,7 @@ pub struct HeaderPolicy {
     pass_host: bool,
     course_path: Option<String>,
     environments: HashMap<String, String>,
+    assertion: Option<Arc<Assertions>>,
 }
 
 /// Identity-prefixed header names a client sent (removed), for the log.
@@ -216,6 +222,7 @@ impl HeaderPolicy {
             pass_host,
             course_path: None,
             environments: HashMap::new(),
+            assertion: None,
         })
     }
 
@@ -244,6 +251,13 @@ impl HeaderPolicy {
             .into_iter()
             .map(|(n, e)| (n.to_string(), e.to_string()))
             .collect();
+        self
+    }
+
+    /// The signed identity assertion (`session.assertion`), sent with
+    /// every request that has a session.
+    pub fn with_assertion(mut self, assertion: Option<Arc<Assertions>>) -> Self {
+        self.assertion = assertion;
         self
     }
 
@@ -381,25 +395,46 @@ impl HeaderPolicy {
         for (name, value) in &identity.fixed {
             headers.insert(name.clone(), value.clone());
         }
-        let course = match ctx.path_course {
-            Some(id) => match identity.courses.iter().find(|c| c.id == id) {
-                Some(c) => Cow::Borrowed(c),
-                None => Cow::Owned(CourseHeaders {
-                    id: String::new(),
-                    course: component_value(id),
-                    roles: None,
-                }),
+        // The current course: the path's, else the latest; one the session
+        // has not launched has no roles.
+        let (index, not_launched) = match ctx.path_course {
+            Some(id) => match identity.courses.iter().position(|c| c.id == id) {
+                Some(i) => (Some(i), None),
+                None => (
+                    None,
+                    Some(CourseHeaders {
+                        id: String::new(),
+                        course: component_value(id),
+                        roles: None,
+                    }),
+                ),
             },
-            None => match identity.courses.last() {
-                Some(latest) => Cow::Borrowed(latest),
-                None => return,
-            },
+            None => (identity.courses.len().checked_sub(1), None),
         };
-        if let Some(c) = &course.course {
-            headers.insert(self.names.course.clone(), c.clone());
+        let course = not_launched
+            .as_ref()
+            .or_else(|| index.and_then(|i| identity.courses.get(i)));
+        if let Some(c) = course {
+            if let Some(v) = &c.course {
+                headers.insert(self.names.course.clone(), v.clone());
+            }
+            if let Some(r) = &c.roles {
+                headers.insert(self.names.roles.clone(), r.clone());
+            }
         }
-        if let Some(r) = &course.roles {
-            headers.insert(self.names.roles.clone(), r.clone());
+        if let (Some(assertion), Some(s)) = (&self.assertion, ctx.session) {
+            let launched = index.and_then(|i| s.courses.get(i));
+            let current = CurrentCourse {
+                index,
+                id: match launched {
+                    Some(c) => Some(c.id.as_str()),
+                    None => ctx.path_course,
+                },
+                roles: launched.map_or(&[], |c| c.roles.as_slice()),
+            };
+            if let Some(v) = assertion.header(&identity.assertions, s, current, ctx.now) {
+                headers.insert(assertion.name().clone(), v);
+            }
         }
     }
 
@@ -482,7 +517,15 @@ impl HeaderPolicy {
                     .flatten(),
             })
             .collect();
-        IdentityHeaders { fixed, courses }
+        let assertions = match &self.assertion {
+            Some(_) => Slots::new(s.courses.len()),
+            None => Slots::default(),
+        };
+        IdentityHeaders {
+            fixed,
+            courses,
+            assertions,
+        }
     }
 
     /// The whole request side for one proxied request: strip, log what a
@@ -503,6 +546,7 @@ impl HeaderPolicy {
                 .identity
                 .get_or_init(|| self.identity(&opened.session))
         });
+        let session = req.session.as_ref().map(|opened| &opened.session);
         // HTTP/2 carries the host in the URI (`:authority`), not in `Host`.
         let authority = match req.http.headers().contains_key(header::HOST) {
             true => None,
@@ -535,6 +579,8 @@ impl HeaderPolicy {
                 peer,
                 peer_text,
                 identity,
+                session,
+                now: req.now,
                 path_course: path_course.as_deref(),
                 request_id: (!in_place).then_some(&request_id),
             },
@@ -670,6 +716,8 @@ mod tests {
             peer: "10.0.0.9".parse().unwrap(),
             peer_text: &PEER,
             identity,
+            session: None,
+            now: 0,
             path_course,
             request_id: Some(&R1),
         }
@@ -683,6 +731,9 @@ mod tests {
             ("X_LTI_User", "admin"),
             ("X-Lti-Upstream-User", "1"),
             ("x_lti-course-roles", "C-1=Instructor"),
+            ("X-LTI-Assertion", "eyJhbGciOiJub25lIn0.e30."),
+            ("x_lti_assertion", "forged"),
+            ("X_Lti-ASSERTION", "forged"),
             ("Forwarded", "for=1.2.3.4"),
             ("X-Forwarded-For", "1.2.3.4"),
             ("X_Forwarded_Host", "evil.example"),
@@ -703,7 +754,10 @@ mod tests {
                 "x-lti-roles",
                 "x_lti_user",
                 "x-lti-upstream-user",
-                "x_lti-course-roles"
+                "x_lti-course-roles",
+                "x-lti-assertion",
+                "x_lti_assertion",
+                "x_lti-assertion"
             ]
         );
         for gone in [
