@@ -40,6 +40,8 @@ REFERENCE = REPO / "config" / "ltigate.toml"
 RAW_CONFIG = REPO / "src" / "config" / "raw.rs"
 TOOL_KEY = REPO / "tests" / "vectors" / "tool-key-rsa2048.pem"
 TOOL_KEY_PKCS1 = REPO / "tests" / "vectors" / "tool-key-rsa2048-pkcs1.pem"
+ASSERTION_KEY = REPO / "tests" / "vectors" / "assertion-key-p256.pem"
+ASSERTION_KEY_SEC1 = REPO / "tests" / "vectors" / "assertion-key-p256-sec1.pem"
 RELEASE = "demo"
 NAMESPACE = "learning"
 
@@ -58,6 +60,7 @@ FEATURES = {
     "networkpolicy",
     "ingress",
     "lti13",
+    "assertion",
 }
 
 # Keys of ltigate.toml the chart sets itself (listeners, store file, and the
@@ -796,6 +799,11 @@ SCHEMA_REJECTS = {
     "inline tool key": {"config": {"lti13": {"key": "-----BEGIN PRIVATE KEY-----"}}},
     "tool key files set by hand": {"config": {"lti13": {"next_key_files": ["/tmp/k.pem"]}}},
     "tool key that is no PEM": {"secrets": {"toolKey": "not a key"}},
+    "assertion key that is no PEM": {"secrets": {"assertionKey": "not a key"}},
+    "an RSA key as the assertion key": {"secrets": {"assertionKey": "-----BEGIN RSA PRIVATE KEY-----\nx"}},
+    "inline assertion key": {"config": {"session": {"assertion_key": "-----BEGIN PRIVATE KEY-----"}}},
+    "assertion key files set by hand": {"config": {"session": {"assertion_next_key_files": ["/tmp/k.pem"]}}},
+    "assertion that is no boolean": {"config": {"session": {"assertion": "yes"}}},
     "platform without jwks_url": {
         "config": {
             "platforms": [
@@ -890,6 +898,39 @@ TEMPLATE_REJECTS = {
             },
         },
         "the chart generates one only in the Secret it creates",
+    ),
+    "assertion without an audience": (
+        {"config": {"session": {"assertion": True}}},
+        "config.session.assertion needs config.session.assertion_audience",
+    ),
+    "assertion on Redis with an existing Secret without its key": (
+        {
+            "config": {
+                "session": {"assertion": True, "assertion_audience": "https://platform.internal/acme"},
+                "store": {"url": "redis://redis.data.svc:6379"},
+            },
+            "secrets": {
+                "existingSecret": "mine",
+                "sessionKey": None,
+                "webhookSecret": None,
+                "apiToken": None,
+                "consumers": None,
+            },
+        },
+        "name its key with secrets.keys.assertionKey",
+    ),
+    "existing secret plus assertion key value": (
+        {
+            "secrets": {
+                "existingSecret": "mine",
+                "sessionKey": None,
+                "webhookSecret": None,
+                "apiToken": None,
+                "consumers": None,
+                "assertionKey": "-----BEGIN PRIVATE KEY-----\nx",
+            }
+        },
+        "secrets.assertionKey is set together with secrets.existingSecret",
     ),
     "existing secret plus tool key value": (
         {
@@ -1163,6 +1204,134 @@ def test_a_given_tool_key_is_used_as_given(kube, tmp_path):
     result = check_config(path, env, tmp_path)
     assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
     assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The signed identity assertion's key: given, or generated and kept across
+# upgrades
+# ---------------------------------------------------------------------------
+
+
+def with_assertion(*overrides: dict) -> dict:
+    """assertion-values.yaml (Redis, no key given), then `overrides`."""
+    values = load_values(CI_DIR / "assertion-values.yaml")
+    for override in overrides:
+        values = merged(values, override)
+    return values
+
+
+def test_without_an_assertion_key_the_chart_generates_one(tmp_path):
+    """config.session.assertion and no secrets.assertionKey: the chart-created
+    Secret holds an EC P-256 key of Helm's genPrivateKey "ecdsa" (SEC1 PEM),
+    named by session.assertion_key_file and accepted by ltigate on Redis,
+    where a key is required; the pods' checksum is that of this very Secret.
+    Offline every render makes a new key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    values = with_assertion()
+    out = chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    (secret_text,) = [text for template, text in out.items() if template.endswith("/secret.yaml")]
+    docs = [doc for template, text in sorted(out.items()) if not template.endswith("NOTES.txt") for doc in manifests(text)]
+    key = secret_data(docs)["assertion-key"]
+    assert key.startswith("-----BEGIN EC PRIVATE KEY-----\n")
+    private = load_pem_private_key(key.encode(), password=None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey) and private.curve.name == "secp256r1"
+    assert checksum(docs) == hashlib.sha256(secret_text.encode()).hexdigest()
+    session = tomllib.loads(config_toml(docs))["session"]
+    assert session["assertion_key_file"] == f"{SECRET_DIR}/assertion-key"
+    assert session["assertion"] is True
+    assert session["assertion_audience"] == "https://platform.internal/acme"
+    path, env, _ = materialise(docs, values, tmp_path)
+    result = check_config(path, env, tmp_path)
+    assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+    again = render(values)
+    assert secret_data(again)["assertion-key"] != key
+    assert checksum(again) != checksum(docs)
+
+    # The notes say where the platform finds the key set.
+    text = notes(values)
+    assert f"http://{RELEASE}-ltigate-admin.{NAMESPACE}.svc:9090/.well-known/jwks.json" in text
+    assert "(key assertion-key)" in text
+
+
+def test_where_the_chart_generates_an_assertion_key():
+    """Only with the assertion on, and only into the Secret the chart creates."""
+    docs = render(load_values(CI_DIR / "redis-enabled-values.yaml"))
+    assert "assertion-key" not in secret_data(docs)
+    assert "assertion_key_file" not in tomllib.loads(config_toml(docs))["session"]
+    embedded = merged(
+        load_values(CI_DIR / "standalone-values.yaml"),
+        {"config": {"session": {"assertion": True, "assertion_audience": "up"}}},
+    )
+    assert secret_data(render(embedded))["assertion-key"].startswith("-----BEGIN EC PRIVATE KEY-----")
+    # An existing Secret on the embedded store without the key: nothing
+    # generated, no key file (ltigate generates one beside its database).
+    existing = load_values(CI_DIR / "existing-secret-values.yaml")
+    docs = render(
+        merged(
+            existing,
+            {
+                "replicaCount": 1,
+                "config": {"session": {"assertion": True, "assertion_audience": "up"}},
+                "secrets": {"keys": {"storeUrl": "", "toolKey": ""}},
+            },
+        )
+    )
+    assert not of_kind(docs, "Secret")
+    assert "assertion_key_file" not in tomllib.loads(config_toml(docs))["session"]
+    # Named in an existing Secret: mounted and referenced.
+    docs = render(
+        merged(
+            existing,
+            {
+                "config": {"session": {"assertion": True, "assertion_audience": "up"}},
+                "secrets": {"keys": {"assertionKey": "assertion-signing-key"}},
+            },
+        )
+    )
+    items = {i["key"]: i["path"] for i in secret_volume(gateway(docs))["items"]}
+    assert items["assertion-signing-key"] == "assertion-signing-key"
+    assert tomllib.loads(config_toml(docs))["session"]["assertion_key_file"] == f"{SECRET_DIR}/assertion-signing-key"
+
+
+def test_a_generated_assertion_key_is_kept_across_upgrades(kube):
+    """The install generates a key; with the release's Secret in the namespace
+    the next render keeps it (and the pods' checksum), also when another
+    secret changes; the tool key's lookup and this one do not mix."""
+    values = with_assertion({"config": {"platforms": [PLATFORM]}})
+    first = kube.install(values)
+    secret = one(first, "Secret")
+    key = secret_data(first)["assertion-key"]
+    tool_key = secret_data(first)["tool-key"]
+    assert key.startswith("-----BEGIN EC PRIVATE KEY-----")
+    kube.store(secret)
+    upgrade = kube.install(values)
+    assert secret_data(upgrade)["assertion-key"] == key
+    assert secret_data(upgrade)["tool-key"] == tool_key
+    assert checksum(upgrade) == checksum(first)
+    changed = kube.install(merged(values, {"secrets": {"webhookSecret": "another-webhook-secret-0123"}}))
+    assert secret_data(changed)["assertion-key"] == key
+    assert checksum(changed) != checksum(first)
+
+
+@pytest.mark.parametrize("given", [ASSERTION_KEY, ASSERTION_KEY_SEC1], ids=["pkcs8", "sec1"])
+def test_a_given_assertion_key_is_used_as_given(kube, tmp_path, given):
+    """secrets.assertionKey is mounted as written, even when the release's
+    Secret holds a generated key; PKCS#8 and SEC1 pass the schema and
+    ltigate."""
+    values = with_assertion()
+    kube.store(one(kube.install(values), "Secret"))
+    given_values = merged(values, {"secrets": {"assertionKey": given.read_text()}})
+    docs = kube.install(given_values)
+    assert secret_data(docs)["assertion-key"] == given.read_text()
+    path, env, _ = materialise(docs, given_values, tmp_path)
+    result = check_config(path, env, tmp_path)
+    assert result.returncode == 0, f"check-config failed:\n{result.stdout}\n{result.stderr}"
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+    assert "(key assertion-key)" not in notes(given_values)
 
 
 @pytest.mark.parametrize("override,message", TEMPLATE_REJECTS.values(), ids=TEMPLATE_REJECTS.keys())

@@ -43,6 +43,9 @@
 {{- with $files.previousSessions }}
 {{- $_ := set $session "previous_secrets_file" (printf "%s/%s" $dir .key) }}
 {{- end }}
+{{- with $files.assertionKey }}
+{{- $_ := set $session "assertion_key_file" (printf "%s/%s" $dir .key) }}
+{{- end }}
 
 [session]
 {{- include "ltigate.tomlKeys" $session }}

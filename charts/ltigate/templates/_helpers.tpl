@@ -141,7 +141,8 @@ embedded
                   "previousSessions" (list "previousSessionKeys" "previous-session-keys" (join "\n" ($s.previousSessionKeys | default list)))
                   "webhook" (list "webhookSecret" "webhook-secret" ($s.webhookSecret | default ""))
                   "apiToken" (list "apiToken" "api-token" ($s.apiToken | default ""))
-                  "toolKey" (list "toolKey" "tool-key" (include "ltigate.toolKey" .)) }}
+                  "toolKey" (list "toolKey" "tool-key" (include "ltigate.toolKey" .))
+                  "assertionKey" (list "assertionKey" "assertion-key" (include "ltigate.assertionKey" .)) }}
 {{- range $name, $spec := $want }}
 {{- if $existing }}
 {{- $key := index $s.keys (index $spec 0) }}
@@ -198,11 +199,45 @@ embedded
 {{/* ltigate.toolKeyInRelease: the tool key in the Secret this chart created
      for the release, if there is one (empty without a cluster to ask). */}}
 {{- define "ltigate.toolKeyInRelease" -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "ltigate.fullname" .) }}
+{{- include "ltigate.keyInRelease" (list . "tool-key") }}
+{{- end }}
+
+{{/* ltigate.keyInRelease (list root secretKey): the value of secretKey in the
+     Secret this chart created for the release, if there is one (empty
+     without a cluster to ask). */}}
+{{- define "ltigate.keyInRelease" -}}
+{{- $root := index . 0 }}
+{{- $secret := lookup "v1" "Secret" $root.Release.Namespace (include "ltigate.fullname" $root) }}
 {{- with ($secret.data | default dict) }}
-{{- with (index . "tool-key") }}
+{{- with (index . (index $ 1)) }}
 {{- b64dec . }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The assertion key -------------------------------------------------------
+     ltigate.assertionKey: the PEM of the signed identity assertion's key of
+     the chart-created Secret, chosen as the tool key is: secrets.assertionKey
+     as given; otherwise, when config.session.assertion is true and the chart
+     creates the Secret, the key already in the release's Secret (lookup:
+     upgrades keep it), or else a new EC P-256 key (genPrivateKey "ecdsa":
+     SEC1 PEM, BEGIN EC PRIVATE KEY, which ltigate accepts). Chosen once per
+     render and kept in .Values.secrets, so that the Secret and the pods'
+     checksum annotation hold the same key. */}}
+{{- define "ltigate.assertionKey" -}}
+{{- $s := .Values.secrets }}
+{{- $session := .Values.config.session | default dict }}
+{{- if $s.assertionKey }}
+{{- $s.assertionKey }}
+{{- else if and (not $s.existingSecret) (index $session "assertion") }}
+{{- if not (hasKey $s "ltigateChosenAssertionKey") }}
+{{- $key := include "ltigate.keyInRelease" (list . "assertion-key") }}
+{{- if not $key }}
+{{- $key = genPrivateKey "ecdsa" }}
+{{- end }}
+{{- $_ := set $s "ltigateChosenAssertionKey" $key }}
+{{- end }}
+{{- $s.ltigateChosenAssertionKey }}
 {{- end }}
 {{- end }}
 

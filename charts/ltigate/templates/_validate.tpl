@@ -70,7 +70,7 @@
 
 {{- /* Secrets */}}
 {{- if $s.existingSecret }}
-{{- range $name := list "sessionKey" "webhookSecret" "apiToken" "storeUrl" "toolKey" }}
+{{- range $name := list "sessionKey" "webhookSecret" "apiToken" "storeUrl" "toolKey" "assertionKey" }}
 {{- if index $s $name }}
 {{- fail (printf "secrets.%s is set together with secrets.existingSecret: put the value in the existing Secret (key named by secrets.keys.%s) and leave secrets.%s empty" $name $name $name) }}
 {{- end }}
@@ -112,6 +112,17 @@
      key (ltigate.toolKey); an existing Secret is not the chart's to fill. */}}
 {{- if and $cfg.platforms (ne $kind "embedded") $s.existingSecret (not $s.keys.toolKey) }}
 {{- fail "config.platforms with Redis needs the tool key every replica signs with, and the chart generates one only in the Secret it creates: put the key (PEM of an RSA key of at least 2048 bits, e.g. from openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048) in the existing Secret and name its key with secrets.keys.toolKey" }}
+{{- end }}
+
+{{- /* Signed identity assertion */}}
+{{- $session := $cfg.session | default dict }}
+{{- if index $session "assertion" }}
+{{- if not (index $session "assertion_audience") }}
+{{- fail "config.session.assertion needs config.session.assertion_audience: a value naming this deployment's upstream (e.g. https://platform.internal/acme), the aud the platform checks" }}
+{{- end }}
+{{- if and (ne $kind "embedded") $s.existingSecret (not $s.keys.assertionKey) }}
+{{- fail "config.session.assertion with Redis needs the key every replica signs with, and the chart generates one only in the Secret it creates: put the key (PEM of an EC P-256 key, e.g. from openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256) in the existing Secret and name its key with secrets.keys.assertionKey" }}
+{{- end }}
 {{- end }}
 
 {{- /* Ingress */}}
