@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot paths: launch signature verification, session
-//! seal/open, the header policy, and POX build/parse.
+//! seal/open, the header policy (with and without the signed identity
+//! assertion), minting one assertion, and POX build/parse.
 //!
 //! `cargo bench --bench micro`
 
@@ -10,6 +11,7 @@ use ltigate::lti::oauth1::{self, LaunchSigner, SignatureMethod, VerifyRequest};
 use ltigate::lti::outcomes::{build_request, parse_response, Operation};
 use ltigate::proxy::headers::{HeaderPolicy, RequestContext};
 use ltigate::secret::Secret;
+use ltigate::session::assertion::{AssertionKeys, Assertions, CurrentCourse};
 use ltigate::session::{Sealer, Session};
 
 /// A realistic 25-parameter Moodle-style launch (oauth_* included).
@@ -142,6 +144,34 @@ fn bench_headers(c: &mut Criterion) {
     let peer = std::net::IpAddr::from([127, 0, 0, 1]);
     let peer_text = ltigate::proxy::headers::peer_text(peer);
     let request_id = http::HeaderValue::from_static("req-1");
+    let with_assertion = policy
+        .clone()
+        .with_assertion(Some(std::sync::Arc::new(assertion_minter())));
+    let learner = bench_learner();
+    let signed_identity = with_assertion.identity(&learner);
+    c.bench_function(
+        "header policy (20 headers, identity assertion reused)",
+        |b| {
+            b.iter(|| {
+                let mut h = template.clone();
+                with_assertion.strip(&mut h);
+                with_assertion.inject(
+                    &mut h,
+                    &RequestContext {
+                        peer,
+                        peer_text: &peer_text,
+                        identity: Some(&signed_identity),
+                        session: Some(&learner),
+                        now: 1_700_000_010,
+                        path_course: None,
+                        request_id: Some(&request_id),
+                    },
+                );
+                assert!(h.contains_key("x-lti-assertion"));
+                h
+            })
+        },
+    );
     c.bench_function("header policy (20 headers)", |b| {
         b.iter(|| {
             let mut h = template.clone();
@@ -159,6 +189,72 @@ fn bench_headers(c: &mut Criterion) {
                 },
             );
             h
+        })
+    });
+}
+
+/// The assertion's minter of a configuration with the assertion on and the
+/// test key (its settings validated as at start-up).
+fn assertion_minter() -> Assertions {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ltigate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+public_url = "https://learn.example.com"
+[session]
+secret = "bench-session-secret-0123456789abcdef"
+assertion = true
+assertion_audience = "https://platform.internal/acme"
+assertion_key_file = "{}/tests/vectors/assertion-key-p256.pem"
+[store]
+path = "{}/ltigate.db"
+[[consumers]]
+name = "Acme"
+key = "acme-key"
+secret = "acme-secret"
+lms_id = "acme"
+"#,
+            env!("CARGO_MANIFEST_DIR"),
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let raw = ltigate::config::load_raw_from(Some(&path), Vec::new()).expect("raw");
+    let settings = ltigate::config::validate(&raw).expect("settings");
+    let keys = AssertionKeys::load(&settings).expect("keys").expect("on");
+    Assertions::new(&settings, std::sync::Arc::new(keys)).expect("minter")
+}
+
+/// A learner as the benches' launches make one.
+fn bench_learner() -> Session {
+    let mut s = Session::new_for_test("acme:292832126");
+    s.tenant = "Acme".into();
+    s.given_name = Some("Zoë".into());
+    s.family_name = Some("van Dijk".into());
+    s.email = Some("zoe@example.org".into());
+    s.upstream_id = Some("up-1".into());
+    s.add_course("C-1", &["Learner".into()], 20);
+    s.issued_at = 1_700_000_000;
+    s.last_seen = 1_700_000_000;
+    s
+}
+
+fn bench_assertion(c: &mut Criterion) {
+    let minter = assertion_minter();
+    let s = bench_learner();
+    let course = CurrentCourse {
+        index: Some(0),
+        id: Some("C-1"),
+        roles: &s.courses[0].roles,
+    };
+    c.bench_function("mint identity assertion (ES256, one course)", |b| {
+        b.iter(|| {
+            minter
+                .mint_now(black_box(&s), course, 1_700_000_010)
+                .expect("minted")
         })
     });
 }
@@ -195,6 +291,7 @@ criterion_group!(
     bench_signature,
     bench_session,
     bench_headers,
+    bench_assertion,
     bench_pox
 );
 criterion_main!(benches);
