@@ -14,6 +14,11 @@
 //!     (its JWKS served on JWKS_ADDR): the logins and the signed id_tokens
 //!     are prepared first, then only the launch POSTs are timed. Prints a
 //!     `logins …` line and the launch line (see `lti13.rs`).
+//! launch_load sessions ADDR PUBLIC_URL KEY SECRET LEARNERS
+//!     LEARNERS learners launch (LTI 1.1) one after the other, each then
+//!     sending one proxied `GET /courses/C-1/page` with its own session
+//!     cookie (so ltigate holds LEARNERS opened sessions). Prints one line
+//!     of `name=value` results.
 //! ```
 //!
 //! A launch counts as accepted when ltigate answers 303 with a session
@@ -351,7 +356,33 @@ async fn run_load(
 
 const USAGE: &str = "usage: launch_load cookie ADDR PUBLIC_URL KEY SECRET
        launch_load load ADDR PUBLIC_URL KEY SECRET CONCURRENCY SECONDS LEARNERS
-       launch_load load13 ADDR PUBLIC_URL JWKS_ADDR CONCURRENCY SECONDS LEARNERS RATE_BOUND [SERVER_PID]";
+       launch_load load13 ADDR PUBLIC_URL JWKS_ADDR CONCURRENCY SECONDS LEARNERS RATE_BOUND [SERVER_PID]
+       launch_load sessions ADDR PUBLIC_URL KEY SECRET LEARNERS";
+
+/// LEARNERS sessions, each launched and then used once.
+async fn run_sessions(t: Arc<Target>, learners: u64) -> anyhow::Result<()> {
+    let client = client(1);
+    let (mut proxied, mut failed) = (0u64, 0u64);
+    for user in 0..learners {
+        let Ok((StatusCode::SEE_OTHER, Some(cookie))) = launch(&client, &t, user).await else {
+            failed += 1;
+            continue;
+        };
+        let req = Request::builder()
+            .uri(format!("http://{}/courses/C-1/page", t.addr))
+            .header(header::COOKIE, cookie)
+            .body(Full::new(Bytes::new()))?;
+        match client.request(req).await {
+            Ok(resp) if resp.status() == StatusCode::OK => {
+                resp.into_body().collect().await?;
+                proxied += 1;
+            }
+            _ => failed += 1,
+        }
+    }
+    println!("sessions={learners} proxied={proxied} failed={failed}");
+    Ok(())
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -418,6 +449,11 @@ fn main() -> anyhow::Result<()> {
                 },
             };
             rt.block_on(lti13::run(run))
+        }
+        ("sessions", 6) => {
+            let target = target()?;
+            let learners: u64 = arg(5, "LEARNERS")?.parse().context("LEARNERS")?;
+            rt.block_on(run_sessions(target, learners))
         }
         _ => bail!(USAGE),
     }
