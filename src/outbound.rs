@@ -160,6 +160,39 @@ impl Outbound {
     }
 }
 
+/// The clients for an LTI 1.3 platform's endpoints (its key set, token
+/// and scores endpoints): one for platforms on public addresses (https
+/// only), one for registrations with `allow_private_endpoints` (or any, with
+/// `outcomes.allow_insecure_targets`, for tests and development).
+#[derive(Debug, Clone)]
+pub struct PlatformClients {
+    public: Outbound,
+    private: Outbound,
+}
+
+impl PlatformClients {
+    /// Both clients, with `timeout` per call.
+    pub fn new(timeout: Duration) -> anyhow::Result<Self> {
+        Ok(PlatformClients {
+            public: Outbound::new(timeout, false)?,
+            private: Outbound::new(timeout, true)?,
+        })
+    }
+
+    /// The client for calls to `platform`'s endpoints.
+    pub fn for_platform(
+        &self,
+        settings: &crate::config::Settings,
+        platform: &crate::config::Platform,
+    ) -> &Outbound {
+        if platform.allow_private_endpoints || settings.outcomes.allow_insecure_targets {
+            &self.private
+        } else {
+            &self.public
+        }
+    }
+}
+
 /// An answer of [`Outbound::post`]: any status (non-2xx is the caller's
 /// to classify).
 #[derive(Debug)]

@@ -31,7 +31,7 @@ use crate::config::{Platform, Settings, Tenant};
 use crate::http::AppState;
 use crate::lti::ags::{self, AccessToken, ScoreAnswer, TokenAnswer};
 use crate::lti::jose::SigningKey;
-use crate::outbound::{Outbound, OutboundError};
+use crate::outbound::{Outbound, OutboundError, PlatformClients};
 use crate::store::{now_millis, Job};
 
 /// Largest answer read from a token or scores endpoint.
@@ -48,8 +48,7 @@ struct Cached {
 pub struct AgsScores {
     app: Arc<AppState>,
     key: Option<Arc<SigningKey>>,
-    outbound: Outbound,
-    outbound_private: Outbound,
+    clients: PlatformClients,
     tokens: Mutex<HashMap<String, Cached>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -62,19 +61,10 @@ impl AgsScores {
         Ok(AgsScores {
             app,
             key,
-            outbound: Outbound::new(timeout, false)?,
-            outbound_private: Outbound::new(timeout, true)?,
+            clients: PlatformClients::new(timeout)?,
             tokens: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         })
-    }
-
-    fn outbound_for(&self, settings: &Settings, platform: &Platform) -> &Outbound {
-        if platform.allow_private_endpoints || settings.outcomes.allow_insecure_targets {
-            &self.outbound_private
-        } else {
-            &self.outbound
-        }
     }
 
     fn cached(&self, platform: &str) -> Option<String> {
@@ -162,7 +152,8 @@ impl AgsScores {
         );
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let answer = self
-            .outbound_for(settings, platform)
+            .clients
+            .for_platform(settings, platform)
             .post(
                 &platform.auth_token_url,
                 headers,
@@ -238,7 +229,7 @@ impl AgsScores {
                 "the LTI 1.3 registration {platform} is no longer configured"
             ))
         })?;
-        let outbound = self.outbound_for(settings, platform);
+        let outbound = self.clients.for_platform(settings, platform);
         let url = ags::scores_url(lineitem);
         outbound
             .check(&url)

@@ -20,7 +20,7 @@ use crate::config::{Platform, Settings};
 use crate::launch::jwks::{JwksCache, KeySet};
 use crate::launch::tool_key::ToolKeys;
 use crate::lti::jose::JwkSet;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, PlatformClients};
 
 impl KeySet for JwkSet {
     fn parse(document: &[u8]) -> Result<Self, String> {
@@ -40,11 +40,8 @@ pub struct Lti13 {
     pub keys: Arc<ToolKeys>,
     /// The platforms' key sets, by `jwks_url`.
     pub jwks: Arc<JwksCache<JwkSet>>,
-    /// The client for platforms on public addresses (https only).
-    outbound: Outbound,
-    /// The client for registrations with `allow_private_endpoints` (or
-    /// `outcomes.allow_insecure_targets`).
-    outbound_private: Outbound,
+    /// The clients that fetch the key sets.
+    clients: PlatformClients,
 }
 
 impl std::fmt::Debug for Lti13 {
@@ -62,17 +59,12 @@ impl Lti13 {
         Ok(Lti13 {
             keys,
             jwks: Arc::new(JwksCache::new()),
-            outbound: Outbound::new(timeout, false)?,
-            outbound_private: Outbound::new(timeout, true)?,
+            clients: PlatformClients::new(timeout)?,
         })
     }
 
     /// The client for calls to `platform`'s endpoints.
     pub fn outbound_for(&self, settings: &Settings, platform: &Platform) -> &Outbound {
-        if platform.allow_private_endpoints || settings.outcomes.allow_insecure_targets {
-            &self.outbound_private
-        } else {
-            &self.outbound
-        }
+        self.clients.for_platform(settings, platform)
     }
 }
