@@ -9,9 +9,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ltigate::secret::Secret;
 use serde_json::{json, Value};
-use support::gate::{client, Gate, WEBHOOK_SECRET};
+use support::gate::{client, Gate};
 use support::lti13::*;
 use support::platform::{self, Platform};
 use support::upstream::Upstream;
@@ -68,24 +67,9 @@ async fn ags_launch(gate: &Gate, platform: &Platform, sub: &str) {
 
 /// Sends a signed completion webhook; its status and JSON.
 async fn complete(gate: &Gate, event_id: &str, user: &str, score: f64) -> (u16, Value) {
-    let body = json!({"event_id": event_id, "user": user, "course": "C-13",
-        "activity": "final-assessment", "score": score})
-    .to_string();
-    let signature = ltigate::outcomes::sign_webhook(
-        body.as_bytes(),
-        &Secret::new(WEBHOOK_SECRET),
-        support::lms::now(),
-    );
-    let r = client()
-        .post(gate.admin_url("/webhooks/completion"))
-        .header("content-type", "application/json")
-        .header("x-ltigate-signature", signature)
-        .body(body)
-        .send()
+    gate.completion(json!({"event_id": event_id, "user": user, "course": "C-13",
+        "activity": "final-assessment", "score": score}))
         .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Waits (at most `within`) for the platform to have recorded `n` scores.

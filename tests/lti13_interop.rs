@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ltigate::secret::Secret;
 use serde_json::{json, Value};
-use support::gate::{client, Gate, PUBLIC_URL, WEBHOOK_SECRET};
+use support::gate::{client, Gate, PUBLIC_URL};
 use support::upstream::Upstream;
 
 const ISSUER: &str = "https://lms.interop.example";
@@ -579,24 +578,11 @@ async fn an_lti1p3platform_launch_without_its_state_cookie_is_refused() {
 /// Sends a signed completion webhook for the learner in [`COURSE`]; its
 /// status and JSON.
 async fn complete(gate: &Gate, event_id: &str, score: f64) -> (u16, Value) {
-    let body = json!({"event_id": event_id, "user": "py:py-learner-1", "course": COURSE,
-        "activity": "final-assessment", "score": score})
-    .to_string();
-    let signature = ltigate::outcomes::sign_webhook(
-        body.as_bytes(),
-        &Secret::new(WEBHOOK_SECRET),
-        support::lms::now(),
-    );
-    let r = client()
-        .post(gate.admin_url("/webhooks/completion"))
-        .header("content-type", "application/json")
-        .header("x-ltigate-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    gate.completion(
+        json!({"event_id": event_id, "user": "py:py-learner-1", "course": COURSE,
+        "activity": "final-assessment", "score": score}),
+    )
+    .await
 }
 
 /// Whether `ts` is RFC 3339 UTC with milliseconds, `2026-12-08T01:19:49.123Z`

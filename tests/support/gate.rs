@@ -138,6 +138,31 @@ impl Gate {
         Gate::start_with(toml, dir).await
     }
 
+    /// Sends `event` as a completion webhook signed with the base
+    /// configuration's secret; the status and the JSON answer.
+    pub async fn completion(&self, event: serde_json::Value) -> (u16, serde_json::Value) {
+        let body = event.to_string();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let signature = ltigate::outcomes::sign_webhook(
+            body.as_bytes(),
+            &ltigate::secret::Secret::new(WEBHOOK_SECRET),
+            t,
+        );
+        let r = client()
+            .post(self.admin_url("/webhooks/completion"))
+            .header("content-type", "application/json")
+            .header("x-ltigate-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// The JSON an admin route answers a GET with.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         client()
