@@ -56,25 +56,6 @@ impl Drop for PyPlatform {
     }
 }
 
-/// Whether `python3` can import lti1p3platform; when it cannot, the test
-/// is skipped locally and fails on CI (which installs it).
-fn python_with_lti1p3platform() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import lti1p3platform, cryptography"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with lti1p3platform is required on CI (tests/requirements.txt)"
-        );
-        eprintln!("skipped: python3 with lti1p3platform is not available");
-    }
-    ok
-}
-
 impl PyPlatform {
     /// Starts the platform script and waits for the address it serves on.
     async fn start() -> PyPlatform {
@@ -207,7 +188,7 @@ struct Setup {
 /// The Python platform and ltigate with its registration; `None` when the
 /// test is skipped.
 async fn setup() -> Option<Setup> {
-    if !python_with_lti1p3platform() {
+    if !support::python_with("lti1p3platform, cryptography") {
         return None;
     }
     let platform = PyPlatform::start().await;

@@ -25,24 +25,10 @@ impl Drop for Verifier {
     }
 }
 
-/// Whether `python3` can import PyJWT with its crypto backend; when it
-/// cannot, the test is skipped locally and fails on CI (which installs
-/// it).
+/// Whether `python3` can import PyJWT with its crypto backend (see
+/// [`super::python_with`]).
 pub fn python_with_pyjwt() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with PyJWT is required on CI (tests/requirements.txt)"
-        );
-        eprintln!("skipped: python3 with PyJWT is not available");
-    }
-    ok
+    super::python_with("jwt, cryptography")
 }
 
 impl Verifier {
